@@ -1,0 +1,30 @@
+"""The math of each cell: parameter spec, forward step, hand-derived backward step.
+
+``CELLS`` maps a name to its cell class; ``make_cell(name, **options)`` builds a configured cell.
+"""
+from __future__ import annotations
+
+import difflib
+
+from .base import NUMPY_OPS, Cell, ParamSpec, init_array
+from .gru import GRU
+from .lstm import CIFG, LSTM, LSTMFamily, Mogrifier, PeepholeLSTM
+from .rnn import RNN
+
+CELLS: dict[str, type[Cell]] = {c.name: c for c in (RNN, LSTM, PeepholeLSTM, CIFG, GRU, Mogrifier)}
+
+
+def make_cell(cell, **options) -> Cell:
+    """A configured cell from a name (or a cell, returned as is when no options are given)."""
+    if isinstance(cell, Cell):
+        if options:
+            return type(cell)(**{**cell.config, **options})
+        return cell
+    if cell not in CELLS:
+        close = difflib.get_close_matches(str(cell), list(CELLS), n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"unknown cell {cell!r}: expected one of {', '.join(CELLS)}{hint}")
+    return CELLS[cell](**options)
+
+
+__all__ = ["CELLS", "Cell", "ParamSpec", "NUMPY_OPS", "make_cell", "init_array", "LSTMFamily"]

@@ -1,0 +1,329 @@
+"""The LSTM family: ``lstm``, ``peephole``, ``cifg`` and ``mogrifier``, one step written once.
+
+Equations (``sigma`` the logistic function, ``*`` elementwise, blocks of ``a`` in the order of
+``gates``, ``i, f, g, o`` by default):
+
+    x, h = mogrify(x_t, h_{t-1})                   # Mogrifier only; identity otherwise
+    a    = proj_ih(x) + proj_hh(h)                   # (B, G*H); proj = x W^T + b, or layer-normed
+    f    = sigma(a_f + forget_bias + w_f * c_{t-1})  # peephole term w_f * c_{t-1} for ``peephole``
+    i    = sigma(a_i + w_i * c_{t-1})                # CIFG: i = 1 - f
+    g    = act_in(a_g)                               # act_in: tanh (or identity)
+    c_t  = f * c_{t-1} + i * g
+    n_t  = LN(c_t) * ln_weight_c + ln_bias_c         # layer norm only; n_t = c_t otherwise
+    o    = sigma(a_o + w_o * c_t)                    # the output peephole looks at c_t
+    m_t  = o * act_out(n_t)                          # act_out: tanh (or identity)
+    h_t  = m_t W_hr^T                                # projection (LSTMP) only; h_t = m_t otherwise
+
+A gate in ``drop_gates`` is fixed at 1 and its block removed (Greff et al. 2017). Mogrifier
+(Melis et al. 2020), for ``j = 1..rounds``: odd ``j``: ``x = 2 sigma(h Q_k^T) * x``, even ``j``:
+``h = 2 sigma(x R_k^T) * h``; ``Q_k = Q_left_k Q_right_k`` when ``rank`` is set.
+"""
+from __future__ import annotations
+
+import math
+
+from .base import (
+    ACTIVATIONS,
+    Cell,
+    ParamSpec,
+    accumulate,
+    activate,
+    activate_grad,
+    layer_norm,
+    layer_norm_backward,
+)
+
+GATES = ("i", "f", "g", "o")
+DROPPABLE = ("i", "f", "o")
+
+
+class LSTMFamily(Cell):
+    """An LSTM step with every option of the family; the registry names configurations of it."""
+
+    has_cell_state = True
+    #: fixed by the cell name, not user options
+    peephole = False
+    coupled = False
+    drop_gates = ()
+    options = {
+        "bias": True,
+        "forget_bias": 0.0,
+        "forget_bias_init": None,
+        "proj_size": 0,
+        "layer_norm": False,
+        "drop_gates": (),
+        "input_activation": "tanh",
+        "output_activation": "tanh",
+    }
+
+    def validate(self):
+        super().validate()
+        if "drop_gates" in self.config:
+            gates = self.drop_gates
+            if isinstance(gates, str):  # "i,o" from a command line
+                gates = [g for g in gates.replace(",", " ").split() if g]
+            bad = [g for g in gates if g not in DROPPABLE]
+            if bad:
+                raise ValueError(f"drop_gates takes gates among {DROPPABLE}, got {bad}")
+            self.drop_gates = self.config["drop_gates"] = tuple(g for g in DROPPABLE if g in gates)
+        for key in ("input_activation", "output_activation"):
+            if self.config.get(key, "tanh") not in ACTIVATIONS:
+                raise ValueError(f"{key} must be one of {ACTIVATIONS}, got {self.config[key]!r}")
+        if not isinstance(self.proj_size, int) or self.proj_size < 0:
+            raise ValueError(f"proj_size should be a non-negative integer, got {self.proj_size!r}")
+        if "f" not in self.gates and (self.forget_bias or self.forget_bias_init is not None):
+            raise ValueError("forget_bias and forget_bias_init need the forget gate, which drop_gates removes")
+        if self.forget_bias_init is not None and not self.bias:
+            raise ValueError("forget_bias_init is stored in the biases, but bias=False")
+
+    @property
+    def gates(self) -> tuple[str, ...]:
+        """The gate blocks present in the weights, in ``torch.nn`` order."""
+        if self.coupled:
+            return ("f", "g", "o")
+        return tuple(g for g in GATES if g not in self.config.get("drop_gates", ()))
+
+    @property
+    def num_gates(self) -> int:
+        return len(self.gates)
+
+    @property
+    def peep_gates(self) -> tuple[str, ...]:
+        return tuple(g for g in ("i", "f", "o") if g in self.gates) if self.peephole else ()
+
+    rounds = 0  # Mogrifier rounds; 0 for the plain family
+
+    def state_sizes(self, hidden_size):
+        return (self.proj_size or hidden_size, hidden_size)
+
+    def param_spec(self, input_size, hidden_size):
+        H, R = hidden_size, self.proj_size or hidden_size
+        if self.proj_size and self.proj_size >= hidden_size:
+            raise ValueError(
+                f"proj_size has to be smaller than hidden_size, got proj_size={self.proj_size} "
+                f"and hidden_size={hidden_size}"
+            )
+        spec = self.linear_spec(input_size, H, R)
+        if self.forget_bias_init is not None:
+            k = self.gates.index("f")
+            spec = [
+                ParamSpec(s.name, s.shape, s.init, s.bound, ((k * H, (k + 1) * H, float(self.forget_bias_init)),))
+                if s.name == "bias_ih"
+                else ParamSpec(s.name, s.shape, s.init, s.bound, ((k * H, (k + 1) * H, 0.0),))
+                if s.name == "bias_hh"
+                else s
+                for s in spec
+            ]
+        bound = 1.0 / math.sqrt(H)
+        if self.peep_gates:
+            spec.append(ParamSpec("weight_peephole", (len(self.peep_gates) * H,), bound=bound))
+        if self.layer_norm:
+            spec += [ParamSpec("ln_weight_c", (H,), init="ones"), ParamSpec("ln_bias_c", (H,), init="zeros")]
+        if self.proj_size:
+            spec.append(ParamSpec("weight_hr", (R, H), bound=bound))
+        spec += self.mogrifier_spec(input_size, R)
+        return spec
+
+    def mogrifier_spec(self, input_size, state_size):
+        return []
+
+    # -- forward ----------------------------------------------------------------------------
+    def step(self, ops, p, gx, state):
+        h_prev, c_prev = state  # (B, R), (B, H)
+        cache = {"c_prev": c_prev}
+        h = h_prev
+        if self.rounds:
+            gx, h, cache["mog"] = self.mogrify(ops, p, gx, h)
+            gx, cache["ih"] = self.project(ops, p, gx, "ih")
+        gh, cache["hh"] = self.project(ops, p, h, "hh")
+        a = gx + gh  # (B, G*H)
+        H = c_prev.shape[-1]
+        blocks = {name: a[..., k * H : (k + 1) * H] for k, name in enumerate(self.gates)}
+        peep = {name: p["weight_peephole"][k * H : (k + 1) * H] for k, name in enumerate(self.peep_gates)}
+
+        f = i = o = None  # None: the gate is fixed at 1
+        if "f" in blocks:
+            a_f = blocks["f"] + self.forget_bias if self.forget_bias else blocks["f"]
+            f = ops.sigmoid(a_f + peep["f"] * c_prev if "f" in peep else a_f)
+        if self.coupled:
+            i = 1.0 - f
+        elif "i" in blocks:
+            i = ops.sigmoid(blocks["i"] + peep["i"] * c_prev if "i" in peep else blocks["i"])
+        g = activate(ops, self.input_activation, blocks["g"])
+        c = (c_prev if f is None else f * c_prev) + (g if i is None else i * g)
+        n = c
+        if self.layer_norm:
+            c_hat, c_rstd = layer_norm(ops, c)
+            n = c_hat * p["ln_weight_c"] + p["ln_bias_c"]
+            cache.update(c_hat=c_hat, c_rstd=c_rstd)
+        if "o" in blocks:
+            o = ops.sigmoid(blocks["o"] + peep["o"] * c if "o" in peep else blocks["o"])
+        t = activate(ops, self.output_activation, n)
+        m = t if o is None else o * t
+        h_new = m @ p["weight_hr"].T if self.proj_size else m
+        cache.update(f=f, i=i, g=g, c=c, o=o, t=t, m=m)
+        return (h_new, c), cache
+
+    # -- backward: the forward read bottom-up ------------------------------------------------
+    def step_backward(self, ops, p, cache, dstate, grads):
+        dh, dc = dstate  # gradients w.r.t. this step's h_t (B, R) and c_t (B, H)
+        f, i, g, c, o, t, m = (cache[k] for k in ("f", "i", "g", "c", "o", "t", "m"))
+        c_prev = cache["c_prev"]
+        H = c.shape[-1]
+        peep = {name: p["weight_peephole"][k * H : (k + 1) * H] for k, name in enumerate(self.peep_gates)}
+        da, dpeep = {}, {}
+
+        if self.proj_size:
+            accumulate(grads, "weight_hr", dh.T @ m)
+            dm = dh @ p["weight_hr"]
+        else:
+            dm = dh
+        dt = dm if o is None else dm * o
+        dn = dt * activate_grad(self.output_activation, t)
+        if self.layer_norm:
+            accumulate(grads, "ln_bias_c", dn.sum(0))
+            accumulate(grads, "ln_weight_c", (dn * cache["c_hat"]).sum(0))
+            dn = layer_norm_backward(dn * p["ln_weight_c"], cache["c_hat"], cache["c_rstd"], ops)
+        dc = dc + dn
+        if o is not None:
+            da["o"] = dm * t * o * (1.0 - o)
+            if "o" in peep:
+                dpeep["o"] = (da["o"] * c).sum(0)
+                dc = dc + da["o"] * peep["o"]
+        dc_prev = dc if f is None else dc * f
+        dg = dc if i is None else dc * i
+        da["g"] = dg * activate_grad(self.input_activation, g)
+        di = None if i is None else dc * g
+        if f is not None:
+            df = dc * c_prev
+            if self.coupled:
+                df = df - di  # i = 1 - f
+            da["f"] = df * f * (1.0 - f)
+        if i is not None and not self.coupled:
+            da["i"] = di * i * (1.0 - i)
+        for name in ("i", "f"):
+            if name in peep:
+                dpeep[name] = (da[name] * c_prev).sum(0)
+                dc_prev = dc_prev + da[name] * peep[name]
+        if self.peep_gates:
+            accumulate(grads, "weight_peephole", ops.cat([dpeep[name] for name in self.peep_gates]))
+
+        da = ops.cat([da[name] for name in self.gates])  # (B, G*H)
+        dh_prev = self.project_backward(ops, p, cache["hh"], da, "hh", grads)
+        if self.rounds:
+            dx = self.project_backward(ops, p, cache["ih"], da, "ih", grads)
+            dx, dh_prev = self.mogrify_backward(ops, p, cache["mog"], dx, dh_prev, grads)
+            return dx, (dh_prev, dc_prev)
+        return da, (dh_prev, dc_prev)
+
+
+class LSTM(LSTMFamily):
+    """Long short-term memory (Hochreiter and Schmidhuber 1997, with the forget gate of Gers et
+    al. 2000), gate blocks ``i, f, g, o`` as in ``torch.nn.LSTM``. ``forget_bias`` is added to
+    the forget gate's pre-activation at compute time (TensorFlow's ``BasicLSTMCell``)."""
+
+    name = "lstm"
+
+
+class PeepholeLSTM(LSTMFamily):
+    """LSTM with diagonal peephole connections (Gers and Schmidhuber 2000): ``i`` and ``f`` see
+    ``c_{t-1}``, ``o`` sees ``c_t``; ``weight_peephole`` holds ``w_i, w_f, w_o``."""
+
+    name = "peephole"
+    peephole = True
+
+
+class CIFG(LSTMFamily):
+    """Coupled input-forget gate LSTM (Greff et al. 2017): blocks ``f, g, o`` and ``i = 1 - f``."""
+
+    name = "cifg"
+    coupled = True
+    options = {k: v for k, v in LSTMFamily.options.items() if k != "drop_gates"}
+
+
+class Mogrifier(LSTMFamily):
+    """Mogrifier LSTM (Melis et al. 2020): ``x`` and ``h`` gate each other for ``rounds`` rounds
+    before an LSTM step. ``rounds=0`` is exactly the LSTM."""
+
+    name = "mogrifier"
+    options = {**CIFG.options, "rounds": 5, "rank": None}
+
+    def validate(self):
+        super().validate()
+        if not isinstance(self.rounds, int) or self.rounds < 0:
+            raise ValueError(f"rounds must be a non-negative integer, got {self.rounds!r}")
+        if self.rank is not None and (not isinstance(self.rank, int) or self.rank <= 0):
+            raise ValueError(f"rank must be a positive integer or None, got {self.rank!r}")
+
+    def input_proj(self, ops, p, x):
+        if self.rounds:
+            return x, None  # x is gated by h inside each step, then projected there
+        return super().input_proj(ops, p, x)
+
+    def input_proj_backward(self, ops, p, cache, dgx, grads):
+        if self.rounds:
+            return dgx
+        return super().input_proj_backward(ops, p, cache, dgx, grads)
+
+    def mogrifier_spec(self, input_size, state_size):
+        nq, nr = (self.rounds + 1) // 2, self.rounds // 2
+        spec = []
+        for name, n, rows, cols in (("q", nq, input_size, state_size), ("r", nr, state_size, input_size)):
+            if n == 0:
+                continue
+            if self.rank is None:
+                spec.append(ParamSpec(f"weight_{name}", (n, rows, cols), bound=1.0 / math.sqrt(cols)))
+            else:
+                k = self.rank
+                spec.append(ParamSpec(f"weight_{name}_left", (n, rows, k), bound=1.0 / math.sqrt(k)))
+                spec.append(ParamSpec(f"weight_{name}_right", (n, k, cols), bound=1.0 / math.sqrt(cols)))
+        return spec
+
+    def _matrix(self, p, name, k):
+        """``Q_k`` ``(I, R)`` or ``R_k`` ``(R, I)``, full or as a product of two factors."""
+        if self.rank is None:
+            return p[f"weight_{name}"][k]
+        return p[f"weight_{name}_left"][k] @ p[f"weight_{name}_right"][k]
+
+    def mogrify(self, ops, p, x, h):
+        saved = []
+        for j in range(1, self.rounds + 1):
+            if j % 2:  # x is gated by h
+                k = (j - 1) // 2
+                s = ops.sigmoid(h @ self._matrix(p, "q", k).T)  # (B, I)
+                saved.append((x, h, s))
+                x = 2.0 * s * x
+            else:  # h is gated by x
+                k = j // 2 - 1
+                s = ops.sigmoid(x @ self._matrix(p, "r", k).T)  # (B, R)
+                saved.append((x, h, s))
+                h = 2.0 * s * h
+        return x, h, saved
+
+    def mogrify_backward(self, ops, p, saved, dx, dh, grads):
+        dmats = {"q": {}, "r": {}}
+        for j in range(self.rounds, 0, -1):
+            x, h, s = saved[j - 1]
+            if j % 2:  # x_out = 2 s x, s = sigma(h Q^T)
+                k = (j - 1) // 2
+                dz = dx * 2.0 * x * s * (1.0 - s)
+                dx = dx * 2.0 * s
+                dmats["q"][k] = dz.T @ h
+                dh = dh + dz @ self._matrix(p, "q", k)
+            else:  # h_out = 2 s h, s = sigma(x R^T)
+                k = j // 2 - 1
+                dz = dh * 2.0 * h * s * (1.0 - s)
+                dh = dh * 2.0 * s
+                dmats["r"][k] = dz.T @ x
+                dx = dx + dz @ self._matrix(p, "r", k)
+        for name, per_k in dmats.items():
+            if not per_k:
+                continue
+            ks = range(len(per_k))
+            if self.rank is None:
+                accumulate(grads, f"weight_{name}", ops.stack([per_k[k] for k in ks]))
+            else:
+                left, right = p[f"weight_{name}_left"], p[f"weight_{name}_right"]
+                accumulate(grads, f"weight_{name}_left", ops.stack([per_k[k] @ right[k].T for k in ks]))
+                accumulate(grads, f"weight_{name}_right", ops.stack([left[k].T @ per_k[k] for k in ks]))
+        return dx, dh

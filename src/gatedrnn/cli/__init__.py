@@ -1,0 +1,42 @@
+"""``gatedrnn <command>``: thin wrappers that parse arguments, call the library and print.
+
+Each command is a module with ``add_arguments(parser)`` and ``run(args) -> int``, listed in
+``COMMANDS``. Errors a user can cause (``UsageError``, ``ValueError`` from validation at the
+boundary) print one line and exit with code 2, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: command name -> (module, one-line help)
+COMMANDS = {
+    "gradcheck": ("gatedrnn.cli.gradcheck", "check the hand-derived backward against finite differences"),
+}
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gatedrnn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return importlib.import_module(args._module).run(args)
+    except (UsageError, ValueError, FileNotFoundError) as err:
+        print(f"gatedrnn {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gatedrnn {args.command}: interrupted", file=sys.stderr)
+        return 130

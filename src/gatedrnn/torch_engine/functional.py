@@ -1,0 +1,122 @@
+"""One layer, one direction, over a whole sequence, in two engines that must agree.
+
+    y, state_n = run_layer(cell, params, x, state, keep=None, engine="fused")
+
+``params`` maps the single-layer names (``weight_ih``, ...) to tensors; ``x`` is ``(T, B, I)``;
+``state`` is the tuple ``(h0,)`` or ``(h0, c0)``. ``keep`` is ``None`` or a tuple of masks, one
+per state element, broadcastable to ``(T, B, size)``: after step ``t`` the state is
+``keep * s_{t-1} + (1 - keep) * s_t``. Zoneout and variable-length (packed) batches are both
+written as such masks.
+
+- ``engine="reference"``: a plain autograd loop over ``cell.step`` (the slow twin).
+- ``engine="fused"``: ``FusedLayer``, an ``autograd.Function`` whose forward runs the same loop
+  without building a graph, saving each step's cache, and whose backward runs the cell's
+  hand-derived ``step_backward`` in reverse. When a graph of the backward is requested
+  (``create_graph=True``), the backward recomputes through the autograd twin instead, so second
+  derivatives are exact and the first-order path keeps its speed.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..cells import Cell
+from .ops import TORCH_OPS as ops
+
+
+def _mix(keep_t, prev, new):
+    return tuple(new_s if k is None else torch.lerp(new_s, prev_s, k) for k, prev_s, new_s in zip(keep_t, prev, new))
+
+
+def _keep_at(keep, t, n):
+    return (None,) * n if keep is None else tuple(None if k is None else k[t] for k in keep)
+
+
+def reference_layer(cell: Cell, params: dict, x, state, keep=None):
+    """The autograd twin: ``cell.step`` in a Python loop, differentiated by autograd."""
+    gx, _ = cell.input_proj(ops, params, x)
+    ys = []
+    for t in range(x.shape[0]):
+        new, _ = cell.step(ops, params, gx[t], state)
+        state = _mix(_keep_at(keep, t, len(state)), state, new)
+        ys.append(state[0])
+    y = torch.stack(ys) if ys else x.new_zeros((0, x.shape[1], state[0].shape[-1]))
+    return y, state
+
+
+class FusedLayer(torch.autograd.Function):
+    """Forward: the loop without a graph, caches saved. Backward: the hand-derived BPTT."""
+
+    @staticmethod
+    def forward(ctx, cell, names, n_state, keep, *tensors):
+        params = dict(zip(names, tensors[: len(names)]))
+        x = tensors[len(names)]
+        state = tuple(tensors[len(names) + 1 :])
+        gx, in_cache = cell.input_proj(ops, params, x)
+        ys, caches = [], []
+        for t in range(x.shape[0]):
+            new, cache = cell.step(ops, params, gx[t], state)
+            state = _mix(_keep_at(keep, t, n_state), state, new)
+            caches.append(cache)
+            ys.append(state[0])
+        y = torch.stack(ys) if ys else x.new_zeros((0, x.shape[1], state[0].shape[-1]))
+        ctx.cell, ctx.names, ctx.keep = cell, names, keep
+        ctx.caches, ctx.in_cache = caches, in_cache
+        ctx.save_for_backward(*tensors)
+        return (y, *state)
+
+    @staticmethod
+    def backward(ctx, dy, *dstate):
+        cell, names, keep = ctx.cell, ctx.names, ctx.keep
+        tensors = ctx.saved_tensors
+        params = dict(zip(names, tensors[: len(names)]))
+        x, state0 = tensors[len(names)], tuple(tensors[len(names) + 1 :])
+        if torch.is_grad_enabled():  # a graph of the backward is wanted: go through the twin
+            return (None, None, None, None, *_twin_grads(cell, params, x, state0, keep, dy, dstate, tensors))
+        dstate = tuple(torch.zeros_like(s) if d is None else d for s, d in zip(state0, dstate))
+        dy = torch.zeros((x.shape[0], x.shape[1], state0[0].shape[-1]), dtype=x.dtype, device=x.device) if dy is None else dy
+        grads: dict = {}
+        dgx = [None] * x.shape[0]
+        for t in reversed(range(x.shape[0])):
+            dstate = (dstate[0] + dy[t],) + dstate[1:]
+            k = _keep_at(keep, t, len(dstate))
+            carried = tuple(None if kk is None else kk * d for kk, d in zip(k, dstate))
+            dstate = tuple(d if kk is None else (1.0 - kk) * d for kk, d in zip(k, dstate))
+            dgx[t], dstate = cell.step_backward(ops, params, ctx.caches[t], dstate, grads)
+            dstate = tuple(d if c is None else d + c for d, c in zip(dstate, carried))
+        if x.shape[0]:
+            dx = cell.input_proj_backward(ops, params, ctx.in_cache, torch.stack(dgx), grads)
+        else:
+            dx = torch.zeros_like(x)
+        dparams = [grads.get(n, torch.zeros_like(params[n])) for n in names]
+        del ctx.caches, ctx.in_cache
+        return (None, None, None, None, *dparams, dx, *dstate)
+
+
+def _twin_grads(cell, params, x, state0, keep, dy, dstate, tensors):
+    """Vector-Jacobian product through the autograd twin, with a graph (for double backward)."""
+    with torch.enable_grad():
+        inputs = [t if t.requires_grad else t.detach().requires_grad_() for t in tensors]
+        names = list(params)
+        p = dict(zip(names, inputs[: len(names)]))
+        y, state = reference_layer(cell, p, inputs[len(names)], tuple(inputs[len(names) + 1 :]), keep)
+        outs, grads_out = [y], [dy]
+        for s, d in zip(state, dstate):
+            outs.append(s)
+            grads_out.append(d)
+        pairs = [(o, g) for o, g in zip(outs, grads_out) if g is not None]
+        return torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs],
+                                   create_graph=True, allow_unused=True)
+
+
+ENGINES = ("fused", "reference")
+
+
+def run_layer(cell: Cell, params: dict, x, state, keep=None, engine: str = "fused"):
+    """``(y (T, B, R), state_n)`` for one layer and direction; see the module docstring."""
+    if engine == "reference":
+        return reference_layer(cell, params, x, tuple(state), keep)
+    if engine != "fused":
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    names = tuple(params)
+    out = FusedLayer.apply(cell, names, len(state), keep, *params.values(), x, *state)
+    return out[0], tuple(out[1:])

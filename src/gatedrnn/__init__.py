@@ -3,4 +3,16 @@ from .cells import CELLS, make_cell
 
 __version__ = "0.1.0"
 
-__all__ = ["CELLS", "make_cell", "__version__"]
+
+def __getattr__(name):
+    # the torch engine is imported on first use, so the NumPy reference works without torch
+    import importlib
+
+    torch_engine = importlib.import_module(".torch_engine", __name__)
+    if name in torch_engine.__all__:
+        return getattr(torch_engine, name)
+    raise AttributeError(f"module 'gatedrnn' has no attribute {name!r}")
+
+
+__all__ = ["CELLS", "make_cell", "__version__", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CIFGLSTM",
+           "MogrifierLSTM", "layer"]

@@ -192,8 +192,14 @@ class Cell:
         """``x @ weight_{kind}.T (+ bias)``, layer-normalised when ``layer_norm`` is on.
 
         ``kind`` is ``"ih"`` (input) or ``"hh"`` (recurrent). With layer norm (haste's layout):
-        ``LN(x W^T) * ln_weight_{kind} (+ ln_bias_hh) (+ bias_{kind})``.
+        ``LN(x W^T) * ln_weight_{kind} (+ ln_bias_hh) (+ bias_{kind})``. An optional entry
+        ``mask_{kind}`` of ``p`` (not a parameter; ``(B, ·)``, broadcast over the rows of ``x``)
+        multiplies ``x`` first: variational dropout of the state that feeds the recurrent product
+        (``mask_hh``, Gal and Ghahramani 2016), one mask for every step of a sequence.
         """
+        mask = p.get(f"mask_{kind}")
+        if mask is not None:
+            x = x * mask  # only the product sees the dropped state; the cell's other uses do not
         a = x @ p[f"weight_{kind}"].T  # (..., G*H)
         a_hat = rstd = None
         if self.layer_norm:
@@ -215,8 +221,10 @@ class Cell:
                 accumulate(grads, "ln_bias_hh", sum_rows(da))
             accumulate(grads, f"ln_weight_{kind}", sum_rows(da * a_hat))
             da = layer_norm_backward(da * p[f"ln_weight_{kind}"], a_hat, rstd, ops)
-        accumulate(grads, f"weight_{kind}", rows_t_at(da, x))
-        return da @ p[f"weight_{kind}"]
+        accumulate(grads, f"weight_{kind}", rows_t_at(da, x))  # x: the masked input, as saved
+        dx = da @ p[f"weight_{kind}"]
+        mask = p.get(f"mask_{kind}")
+        return dx if mask is None else dx * mask
 
     def input_proj(self, ops, p, x):
         return self.project(ops, p, x, "ih")

@@ -7,6 +7,10 @@
 et al. 2017) is applied here, to any cell: with masks ``m`` (one per state element, ``(T, B, .)``,
 1 = keep the previous value) the state after step ``t`` is ``m * s_{t-1} + (1 - m) * s_t``; a
 mask filled with the probability ``p`` gives the expectation used in evaluation.
+
+Variational dropout of the recurrent state (Gal and Ghahramani 2016) is ``state_mask``: one
+``(B, R)`` mask for the whole sequence, multiplying the ``h`` that feeds the recurrent product
+(the cells read it as the non-parameter entry ``mask_hh``; see ``Cell.project``).
 """
 from __future__ import annotations
 
@@ -72,10 +76,12 @@ def check_inputs(cell: Cell, params: dict, x, state):
     return T, B, I, H
 
 
-def forward(cell, params: dict, x: np.ndarray, state=None, *, zoneout=None, **options):
+def forward(cell, params: dict, x: np.ndarray, state=None, *, zoneout=None, state_mask=None, **options):
     """Run ``cell`` over ``x`` ``(T, B, I)``; returns ``(y (T, B, R), state_n, cache)``.
 
     ``zoneout``: ``None`` or a tuple of masks, one per state element, each ``(T, B, size)``.
+    ``state_mask``: ``None`` or ``(B, R)``, the dropout mask (already scaled) on ``h`` before
+    the recurrent product, the same at every step.
     """
     cell = make_cell(cell, **options)
     x = np.asarray(x)
@@ -83,6 +89,11 @@ def forward(cell, params: dict, x: np.ndarray, state=None, *, zoneout=None, **op
     T, B, _, H = check_inputs(cell, params, x, packed)
     if packed is None:
         packed = tuple(np.zeros((B, size), dtype=x.dtype) for size in cell.state_sizes(H))
+    if state_mask is not None:
+        state_mask = np.asarray(state_mask)
+        if state_mask.shape != (B, cell.state_sizes(H)[0]):
+            raise ValueError(f"state_mask must be {(B, cell.state_sizes(H)[0])}, got {state_mask.shape}")
+        params = {**params, "mask_hh": state_mask}
     gx, in_cache = cell.input_proj(ops, params, x)  # (T, B, G*H): one product for all steps
     steps, ys = [], []
     for t in range(T):
@@ -120,7 +131,7 @@ def backward(cache: Cache, dy: np.ndarray, d_state=None) -> dict:
         dx = cell.input_proj_backward(ops, p, cache.in_cache, np.stack(dgx), grads)
     else:
         dx = np.zeros(cache.x_shape, dtype=cache.dtype)
-    out = {k: grads.get(k, np.zeros_like(v)) for k, v in p.items()}
+    out = {k: grads.get(k, np.zeros_like(v)) for k, v in p.items() if not k.startswith("mask_")}
     out["x"] = dx
     out["h0"] = dstate[0]
     if cell.has_cell_state:

@@ -29,12 +29,13 @@ def numerical_gradient(f, array: np.ndarray, eps: float) -> np.ndarray:
 
 
 def gradcheck(cell, input_size=3, hidden_size=4, seq_len=5, batch=2, seed=0, eps=1e-6,
-              zoneout=None, backward_fn=backward, **options) -> dict[str, float]:
+              zoneout=None, dropout_state=None, backward_fn=backward, **options) -> dict[str, float]:
     """Relative error of ``backward_fn`` against central differences, per gradient.
 
     The loss is ``sum(y * dy) + sum(state_n * d_state)`` with random ``dy`` and ``d_state``, in
     float64; the keys are the parameter names plus ``x``, ``h0`` and (LSTM family) ``c0``.
-    ``zoneout`` may be a probability: masks are then drawn from the same seed.
+    ``zoneout`` and ``dropout_state`` may be probabilities: masks are then drawn from the same
+    seed (the state mask scaled by ``1 / (1 - p)``, as in training).
     """
     cell = make_cell(cell, **options)
     rng = np.random.default_rng(seed)
@@ -48,13 +49,16 @@ def gradcheck(cell, input_size=3, hidden_size=4, seq_len=5, batch=2, seed=0, eps
         masks = tuple((rng.random((T, B, s)) < zoneout).astype(np.float64) for s in sizes)
     dy = rng.standard_normal((T, B, sizes[0]))
     d_state = [rng.standard_normal((B, s)) for s in sizes]
+    state_mask = None
+    if dropout_state:  # drawn last, so the other draws stay those of a run without it
+        state_mask = (rng.random((B, sizes[0])) >= dropout_state) / (1.0 - dropout_state)
 
     def loss():
-        y, state_n, _ = forward(cell, params, x, unpack_state(cell, state), zoneout=masks)
+        y, state_n, _ = forward(cell, params, x, unpack_state(cell, state), zoneout=masks, state_mask=state_mask)
         state_n = state_n if cell.has_cell_state else (state_n,)
         return float((y * dy).sum() + sum((s * d).sum() for s, d in zip(state_n, d_state)))
 
-    _, _, cache = forward(cell, params, x, unpack_state(cell, state), zoneout=masks)
+    _, _, cache = forward(cell, params, x, unpack_state(cell, state), zoneout=masks, state_mask=state_mask)
     analytic = backward_fn(cache, dy, unpack_state(cell, d_state))
     arrays = {**params, "x": x, "h0": state[0]}
     if cell.has_cell_state:

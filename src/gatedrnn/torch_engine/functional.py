@@ -18,6 +18,7 @@ written as such masks.
 from __future__ import annotations
 
 import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ..cells import Cell
 from .ops import TORCH_OPS as ops
@@ -43,6 +44,9 @@ def reference_layer(cell: Cell, params: dict, x, state, keep=None):
     return y, state
 
 
+_SAVED = object()  # marks where a saved tensor goes back into the flattened caches
+
+
 class FusedLayer(torch.autograd.Function):
     """Forward: the loop without a graph, caches saved. Backward: the hand-derived BPTT."""
 
@@ -60,18 +64,25 @@ class FusedLayer(torch.autograd.Function):
             ys.append(state[0])
         y = torch.stack(ys) if ys else x.new_zeros((0, x.shape[1], state[0].shape[-1]))
         ctx.cell, ctx.names, ctx.keep = cell, names, keep
-        ctx.caches, ctx.in_cache = caches, in_cache
-        ctx.save_for_backward(*tensors)
+        # the caches go through save_for_backward, so autograd frees them after the backward
+        # unless the graph is retained (a second backward, or double backward through a stack)
+        leaves, ctx.cache_spec = tree_flatten((caches, in_cache))
+        ctx.cache_consts = [_SAVED if torch.is_tensor(a) else a for a in leaves]
+        ctx.save_for_backward(*tensors, *(a for a in leaves if torch.is_tensor(a)))
+        ctx.n_tensors = len(tensors)
         return (y, *state)
 
     @staticmethod
     def backward(ctx, dy, *dstate):
         cell, names, keep = ctx.cell, ctx.names, ctx.keep
-        tensors = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        tensors = saved[: ctx.n_tensors]
         params = dict(zip(names, tensors[: len(names)]))
         x, state0 = tensors[len(names)], tuple(tensors[len(names) + 1 :])
         if torch.is_grad_enabled():  # a graph of the backward is wanted: go through the twin
             return (None, None, None, None, *_twin_grads(cell, params, x, state0, keep, dy, dstate, tensors))
+        rest = iter(saved[ctx.n_tensors :])
+        caches, in_cache = tree_unflatten([next(rest) if a is _SAVED else a for a in ctx.cache_consts], ctx.cache_spec)
         dstate = tuple(torch.zeros_like(s) if d is None else d for s, d in zip(state0, dstate))
         dy = torch.zeros((x.shape[0], x.shape[1], state0[0].shape[-1]), dtype=x.dtype, device=x.device) if dy is None else dy
         grads: dict = {}
@@ -81,14 +92,13 @@ class FusedLayer(torch.autograd.Function):
             k = _keep_at(keep, t, len(dstate))
             carried = tuple(None if kk is None else kk * d for kk, d in zip(k, dstate))
             dstate = tuple(d if kk is None else (1.0 - kk) * d for kk, d in zip(k, dstate))
-            dgx[t], dstate = cell.step_backward(ops, params, ctx.caches[t], dstate, grads)
+            dgx[t], dstate = cell.step_backward(ops, params, caches[t], dstate, grads)
             dstate = tuple(d if c is None else d + c for d, c in zip(dstate, carried))
         if x.shape[0]:
-            dx = cell.input_proj_backward(ops, params, ctx.in_cache, torch.stack(dgx), grads)
+            dx = cell.input_proj_backward(ops, params, in_cache, torch.stack(dgx), grads)
         else:
             dx = torch.zeros_like(x)
         dparams = [grads.get(n, torch.zeros_like(params[n])) for n in names]
-        del ctx.caches, ctx.in_cache
         return (None, None, None, None, *dparams, dx, *dstate)
 
 
@@ -117,6 +127,9 @@ def run_layer(cell: Cell, params: dict, x, state, keep=None, engine: str = "fuse
         return reference_layer(cell, params, x, tuple(state), keep)
     if engine != "fused":
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if keep is not None and torch.is_grad_enabled() and any(k is not None and k.requires_grad for k in keep):
+        raise ValueError("keep masks are constants to the fused engine, but one requires grad; "
+                         "detach it, or use engine='reference' to differentiate through it")
     names = tuple(params)
     out = FusedLayer.apply(cell, names, len(state), keep, *params.values(), x, *state)
     return out[0], tuple(out[1:])

@@ -15,4 +15,5 @@ def __getattr__(name):
 
 
 __all__ = ["CELLS", "make_cell", "__version__", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CIFGLSTM",
-           "MogrifierLSTM", "layer"]
+           "MogrifierLSTM", "layer", "RNNCell", "LSTMCell", "GRUCell", "PeepholeLSTMCell", "CIFGLSTMCell",
+           "MogrifierLSTMCell"]

@@ -1,6 +1,31 @@
-"""The PyTorch engine: fused autograd Functions, ``torch.nn``-compatible modules."""
+"""The PyTorch engine: fused autograd Functions, ``torch.nn``-compatible modules, single-step
+cells and weight converters."""
+from . import convert
+from .cell_modules import (
+    CELL_MODULES,
+    CIFGLSTMCell,
+    GRUCell,
+    LSTMCell,
+    MogrifierLSTMCell,
+    PeepholeLSTMCell,
+    RNNCell,
+)
 from .functional import reference_layer, run_layer
-from .modules import CIFGLSTM, GRU, LSTM, MODULES, RNN, MogrifierLSTM, PeepholeLSTM, RecurrentBase, layer
+from .modules import (
+    CIFGLSTM,
+    GRU,
+    LSTM,
+    MODULES,
+    RNN,
+    InputError,
+    MogrifierLSTM,
+    PeepholeLSTM,
+    RecurrentBase,
+    layer,
+)
+from .native import native_kernel
 
 __all__ = ["run_layer", "reference_layer", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CIFGLSTM",
-           "MogrifierLSTM", "RecurrentBase", "MODULES", "layer"]
+           "MogrifierLSTM", "RecurrentBase", "MODULES", "layer", "RNNCell", "LSTMCell", "GRUCell",
+           "PeepholeLSTMCell", "CIFGLSTMCell", "MogrifierLSTMCell", "CELL_MODULES", "InputError",
+           "native_kernel", "convert"]

@@ -6,14 +6,24 @@ options (``forget_bias``, ``rounds``, ``layer_norm``, ...) are keyword arguments
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..cells import CELLS, make_cell
 from .functional import run_layer
+from .native import native_forward, native_kernel
+from .ops import TORCH_OPS as ops
+from .regularisation import Regularisation, draw_masks
 
 ENGINES = ("auto", "fused", "reference")
+
+
+class InputError(ValueError, RuntimeError):
+    """Bad input to a module: says what was expected and what came. A ``RuntimeError`` too,
+    which is what ``torch.nn``'s recurrent modules raise for the same mistakes."""
 
 
 def init_tensor(spec, tensor: torch.Tensor) -> None:
@@ -39,7 +49,7 @@ class RecurrentBase(nn.Module):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, *, engine="auto", device=None, dtype=None,
-                 **cell_options):
+                 generator=None, **cell_options):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -49,7 +59,14 @@ class RecurrentBase(nn.Module):
                              f"of an element being zeroed, got {dropout!r}")
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        # zoneout, dropout_* and weight_drop are the module's (see regularisation.py), the rest the cell's
+        self.regularisation = Regularisation.pop_from(cell_options, CELLS[self.cell_name].has_cell_state)
+        self.generator = generator  # the masks' torch.Generator; None: the global one
         self.cell = make_cell(self.cell_name, bias=bias, **cell_options)
+        if dropout > 0 and num_layers == 1:
+            warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero "
+                          f"dropout expects num_layers greater than 1, but got dropout={dropout} and "
+                          f"num_layers={num_layers}", stacklevel=2)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.engine = bidirectional, engine
@@ -81,6 +98,7 @@ class RecurrentBase(nn.Module):
             if getattr(self, key) != default:
                 s += f", {key}={getattr(self, key)!r}"
         changed = {k: v for k, v in self.cell.config.items() if v != type(self.cell).options[k]}
+        changed.update(self.regularisation.changed())
         return s + "".join(f", {k}={v!r}" for k, v in changed.items())
 
     def layer_params(self, layer: int, direction: int = 0) -> dict:
@@ -89,45 +107,66 @@ class RecurrentBase(nn.Module):
         return {s.name: getattr(self, s.name + suffix) for s in spec}
 
     def resolve_engine(self, x) -> str:
-        return "fused" if self.engine == "auto" else self.engine
+        """``"torch"`` (PyTorch's own kernels), ``"fused"`` or ``"reference"`` for input ``x``."""
+        if self.engine != "auto":
+            return self.engine
+        if self.regularisation.active(self.training):  # masks torch.nn's kernels cannot take
+            return "fused"
+        return "torch" if native_kernel(self, x) is not None else "fused"
+
+    def flatten_parameters(self) -> None:
+        """Kept so code written for ``torch.nn`` RNNs runs unchanged; the weights stay as they are."""
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, input, hx=None):
-        lengths = sorted_indices = None
         is_packed = isinstance(input, PackedSequence)
+        x = input.data if is_packed else input
+        self._check_input(x, (2,) if is_packed else (2, 3), "PackedSequence data" if is_packed else "input")
+        batched = is_packed or x.dim() == 3
         if is_packed:
-            sorted_indices = input.sorted_indices
-            packed_in = input
-            x, lengths = pad_packed_sequence(input)  # (T, B, I), original batch order
-            batched = True
+            B = int(input.batch_sizes[0])
         else:
-            x = input
-            if x.dim() not in (2, 3):
-                raise ValueError(f"{type(self).__name__}: Expected input to be 2D or 3D, got {x.dim()}D tensor")
-            batched = x.dim() == 3
-            if not batched:
-                x = x.unsqueeze(1)
-            elif self.batch_first:
-                x = x.transpose(0, 1)
-        if x.shape[-1] != self.input_size:
-            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.shape[-1]}")
-        T, B = x.shape[0], x.shape[1]
-        state0 = self._initial_state(hx, B, x, batched)
-        keep = valid = None
+            B = x.shape[0 if self.batch_first else 1] if batched else 1
+        state0 = self._initial_state(hx, B, x, batched)  # each (L*D, B, size), caller's batch order
+        engine = self.resolve_engine(x)
+        if engine == "torch":
+            return native_forward(self, native_kernel(self, x), input, state0, batched)
+        lengths = None
+        if is_packed:
+            x, lengths = pad_packed_sequence(input)  # (T, B, I), original batch order
+        elif not batched:
+            x = x.unsqueeze(1)
+        elif self.batch_first:
+            x = x.transpose(0, 1)
+        out, state_n = self._forward_layers(x, state0, lengths, engine)
+        if is_packed:
+            out = repack(out, lengths, input)
+        elif not batched:
+            out = out.squeeze(1)
+            state_n = tuple(s.squeeze(1) for s in state_n)
+        elif self.batch_first:
+            out = out.transpose(0, 1)
+        return out, (state_n if self.cell.has_cell_state else state_n[0])
+
+    def _forward_layers(self, x, state0, lengths, engine):
+        """The stack over time-major ``x`` ``(T, B, I)``; ``lengths`` ``(B,)`` for packed input."""
+        T = x.shape[0]
+        valid = None
         if lengths is not None:
             steps = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
             valid = (steps < lengths.to(x.device).unsqueeze(0)).to(x.dtype).unsqueeze(-1)  # (T, B, 1)
-            keep = tuple(1.0 - valid for _ in self.state_sizes)
-        engine = self.resolve_engine(x)
+        masks = draw_masks(self, T, x.shape[1], x)
         finals = [[] for _ in self.state_sizes]
-        layer_input = x
+        layer_input = x if masks.input is None else x * masks.input
         for k in range(self.num_layers):
             outs = []
             for d in range(self.num_directions):
                 idx = k * self.num_directions + d
                 s0 = tuple(s[idx] for s in state0)
                 xd = layer_input if d == 0 else reverse_padded(layer_input, lengths)
-                y, sn = run_layer(self.cell, self.layer_params(k, d), xd, s0, keep, engine)
+                keep = masks.keep(idx, len(self.state_sizes), valid)  # zoneout and padding
+                params = masks.layer_params(idx, self.layer_params(k, d))  # weight_drop, dropout_state
+                y, sn = run_layer(self.cell, params, xd, s0, keep, engine)
                 if valid is not None:
                     y = y * valid
                 outs.append(y if d == 0 else reverse_padded(y, lengths))
@@ -136,38 +175,134 @@ class RecurrentBase(nn.Module):
             layer_input = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
             if self.dropout and self.training and k < self.num_layers - 1:
                 layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
-        out = layer_input
-        state_n = tuple(torch.stack(f) for f in finals)  # each (D*L, B, size)
-        if is_packed:
-            out = pack_padded_sequence(out, lengths, enforce_sorted=False)
-            out = PackedSequence(out.data if sorted_indices is None else out.data, packed_in.batch_sizes,
-                                 packed_in.sorted_indices, packed_in.unsorted_indices)
-        elif not batched:
-            out = out.squeeze(1)
+            if k < self.num_layers - 1 and masks.between and masks.between[k] is not None:
+                layer_input = layer_input * masks.between[k]
+        if masks.output is not None:
+            layer_input = layer_input * masks.output
+        return layer_input, tuple(torch.stack(f) for f in finals)  # (T, B, D*R), each (D*L, B, size)
+
+    # -- one step of the whole stack, for generation -----------------------------------------
+    def step(self, input, hx=None):
+        """One time step through every layer: ``input`` ``(B, I)`` or unbatched ``(I,)``, ``hx``
+        as ``forward`` takes it; returns ``(output (B, R), h_n)`` or ``(output, (h_n, c_n))``.
+
+        The same result as ``forward`` on a length-1 sequence, without the sequence machinery:
+        each layer's ``cell.step`` runs on parameter dicts built once and reused across calls.
+        """
+        if self.bidirectional:
+            raise ValueError(f"{type(self).__name__}.step runs forward in time only; a bidirectional "
+                             "module needs the whole sequence: call forward")
+        self._check_input(input, (1, 2), "step input")
+        batched = input.dim() == 2
+        x = input if batched else input.unsqueeze(0)  # (B, I)
+        state0 = self._initial_state(hx, x.shape[0], x, batched)
+        masks = draw_masks(self, 1, x.shape[0], x)  # a step is a sequence of length 1
+        if masks.input is not None:
+            x = x * masks.input
+        finals = [[] for _ in self.state_sizes]
+        for k, params in enumerate(self._step_params()):
+            params = masks.layer_params(k, params)
+            prev = tuple(s[k] for s in state0)
+            gx, _ = self.cell.input_proj(ops, params, x)
+            state, _ = self.cell.step(ops, params, gx, prev)
+            keep = masks.keep(k, len(self.state_sizes))
+            if keep is not None:  # zoneout, as run_layer mixes it
+                state = tuple(new if m is None else torch.lerp(new, old, m[0]) for m, old, new in zip(keep, prev, state))
+            for f, s in zip(finals, state):
+                f.append(s)
+            x = state[0]
+            if self.dropout and self.training and k < self.num_layers - 1:
+                x = nn.functional.dropout(x, self.dropout, training=True)
+            if k < self.num_layers - 1 and masks.between and masks.between[k] is not None:
+                x = x * masks.between[k]
+        if masks.output is not None:
+            x = x * masks.output
+        state_n = tuple(torch.stack(f) for f in finals)  # each (L, B, size)
+        if not batched:
+            x = x.squeeze(0)
             state_n = tuple(s.squeeze(1) for s in state_n)
-        elif self.batch_first:
-            out = out.transpose(0, 1)
-        return out, (state_n if self.cell.has_cell_state else state_n[0])
+        return x, (state_n if self.cell.has_cell_state else state_n[0])
+
+    def _step_params(self) -> list:
+        """Per-layer parameter dicts, rebuilt only when a parameter object was replaced."""
+        current = tuple(self._parameters.values())
+        cached = self.__dict__.get("_step_cache")
+        if cached is None or len(cached[0]) != len(current) or any(a is not b for a, b in zip(cached[0], current)):
+            cached = (current, [self.layer_params(k) for k in range(self.num_layers)])
+            self.__dict__["_step_cache"] = cached
+        return cached[1]
+
+    # -- validation at the boundary ---------------------------------------------------------
+    def _check_input(self, x, dims, what):
+        name = type(self).__name__
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"{name}: {what} must be a tensor or PackedSequence, got {type(x).__name__}")
+        if x.dim() not in dims:
+            expected = " or ".join(f"{d}-D" for d in dims)
+            raise InputError(f"{name}: expected {what} to be {expected}, got {x.dim()}-D tensor of shape {tuple(x.shape)}")
+        if x.shape[-1] != self.input_size:
+            raise InputError(f"{name}: input.size(-1) must be equal to input_size. "
+                             f"Expected {self.input_size}, got {x.shape[-1]} (input shape {tuple(x.shape)})")
+        check_like_params(name, what, x, self.weight_ih_l0)
 
     def _initial_state(self, hx, B, x, batched):
+        """``hx`` validated against the input, as a tuple of ``(L*D, B, size)`` tensors."""
+        name = type(self).__name__
         n = self.num_layers * self.num_directions
         if hx is None:
             return tuple(x.new_zeros((n, B, size)) for size in self.state_sizes)
-        hx = tuple(hx) if self.cell.has_cell_state else (hx,)
-        if len(hx) != len(self.state_sizes):
-            raise ValueError(f"{type(self).__name__} expects hx as {len(self.state_sizes)} tensor(s), got {len(hx)}")
+        names = ("h_0", "c_0")[: len(self.state_sizes)]
+        if self.cell.has_cell_state:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                got = f"a tensor of shape {tuple(hx.shape)}" if isinstance(hx, torch.Tensor) else repr(type(hx).__name__)
+                raise InputError(f"{name} expects hx as a tuple (h_0, c_0), got {got}")
+            hx = tuple(hx)
+        else:
+            if not isinstance(hx, torch.Tensor):
+                raise InputError(f"{name} expects hx as one tensor h_0, got {type(hx).__name__}")
+            hx = (hx,)
         out = []
-        for s, size, name in zip(hx, self.state_sizes, ("h_0", "c_0")):
+        for s, size, sname in zip(hx, self.state_sizes, names):
+            if not isinstance(s, torch.Tensor):
+                raise InputError(f"{name}: {sname} must be a tensor, got {type(s).__name__}")
+            expected_dim = 3 if batched else 2
+            if s.dim() != expected_dim:
+                kind = "batched" if batched else "unbatched"
+                raise InputError(f"{name}: for {kind} input, {sname} should be {expected_dim}-D "
+                                 f"(L*D{', B' if batched else ''}, {size}), got {s.dim()}-D tensor of shape {tuple(s.shape)}")
             if not batched:
-                if s.dim() != 2:
-                    raise RuntimeError(f"For unbatched 2-D input, {name} should also be 2-D but got {s.dim()}-D tensor")
                 s = s.unsqueeze(1)
             if tuple(s.shape) != (n, B, size):
-                raise RuntimeError(f"Expected hidden size {(n, B, size)}, got {tuple(s.shape)} for {name}")
+                expected = (n, B, size) if batched else (n, size)
+                got = tuple(s.shape) if batched else (s.shape[0], s.shape[2])
+                raise InputError(f"{name}: expected {sname} of shape {expected} "
+                                 f"(num_layers*num_directions, batch, {size}), got {got}")
             if s.dtype != x.dtype or s.device != x.device:
-                raise ValueError(f"{name} is {s.dtype} on {s.device}, but the input is {x.dtype} on {x.device}")
+                raise InputError(f"{name}: {sname} is {s.dtype} on {s.device}, "
+                                 f"expected the input's {x.dtype} on {x.device}")
             out.append(s)
         return tuple(out)
+
+
+def check_like_params(name, what, x, weight):
+    """Refuse an input whose dtype or device differs from the parameters' (autocast aside)."""
+    if x.device != weight.device:
+        raise InputError(f"{name}: {what} is on {x.device}, expected the parameters' device {weight.device}")
+    if not x.is_floating_point():
+        raise InputError(f"{name}: {what} must be floating point, got {x.dtype}")
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise InputError(f"{name}: {what} is {x.dtype}, expected the parameters' dtype {weight.dtype} "
+                         "(convert the module with .to(dtype) or the input)")
+
+
+def repack(out, lengths, packed_in: PackedSequence) -> PackedSequence:
+    """Pack ``out`` ``(T, B, F)`` (original batch order) with ``packed_in``'s own sorting, so
+    sequences of equal length keep the order the input's ``sorted_indices`` gave them."""
+    if packed_in.sorted_indices is not None:
+        out = out.index_select(1, packed_in.sorted_indices)
+        lengths = lengths.index_select(0, packed_in.sorted_indices.to(lengths.device))
+    data = pack_padded_sequence(out, lengths, enforce_sorted=True).data
+    return PackedSequence(data, packed_in.batch_sizes, packed_in.sorted_indices, packed_in.unsorted_indices)
 
 
 def reverse_padded(x, lengths=None):

@@ -1,0 +1,86 @@
+"""PyTorch's own recurrent kernels (oneDNN on CPU, cuDNN on GPU) for what ``torch.nn`` computes.
+
+``engine="auto"`` hands a module to ``torch._VF.lstm`` / ``gru`` / ``rnn_tanh`` / ``rnn_relu``
+when its configuration is exactly one of ``torch.nn.LSTM``/``GRU``/``RNN``; ``native_kernel`` is
+the one place that decides, everything else runs the fused engine. The weights are passed in
+``torch.nn``'s flat order (per layer, per direction: ``w_ih, w_hh[, b_ih, b_hh][, w_hr]``), which
+is the order the module registers them in.
+"""
+from __future__ import annotations
+
+import torch
+from torch import _VF
+from torch.nn.utils.rnn import PackedSequence
+
+#: cell name -> the options (beyond the defaults) under which torch.nn computes the same thing.
+#: ``forget_bias_init`` only initialises the stored biases, so it changes nothing at compute time.
+NATIVE_OPTIONS = {
+    "lstm": {"bias", "proj_size", "forget_bias_init"},
+    "gru": {"bias"},
+    "rnn": {"bias", "nonlinearity"},
+}
+
+#: dtypes PyTorch's recurrent kernels take, per device type (others fall back to the fused engine)
+NATIVE_DTYPES = {
+    "cpu": (torch.float32, torch.float64),
+    "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+}
+
+
+def native_kernel(module, x):
+    """The ``torch._VF`` function that computes ``module`` on input ``x`` exactly, or ``None``.
+
+    ``None`` whenever the configuration is anything but plain ``torch.nn``: another cell, a
+    non-default option (``forget_bias``, ``layer_norm``, ``drop_gates``, identity activations,
+    ...), a dtype or device the kernels do not take, or CPU autocast (whose bf16 policy differs
+    from the fused engine's).
+    """
+    if module.engine != "auto":
+        return None
+    cell = module.cell
+    allowed = NATIVE_OPTIONS.get(cell.name)
+    if allowed is None:
+        return None
+    defaults = type(cell).options
+    if any(value != defaults[key] for key, value in cell.config.items() if key not in allowed):
+        return None
+    device_type = x.device.type
+    if x.dtype not in NATIVE_DTYPES.get(device_type, ()):
+        return None
+    if device_type == "cpu" and torch.is_autocast_enabled("cpu"):
+        return None
+    if cell.name == "lstm":
+        return _VF.lstm
+    if cell.name == "gru":
+        return _VF.gru
+    return _VF.rnn_tanh if cell.nonlinearity == "tanh" else _VF.rnn_relu
+
+
+def flat_weights(module) -> list:
+    """The parameters in ``torch.nn``'s ``_flat_weights`` order."""
+    return [getattr(module, s.name + suffix) for suffix, spec in module._specs for s in spec]
+
+
+def native_forward(module, kernel, input, state0, batched: bool):
+    """Run ``kernel`` as ``torch.nn`` does. ``state0``: validated tuple of ``(L*D, B, size)`` in
+    the caller's batch order. Returns ``(output, state_n)`` in ``forward``'s public form."""
+    weights = flat_weights(module)
+    args = (module.bias, module.num_layers, module.dropout, module.training, module.bidirectional)
+    if isinstance(input, PackedSequence):
+        if input.sorted_indices is not None:
+            state0 = tuple(s.index_select(1, input.sorted_indices) for s in state0)
+        hx = state0 if module.cell.has_cell_state else state0[0]
+        result = kernel(input.data, input.batch_sizes, hx, weights, *args)
+        output = PackedSequence(result[0], input.batch_sizes, input.sorted_indices, input.unsorted_indices)
+        state_n = tuple(result[1:])
+        if input.unsorted_indices is not None:
+            state_n = tuple(s.index_select(1, input.unsorted_indices) for s in state_n)
+    else:
+        x = input if batched else input.unsqueeze(1)
+        hx = state0 if module.cell.has_cell_state else state0[0]
+        result = kernel(x, hx, weights, *args, module.batch_first and batched)
+        output, state_n = result[0], tuple(result[1:])
+        if not batched:
+            output = output.squeeze(1)
+            state_n = tuple(s.squeeze(1) for s in state_n)
+    return output, (state_n if module.cell.has_cell_state else state_n[0])

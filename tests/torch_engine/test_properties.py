@@ -265,6 +265,7 @@ def test_modules_run_on_legal_input(case, unbatched, dropout, training):
     name, I, H, B = case["name"], case["I"], case["H"], case["B"]
     L, D = case["num_layers"], 2 if case["bidirectional"] else 1
     T = max(case["T"], 1)
+    dropout = dropout if L > 1 else 0.0  # torch.nn warns on dropout with one layer, and so do we
     module = MODULES[name](I, H, num_layers=L, bidirectional=case["bidirectional"], dropout=dropout,
                            batch_first=case["batch_first"], **case["options"])
     module.train(training)

@@ -1,0 +1,173 @@
+"""Regularisation that respects the recurrence: zoneout, variational dropout, DropConnect.
+
+Options of every module (``gatedrnn.LSTM(..., zoneout=0.1, dropout_state=0.25)``), none of them a
+parameter, all drawn from the module's ``generator`` (a ``torch.Generator``, or the global
+generator when ``None``), so that two engines given the same seed see the same masks:
+
+- ``zoneout`` (or ``zoneout_h``, ``zoneout_c``), Krueger et al. 2017: in training each unit of the
+  state keeps its previous value with probability ``p``, per step, unit and batch row; in
+  evaluation the state is the expectation ``p * s_{t-1} + (1 - p) * s_t``.
+- ``dropout_input``: variational (locked) dropout of the first layer's input, one mask per sequence.
+- ``dropout_between``: locked dropout of each layer's output that feeds the next layer (the
+  variational form of ``torch.nn``'s ``dropout``, which stays as ``torch.nn`` has it: a fresh
+  mask per step).
+- ``dropout_output``: locked dropout of the last layer's output.
+- ``dropout_state``: variational dropout of the ``h`` that feeds the recurrent product (Gal and
+  Ghahramani 2016), one mask per sequence, layer and direction.
+- ``weight_drop``: DropConnect on ``weight_hh`` (Merity et al. 2018, AWD-LSTM), one mask per
+  forward call; the stored parameter is unchanged and receives the gradient.
+
+Dropout masks are scaled by ``1 / (1 - p)``. All of it is off in evaluation except zoneout,
+which there is its expectation. Masks are drawn in float32 on the generator's device, so a seed
+gives the same masks in every dtype; the order of the draws is that of ``draw_masks``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+
+#: dropout-like options, each a probability in [0, 1)
+DROPOUTS = ("dropout_input", "dropout_between", "dropout_output", "dropout_state", "weight_drop")
+#: every option this module adds to the modules' constructors
+OPTIONS = ("zoneout", "zoneout_h", "zoneout_c") + DROPOUTS
+
+
+@dataclass(frozen=True)
+class Regularisation:
+    """The probabilities, validated; ``0.0`` is off."""
+
+    zoneout_h: float = 0.0
+    zoneout_c: float = 0.0
+    dropout_input: float = 0.0
+    dropout_between: float = 0.0
+    dropout_output: float = 0.0
+    dropout_state: float = 0.0
+    weight_drop: float = 0.0
+
+    @classmethod
+    def pop_from(cls, options: dict, has_cell_state: bool) -> "Regularisation":
+        """Take this module's options out of ``options`` (the rest are the cell's)."""
+        given = {k: options.pop(k) for k in OPTIONS if k in options}
+        for key, p in given.items():
+            high_ok = key.startswith("zoneout")  # p = 1 freezes the state; dropout p = 1 divides by 0
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not (0 <= p <= 1 if high_ok else 0 <= p < 1):
+                bound = "[0, 1]" if high_ok else "[0, 1)"
+                raise ValueError(f"{key} must be a probability in {bound}, got {p!r}")
+        zoneout = given.pop("zoneout", None)
+        if zoneout is not None:
+            if "zoneout_h" in given or "zoneout_c" in given:
+                raise ValueError("give zoneout, or zoneout_h and zoneout_c, not both")
+            given["zoneout_h"] = zoneout
+            if has_cell_state:
+                given["zoneout_c"] = zoneout
+        if given.get("zoneout_c") and not has_cell_state:
+            raise ValueError(f"zoneout_c needs a cell state c, which this cell does not have; got zoneout_c={given['zoneout_c']!r}")
+        return cls(**{k: float(v) for k, v in given.items()})
+
+    def changed(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
+
+    def active(self, training: bool) -> bool:
+        """Whether a forward in this mode computes anything but the plain cell."""
+        if self.zoneout_h or self.zoneout_c:
+            return True
+        return training and any(getattr(self, k) for k in DROPOUTS)
+
+
+@dataclass
+class Masks:
+    """Every mask of one forward call; ``None`` where an option is off.
+
+    ``layers[k * D + d]`` holds, for layer ``k`` and direction ``d``: ``weight`` ``(G*H, R)``
+    (DropConnect on ``weight_hh``), ``state`` ``(B, R)`` (on ``h`` before the recurrent product)
+    and ``zoneout``, one ``(T, B, size)`` keep mask per state element (``(T, 1, 1)`` in evaluation).
+    ``input`` ``(B, I)``, ``between[k]`` and ``output`` ``(B, D*R)`` are shared by every step.
+    """
+
+    input: torch.Tensor | None = None
+    layers: list = field(default_factory=list)
+    between: list = field(default_factory=list)
+    output: torch.Tensor | None = None
+
+    def layer_params(self, idx: int, params: dict) -> dict:
+        """The single-layer parameters as the engines should see them in this call."""
+        if not self.layers:
+            return params
+        weight, state, _ = self.layers[idx]
+        if weight is None and state is None:
+            return params
+        params = dict(params)
+        if weight is not None:
+            params["weight_hh"] = params["weight_hh"] * weight  # the gradient reaches the raw weight
+        if state is not None:
+            params["mask_hh"] = state  # read by Cell.project, not a parameter
+        return params
+
+    def keep(self, idx: int, n_state: int, valid=None):
+        """The engines' keep masks: zoneout combined with the valid steps of a packed batch.
+
+        ``valid`` ``(T, B, 1)`` is 1 on real steps; a padded step keeps the state whatever the
+        zoneout mask says: ``keep = 1 - (1 - zoneout) * valid``.
+        """
+        zoneout = self.layers[idx][2] if self.layers else None
+        if zoneout is None:
+            return None if valid is None else tuple(1.0 - valid for _ in range(n_state))
+        if valid is None:
+            return zoneout
+        return tuple(1.0 - valid if z is None else 1.0 - (1.0 - z) * valid for z in zoneout)
+
+
+def _uniform(shape, like, generator):
+    device = like.device if generator is None else generator.device
+    u = torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
+    return u if u.device == like.device else u.to(like.device)
+
+
+def dropout_mask(shape, p, like, generator):
+    """Keep with probability ``1 - p``, scaled by ``1 / (1 - p)``; in ``like``'s dtype and device."""
+    return (_uniform(shape, like, generator) >= p).to(like.dtype) / (1.0 - p)
+
+
+def zoneout_mask(shape, p, like, generator):
+    """1 (keep the previous value) with probability ``p``."""
+    return (_uniform(shape, like, generator) < p).to(like.dtype)
+
+
+def draw_masks(module, T: int, B: int, like) -> Masks:
+    """The masks of one forward call of ``module`` over ``T`` steps and ``B`` rows.
+
+    Draw order (fixed, so a seed reproduces a call): input; then per layer, per direction:
+    weight, state, zoneout h, zoneout c; then the mask between that layer and the next; output.
+    """
+    reg: Regularisation = module.regularisation
+    gen = module.generator
+    training = module.training
+    masks = Masks()
+    if not reg.active(training):
+        return masks
+    R, D = module.state_sizes[0], module.num_directions
+    sizes, zoneouts = module.state_sizes, (reg.zoneout_h, reg.zoneout_c)
+
+    def drop(p, shape):
+        return dropout_mask(shape, p, like, gen) if training and p else None
+
+    masks.input = drop(reg.dropout_input, (B, module.input_size))
+    for k in range(module.num_layers):
+        for d in range(D):
+            weight_hh = module.layer_params(k, d)["weight_hh"]
+            weight = drop(reg.weight_drop, tuple(weight_hh.shape))
+            state = drop(reg.dropout_state, (B, R))
+            zoneout = None
+            if any(zoneouts[: len(sizes)]):
+                zoneout = tuple(
+                    None if not p
+                    else zoneout_mask((T, B, size), p, like, gen) if training
+                    else like.new_full((T, 1, 1), p)  # evaluation: the expectation
+                    for p, size in zip(zoneouts, sizes)
+                )
+            masks.layers.append((weight, state, zoneout))
+        if k < module.num_layers - 1:
+            masks.between.append(drop(reg.dropout_between, (B, D * R)))
+    masks.output = drop(reg.dropout_output, (B, D * R))
+    return masks

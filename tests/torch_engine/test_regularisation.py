@@ -1,0 +1,297 @@
+"""Zoneout, variational dropout, DropConnect and ``forget_bias_init`` in the modules, over the
+engines: each is off in evaluation, a seed reproduces it, the fused engine equals the autograd
+twin with the same masks (float64, outputs and every gradient), and the masks do what the NumPy
+reference says they do."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import gatedrnn
+from gatedrnn.cells import CELLS
+from gatedrnn.reference import backward as np_backward
+from gatedrnn.reference import forward as np_forward
+from gatedrnn.torch_engine.modules import MODULES
+from gatedrnn.torch_engine.regularisation import DROPOUTS, draw_masks
+
+I, H, T, B = 3, 4, 5, 3
+F64 = torch.float64
+ENGINES = ["fused", "reference"]
+ALL_ON = {"zoneout": 0.3, "dropout_input": 0.2, "dropout_between": 0.3, "dropout_output": 0.25,
+          "dropout_state": 0.4, "weight_drop": 0.5}
+
+
+def make(cell="lstm", seed=0, engine="fused", **kwargs):
+    torch.manual_seed(seed)  # the same parameters for every module built with this seed
+    return MODULES[cell](I, H, engine=engine, dtype=F64, generator=torch.Generator().manual_seed(1), **kwargs)
+
+
+def inputs(seed=0, batch=B):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(T, batch, I, generator=gen, dtype=F64)
+
+
+def run(module, x, seed=1):
+    module.generator.manual_seed(seed)
+    out, state = module(x)
+    return out, (state if isinstance(state, tuple) else (state,))
+
+
+# -- off in evaluation ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("option", DROPOUTS)
+def test_dropout_option_is_off_in_eval_and_on_in_training(option, engine):
+    plain = make(engine=engine, num_layers=2)
+    reg = make(engine=engine, num_layers=2, **{option: 0.5})
+    x = inputs()
+    plain.eval(), reg.eval()
+    expected, _ = run(plain, x)
+    got, _ = run(reg, x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    reg.train()
+    trained, _ = run(reg, x)
+    assert not torch.allclose(trained, expected), f"{option}=0.5 changed nothing in training"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_zoneout_in_eval_is_the_expectation(cell, engine):
+    # s_t = p * s_{t-1} + (1 - p) * step(s_{t-1}), written out with the cell's own step
+    options = {"zoneout_h": 0.3, "zoneout_c": 0.6} if MODULES[cell](1, 1).cell.has_cell_state else {"zoneout": 0.3}
+    module = make(cell, engine=engine, **options).eval()
+    x = inputs()
+    out, state_n = run(module, x)
+    probs = (0.3, 0.6)
+    params = module.layer_params(0)
+    gx, _ = module.cell.input_proj(gatedrnn.torch_engine.ops.TORCH_OPS, params, x)
+    state = tuple(x.new_zeros(B, size) for size in module.state_sizes)
+    ys = []
+    for t in range(T):
+        new, _ = module.cell.step(gatedrnn.torch_engine.ops.TORCH_OPS, params, gx[t], state)
+        state = tuple(p * s + (1 - p) * n for p, s, n in zip(probs, state, new))
+        ys.append(state[0])
+    torch.testing.assert_close(out, torch.stack(ys), rtol=1e-12, atol=1e-12)
+    for got, expected in zip(state_n, state):
+        torch.testing.assert_close(got[0], expected, rtol=1e-12, atol=1e-12)
+
+
+# -- reproducibility ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("option", ["zoneout", *DROPOUTS])
+def test_a_seed_reproduces_the_masks(option, engine):
+    module = make(engine=engine, num_layers=2, **{option: 0.5})
+    x = inputs()
+    first, _ = run(module, x, seed=7)
+    again, _ = run(module, x, seed=7)
+    other, _ = run(module, x, seed=8)
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+    assert not torch.equal(other, first), f"{option}: seeds 7 and 8 gave the same output"
+
+
+def test_masks_are_the_same_in_every_dtype():
+    # drawn in float32 whatever the module's dtype, so a float32 run repeats a float64 one
+    module = make(**ALL_ON)
+    m64 = draw_masks(module, T, B, inputs())
+    module.generator.manual_seed(1)
+    m32 = draw_masks(module, T, B, inputs().float())
+    weight, state, zoneout = m64.layers[0]
+    torch.testing.assert_close(m32.layers[0][0].double(), weight, rtol=0, atol=0)
+    torch.testing.assert_close(m32.layers[0][2][1].double(), zoneout[1], rtol=0, atol=0)
+
+
+# -- the two engines see the same masks and agree -----------------------------------------------
+
+CASES = [
+    *[(c, {**ALL_ON, "num_layers": 2}) for c in CELLS],
+    ("lstm", {**ALL_ON, "num_layers": 2, "bidirectional": True, "proj_size": 2}),
+    ("gru", {**ALL_ON, "bidirectional": True}),
+    ("lstm", {"zoneout_c": 0.5, "layer_norm": True}),
+    ("mogrifier", {"zoneout_h": 0.5, "dropout_state": 0.3, "rounds": 3}),
+]
+
+
+def _id(case):
+    return case[0] + "".join(f"-{k}={v}" for k, v in case[1].items() if k not in ALL_ON) + (
+        "-all" if "weight_drop" in case[1] else "")
+
+
+def _loss_and_grads(module, x, packed_lengths=None):
+    x = x.clone().requires_grad_()
+    n = module.num_layers * module.num_directions
+    gen = torch.Generator().manual_seed(3)
+    state0 = tuple((0.5 * torch.randn(n, B, s, generator=gen, dtype=F64)).requires_grad_() for s in module.state_sizes)
+    hx = state0 if module.cell.has_cell_state else state0[0]
+    module.generator.manual_seed(11)
+    inp = x if packed_lengths is None else pack_padded_sequence(x, packed_lengths, enforce_sorted=False)
+    out, state_n = module(inp, hx)
+    out = out if packed_lengths is None else out.data
+    state_n = state_n if isinstance(state_n, tuple) else (state_n,)
+    w = torch.Generator().manual_seed(4)
+    loss = (out * torch.randn(out.shape, generator=w, dtype=F64)).sum()
+    loss = loss + sum((s * torch.randn(s.shape, generator=w, dtype=F64)).sum() for s in state_n)
+    leaves = [x, *state0, *module.parameters()]
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    return [out, *state_n, *[g if g is not None else torch.zeros_like(l) for g, l in zip(grads, leaves)]]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+def test_fused_equals_reference_with_the_same_masks(case):
+    cell, options = case
+    fused = make(cell, engine="fused", **options)
+    ref = make(cell, engine="reference", **options)
+    got, expected = _loss_and_grads(fused, inputs()), _loss_and_grads(ref, inputs())
+    names = ["output", *[f"state_n{k}" for k in range(len(fused.state_sizes))], "x",
+             *[f"state0_{k}" for k in range(len(fused.state_sizes))], *dict(fused.named_parameters())]
+    for name, g, e in zip(names, got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_packed_zoneout_keeps_padded_steps(engine):
+    # with zoneout and padding both in the keep mask, a short sequence's final state is its state
+    # at its own last step, whatever the zoneout mask said about the padded steps
+    module = make(engine=engine, zoneout=0.5, dropout_state=0.3)
+    lengths = torch.tensor([5, 2, 3])
+    module.generator.manual_seed(2)
+    out, (h_n, c_n) = module(pack_padded_sequence(inputs(), lengths, enforce_sorted=False))
+    padded, _ = torch.nn.utils.rnn.pad_packed_sequence(out)
+    for b, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(h_n[0, b], padded[n - 1, b], rtol=0, atol=0)
+    fused = _loss_and_grads(make(engine="fused", zoneout=0.5), inputs(), lengths)
+    ref = _loss_and_grads(make(engine="reference", zoneout=0.5), inputs(), lengths)
+    for g, e in zip(fused, ref):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
+
+
+def test_auto_engine_leaves_torch_kernels_when_masks_are_drawn():
+    module = make(engine="auto", zoneout=0.2)
+    assert module.resolve_engine(inputs()) == "fused"
+    module = make(engine="auto", dropout_state=0.2)
+    assert module.resolve_engine(inputs()) == "fused"
+    module.eval()  # dropout is off in evaluation: nothing stands in the way
+    assert module.resolve_engine(inputs()) != "reference"
+
+
+# -- what the masks do: the module against the NumPy reference ------------------------------------
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "peephole"])
+def test_module_computes_what_the_reference_does_with_its_masks(cell):
+    module = make(cell, engine="fused", zoneout=0.4, dropout_state=0.5, weight_drop=0.5,
+                  dropout_input=0.3, dropout_output=0.2)
+    x = inputs()
+    module.generator.manual_seed(5)
+    masks = draw_masks(module, T, B, x)
+    (out, state_n), weight = run(module, x, seed=5), module.weight_hh_l0
+    weight_mask, state_mask, zoneout = masks.layers[0]
+    params = {k: v.detach().numpy() for k, v in module.layer_params(0).items()}
+    params["weight_hh"] = params["weight_hh"] * weight_mask.numpy()
+    x_np = (x * masks.input).numpy()
+    y, _, cache = np_forward(cell, params, x_np, zoneout=tuple(z.numpy() for z in zoneout),
+                             state_mask=state_mask.numpy(), **module.cell.config)
+    np.testing.assert_allclose(out.detach().numpy(), y * masks.output.numpy(), rtol=1e-12, atol=1e-13)
+    # the raw weight's gradient is the masked weight's, masked: DropConnect's chain rule
+    dy = np.ones_like(y)
+    grads = np_backward(cache, dy * masks.output.numpy())
+    (gw,) = torch.autograd.grad(out.sum(), weight)
+    np.testing.assert_allclose(gw.numpy(), grads["weight_hh"] * weight_mask.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_masks_have_the_shapes_and_rates_asked_for():
+    module = MODULES["lstm"](I, H, num_layers=2, bidirectional=True, proj_size=2, generator=torch.Generator().manual_seed(0),
+                             zoneout_h=0.2, zoneout_c=0.7, **{k: v for k, v in ALL_ON.items() if k != "zoneout"})
+    Tb, Bb = 200, 16
+    masks = draw_masks(module, Tb, Bb, torch.zeros(1))
+    assert masks.input.shape == (Bb, I)  # one mask per sequence: no time axis
+    assert [m.shape for m in masks.between] == [(Bb, 4)] and masks.output.shape == (Bb, 4)
+    assert len(masks.layers) == 4
+    weight, state, (zh, zc) = masks.layers[3]
+    assert weight.shape == (16, 2) and state.shape == (Bb, 2)
+    assert zh.shape == (Tb, Bb, 2) and zc.shape == (Tb, Bb, H)
+    # rates within 5 standard errors at these sizes
+    assert abs(zh.mean().item() - 0.2) < 5 * (0.2 * 0.8 / zh.numel()) ** 0.5
+    assert abs(zc.mean().item() - 0.7) < 5 * (0.7 * 0.3 / zc.numel()) ** 0.5
+    assert abs((masks.input > 0).double().mean().item() - 0.8) < 5 * (0.16 / masks.input.numel()) ** 0.5
+    torch.testing.assert_close(masks.input.unique(), torch.tensor([0.0, 1 / 0.8]))
+    assert not torch.equal(zc[0], zc[1]) and not torch.equal(zc[:, 0], zc[:, 1])  # per step, per row
+
+
+def test_variational_output_mask_is_shared_across_steps():
+    module = make(dropout_output=0.5)
+    out, _ = run(module, inputs())
+    zero = out == 0
+    assert zero.any() and torch.equal(zero, zero[:1].expand_as(zero))
+
+
+# -- weight drop keeps the parameters; the options are validated --------------------------------
+
+def test_weight_drop_leaves_the_state_dict_and_the_raw_weight():
+    plain, reg = make(num_layers=2), make(num_layers=2, weight_drop=0.5)
+    assert list(reg.state_dict()) == list(plain.state_dict())
+    before = reg.weight_hh_l1.detach().clone()
+    out, _ = run(reg, inputs())
+    out.sum().backward()
+    torch.testing.assert_close(reg.weight_hh_l1, before, rtol=0, atol=0)
+    assert reg.weight_hh_l1.grad is not None and (reg.weight_hh_l1.grad == 0).any()  # dropped entries
+    reg.load_state_dict(torch.nn.LSTM(I, H, num_layers=2, dtype=F64).state_dict())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"zoneout_c": 0.1}, "zoneout_c needs a cell state"),
+    ({"dropout_state": 1.0}, r"dropout_state must be a probability in \[0, 1\), got 1.0"),
+    ({"zoneout": -0.1}, r"zoneout must be a probability in \[0, 1\], got -0.1"),
+    ({"weight_drop": True}, "weight_drop must be a probability"),
+])
+def test_options_are_validated(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        gatedrnn.GRU(I, H, **kwargs)
+
+
+def test_zoneout_or_its_parts_not_both():
+    with pytest.raises(ValueError, match="not both"):
+        gatedrnn.LSTM(I, H, zoneout=0.1, zoneout_h=0.2)
+
+
+# -- one step at a time ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("training", [False, True])
+def test_step_equals_forward_on_one_step(training):
+    module = make(num_layers=2, **ALL_ON).train(training)
+    x = inputs()[0]
+    out, (h, c) = run(module, x.unsqueeze(0))
+    module.generator.manual_seed(1)
+    step_out, (h_s, c_s) = module.step(x)
+    torch.testing.assert_close(step_out, out[0], rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(c_s, c, rtol=1e-12, atol=1e-13)
+
+
+# -- forget_bias_init --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg", "mogrifier"])
+def test_forget_bias_init_is_stored_in_every_layer_and_direction(cell):
+    module = MODULES[cell](I, H, num_layers=2, bidirectional=True, forget_bias_init=1.0)
+    gates = module.cell.gates
+    k = gates.index("f")
+    for layer in range(2):
+        for d in range(2):
+            p = module.layer_params(layer, d)
+            torch.testing.assert_close(p["bias_ih"][k * H:(k + 1) * H], torch.ones(H), rtol=0, atol=0)
+            torch.testing.assert_close(p["bias_hh"][k * H:(k + 1) * H], torch.zeros(H), rtol=0, atol=0)
+            others = torch.cat([p["bias_ih"][j * H:(j + 1) * H] for j in range(len(gates)) if j != k])
+            assert (others != 1.0).all(), "only the forget block is filled"
+    with torch.no_grad():
+        module.bias_ih_l0.zero_()
+    module.reset_parameters()  # re-initialising fills it again
+    assert (module.bias_ih_l0[k * H:(k + 1) * H] == 1.0).all()
+
+
+def test_forget_bias_init_changes_no_computation():
+    # stored, not added at compute time: the same weights give the same output without the option
+    a = make(forget_bias_init=2.0)
+    b = make()
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(run(a, inputs())[0], run(b, inputs())[0], rtol=0, atol=0)
+    assert (a.bias_ih_l0[H:2 * H] == 2.0).all()

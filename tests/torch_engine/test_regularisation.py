@@ -295,3 +295,33 @@ def test_forget_bias_init_changes_no_computation():
     b.load_state_dict(a.state_dict())
     torch.testing.assert_close(run(a, inputs())[0], run(b, inputs())[0], rtol=0, atol=0)
     assert (a.bias_ih_l0[H:2 * H] == 2.0).all()
+
+
+# -- the single-step cell modules: zoneout only -------------------------------------------------
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_cell_module_zoneout_equals_the_sequence_module_on_one_step(cell, training):
+    from gatedrnn.torch_engine.cell_modules import CELL_MODULES
+
+    seq = make(cell, zoneout=0.5).train(training)
+    one = CELL_MODULES[cell](I, H, dtype=F64, zoneout=0.5, generator=torch.Generator()).train(training)
+    one.load_state_dict({k[: -len("_l0")]: v for k, v in seq.state_dict().items()})
+    x = inputs()
+    gen = torch.Generator().manual_seed(9)
+    state0 = tuple(torch.randn(B, s, generator=gen, dtype=F64) for s in seq.state_sizes)
+    seq.generator.manual_seed(3)
+    _, expected = seq(x[:1], tuple(s.unsqueeze(0) for s in state0) if len(state0) == 2 else state0[0].unsqueeze(0))
+    one.generator.manual_seed(3)
+    got = one(x[0], state0 if len(state0) == 2 else state0[0])
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    got = got if isinstance(got, tuple) else (got,)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e[0], rtol=1e-12, atol=1e-13)
+
+
+def test_cell_module_refuses_per_sequence_masks():
+    from gatedrnn.torch_engine.cell_modules import CELL_MODULES
+
+    with pytest.raises(ValueError, match=r"takes zoneout only, got \['dropout_state'\]"):
+        CELL_MODULES["lstm"](I, H, dropout_state=0.1)

@@ -17,6 +17,7 @@ from torch import nn
 from ..cells import CELLS, make_cell
 from .modules import InputError, check_like_params, init_tensor
 from .ops import TORCH_OPS as ops
+from .regularisation import Regularisation, zoneout_step
 
 
 class CellBase(nn.Module):
@@ -24,11 +25,19 @@ class CellBase(nn.Module):
 
     cell_name: str = ""
 
-    def __init__(self, input_size, hidden_size, bias=True, *, device=None, dtype=None, **cell_options):
+    def __init__(self, input_size, hidden_size, bias=True, *, device=None, dtype=None, generator=None,
+                 **cell_options):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        # zoneout (per step, so a step can draw it); the per-sequence masks need the sequence modules
+        self.regularisation = Regularisation.pop_from(cell_options, CELLS[self.cell_name].has_cell_state)
+        sequence_only = sorted(k for k in self.regularisation.changed() if not k.startswith("zoneout"))
+        if sequence_only:
+            raise ValueError(f"{type(self).__name__} takes zoneout only, got {sequence_only}: one mask per "
+                             "sequence needs the whole sequence, in the sequence modules (gatedrnn.LSTM, ...)")
+        self.generator = generator  # zoneout's torch.Generator; None: the global one
         self.cell = make_cell(self.cell_name, bias=bias, **cell_options)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.state_sizes = self.cell.state_sizes(hidden_size)
@@ -43,6 +52,7 @@ class CellBase(nn.Module):
 
     def extra_repr(self) -> str:
         changed = {k: v for k, v in self.cell.config.items() if v != type(self.cell).options[k]}
+        changed.update(self.regularisation.changed())
         return f"{self.input_size}, {self.hidden_size}" + "".join(f", {k}={v!r}" for k, v in changed.items())
 
     def forward(self, input, hx=None):
@@ -62,7 +72,10 @@ class CellBase(nn.Module):
         state = self._state(hx, x, batched)
         params = {s.name: getattr(self, s.name) for s in self._spec}
         gx, _ = self.cell.input_proj(ops, params, x)
+        prev = state
         state, _ = self.cell.step(ops, params, gx, state)
+        if self.regularisation.active(self.training):
+            state = zoneout_step(self.regularisation, self.training, self.generator, prev, state)
         if not batched:
             state = tuple(s.squeeze(0) for s in state)
         return state if self.cell.has_cell_state else state[0]

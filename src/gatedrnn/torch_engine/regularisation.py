@@ -171,3 +171,15 @@ def draw_masks(module, T: int, B: int, like) -> Masks:
             masks.between.append(drop(reg.dropout_between, (B, D * R)))
     masks.output = drop(reg.dropout_output, (B, D * R))
     return masks
+
+
+def zoneout_step(reg: Regularisation, training: bool, generator, prev: tuple, new: tuple) -> tuple:
+    """One step of zoneout for the single-step cell modules: ``keep * prev + (1 - keep) * new``,
+    ``keep`` drawn per unit and row in training (h first, then c) and ``p`` in evaluation."""
+    out = []
+    for p, old, s in zip((reg.zoneout_h, reg.zoneout_c), prev, new):
+        if p:
+            keep = zoneout_mask(tuple(s.shape), p, s, generator) if training else s.new_full((), p)
+            s = torch.lerp(s, old, keep)
+        out.append(s)
+    return tuple(out)

@@ -23,6 +23,8 @@ def add_arguments(p):
     p.add_argument("--batch-size", type=int, default=3)
     p.add_argument("--tolerance", type=float, default=1e-6, help="largest relative error accepted")
     p.add_argument("--zoneout", type=float, default=0.0, help="also check with zoneout masks of this rate")
+    p.add_argument("--dropout-state", type=float, default=0.0,
+                   help="also check with a variational dropout mask of this rate on the recurrent state")
 
 
 def run(args) -> int:
@@ -35,12 +37,14 @@ def run(args) -> int:
         make_cell(unknown[0])  # raises with the close names
     if args.seq_len <= 0 or args.batch_size <= 0:
         raise UsageError(f"--seq-len and --batch-size must be positive, got {args.seq_len} and {args.batch_size}")
+    if not 0 <= args.dropout_state < 1:
+        raise UsageError(f"--dropout-state must be in [0, 1), got {args.dropout_state}")
     worst = 0.0
     print(f"{'cell':<10} {'options':<42} {'gradient':<18} {'rel. error':>10}")
     for name in args.cell:
         for options in DEFAULT_CASES.get(name, [{}]):
             errors = gradcheck(name, seq_len=args.seq_len, batch=args.batch_size,
-                               zoneout=args.zoneout or None, **options)
+                               zoneout=args.zoneout or None, dropout_state=args.dropout_state or None, **options)
             opts = ", ".join(f"{k}={v}" for k, v in options.items()) or "-"
             for key, err in errors.items():
                 flag = "" if err < args.tolerance else "  FAIL"

@@ -94,6 +94,10 @@ def test_drop_gates_shrinks_g_and_keeps_order(drop, gates):
     assert shapes("lstm", drop_gates=drop) == linear(len(gates))
 
 
+def test_drop_gates_none_drops_nothing():
+    assert make_cell("lstm", drop_gates=None) == make_cell("lstm")
+
+
 def test_drop_gates_from_a_command_line_string():
     assert make_cell("lstm", drop_gates="o,i").drop_gates == ("i", "o")
     assert make_cell("lstm", drop_gates="o i") == make_cell("lstm", drop_gates=("i", "o"))
@@ -134,6 +138,8 @@ def test_forget_bias_is_not_stored():
     ({"output_activation": "sigmoid"}, r"output_activation must be one of .*got 'sigmoid'"),
     ({"proj_size": -1}, r"proj_size should be a non-negative integer, got -1"),
     ({"proj_size": 1.5}, r"proj_size should be a non-negative integer, got 1.5"),
+    ({"proj_size": True}, r"proj_size should be a non-negative integer, got True"),
+    ({"forget_bias": "1"}, r"forget_bias must be a number, got '1'"),
     ({"drop_gates": ("f",), "forget_bias": 1.0}, r"need the forget gate"),
     ({"drop_gates": ("f",), "forget_bias_init": 1.0}, r"need the forget gate"),
     ({"forget_bias_init": 1.0, "bias": False}, r"forget_bias_init is stored in the biases, but bias=False"),

@@ -291,3 +291,23 @@ def test_gradcheck_catches_a_dropped_term():
 
     errors = gradcheck("lstm", seq_len=3, batch=2, backward_fn=slipped_backward)
     assert max(errors.values()) > 1e-3
+
+
+def test_zoneout_masks_follow_the_dtype_of_x():
+    T, B, I, H = 3, 2, 3, 4
+    p = init_params("lstm", I, H, rng=0, dtype=np.float32)
+    x = np.random.default_rng(1).standard_normal((T, B, I)).astype(np.float32)
+    masks = tuple(np.full((T, B, H), 0.25) for _ in range(2))  # float64, the expectation at p = 0.25
+    y, (h, c), cache = forward("lstm", p, x, zoneout=masks)
+    assert y.dtype == h.dtype == c.dtype == np.float32
+    grads = backward(cache, np.ones_like(y))
+    assert all(g.dtype == np.float32 for g in grads.values())
+
+
+def test_zoneout_mask_shapes_are_checked():
+    p = init_params("lstm", 3, 4, rng=0, proj_size=2)
+    x = np.zeros((5, 2, 3))
+    with pytest.raises(ValueError, match=r"zoneout needs 2 mask\(s\), one per state element, got 1"):
+        forward("lstm", p, x, zoneout=(np.zeros((5, 2, 2)),), proj_size=2)
+    with pytest.raises(ValueError, match=r"zoneout mask for h must be \(5, 2, 2\), got \(5, 2, 4\)"):
+        forward("lstm", p, x, zoneout=(np.zeros((5, 2, 4)), np.zeros((5, 2, 4))), proj_size=2)

@@ -59,7 +59,7 @@ class LSTMFamily(Cell):
     def validate(self):
         super().validate()
         if "drop_gates" in self.config:
-            gates = self.drop_gates
+            gates = self.drop_gates or ()  # None from an unset command-line option
             if isinstance(gates, str):  # "i,o" from a command line
                 gates = [g for g in gates.replace(",", " ").split() if g]
             bad = [g for g in gates if g not in DROPPABLE]
@@ -69,7 +69,9 @@ class LSTMFamily(Cell):
         for key in ("input_activation", "output_activation"):
             if self.config.get(key, "tanh") not in ACTIVATIONS:
                 raise ValueError(f"{key} must be one of {ACTIVATIONS}, got {self.config[key]!r}")
-        if not isinstance(self.proj_size, int) or self.proj_size < 0:
+        if not isinstance(self.forget_bias, (int, float)) or isinstance(self.forget_bias, bool):
+            raise ValueError(f"forget_bias must be a number, got {self.forget_bias!r}")
+        if not isinstance(self.proj_size, int) or isinstance(self.proj_size, bool) or self.proj_size < 0:
             raise ValueError(f"proj_size should be a non-negative integer, got {self.proj_size!r}")
         if "f" not in self.gates and (self.forget_bias or self.forget_bias_init is not None):
             raise ValueError("forget_bias and forget_bias_init need the forget gate, which drop_gates removes")

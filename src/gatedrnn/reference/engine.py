@@ -76,6 +76,21 @@ def check_inputs(cell: Cell, params: dict, x, state):
     return T, B, I, H
 
 
+def check_zoneout(cell: Cell, masks, T, B, H, dtype):
+    """Masks as a tuple in the dtype of ``x`` (float64 masks would silently promote a float32 run)."""
+    sizes = cell.state_sizes(H)
+    masks = tuple(masks)
+    if len(masks) != len(sizes):
+        raise ValueError(f"zoneout needs {len(sizes)} mask(s), one per state element, got {len(masks)}")
+    out = []
+    for mask, size, name in zip(masks, sizes, ("h", "c")):
+        mask = np.asarray(mask, dtype=dtype)
+        if mask.shape != (T, B, size):
+            raise ValueError(f"zoneout mask for {name} must be {(T, B, size)}, got {mask.shape}")
+        out.append(mask)
+    return tuple(out)
+
+
 def forward(cell, params: dict, x: np.ndarray, state=None, *, zoneout=None, state_mask=None, **options):
     """Run ``cell`` over ``x`` ``(T, B, I)``; returns ``(y (T, B, R), state_n, cache)``.
 
@@ -89,6 +104,8 @@ def forward(cell, params: dict, x: np.ndarray, state=None, *, zoneout=None, stat
     T, B, _, H = check_inputs(cell, params, x, packed)
     if packed is None:
         packed = tuple(np.zeros((B, size), dtype=x.dtype) for size in cell.state_sizes(H))
+    if zoneout is not None:
+        zoneout = check_zoneout(cell, zoneout, T, B, H, x.dtype)
     if state_mask is not None:
         state_mask = np.asarray(state_mask)
         if state_mask.shape != (B, cell.state_sizes(H)[0]):

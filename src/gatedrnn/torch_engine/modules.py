@@ -108,6 +108,13 @@ class RecurrentBase(nn.Module):
 
     def resolve_engine(self, x) -> str:
         """``"torch"`` (PyTorch's own kernels), ``"fused"`` or ``"reference"`` for input ``x``."""
+        if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+            # autograd Functions do not export. torch.nn's kernels export as one ONNX LSTM/GRU/RNN
+            # node that takes any sequence length, but not with projections; everything else
+            # runs the plain loop, traced into ordinary ops unrolled over the traced length
+            native = (self.engine == "auto" and not self.proj_size and not self.regularisation.active(self.training)
+                      and native_kernel(self, x) is not None)
+            return "torch" if native else "reference"
         if self.engine != "auto":
             return self.engine
         if self.regularisation.active(self.training):  # masks torch.nn's kernels cannot take

@@ -325,3 +325,43 @@ def test_cell_module_refuses_per_sequence_masks():
 
     with pytest.raises(ValueError, match=r"takes zoneout only, got \['dropout_state'\]"):
         CELL_MODULES["lstm"](I, H, dropout_state=0.1)
+
+
+# -- the README's options table says what the code takes ------------------------------------------
+
+VALUES = {"bias": False, "layer_norm": True, "nonlinearity": "relu", "forget_bias": 1.0, "forget_bias_init": 1.0,
+          "proj_size": 2, "drop_gates": ("i",), "input_activation": "identity", "output_activation": "identity",
+          "rounds": 2, "rank": 1, "zoneout": 0.1, "zoneout_h": 0.1, "zoneout_c": 0.1, "dropout_state": 0.1,
+          "weight_drop": 0.1, "dropout_input": 0.1, "dropout_between": 0.1, "dropout_output": 0.1, "dropout": 0.1}
+
+
+def _readme_options():
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    table = text.split("## Options", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        if not line.startswith("| `"):
+            continue
+        option_col, cells_col = line.split("|")[1:3]
+        cells = set(CELLS) if cells_col.strip() == "all" else set(re.findall(r"`(\w+)`", cells_col))
+        for option in re.findall(r"`(\w+)`", option_col.split("(")[0]):
+            rows[option] = cells
+    return rows
+
+
+def test_readme_options_table_matches_the_code():
+    rows = _readme_options()
+    assert set(rows) == set(VALUES), f"options in the table vs tested: {sorted(set(rows) ^ set(VALUES))}"
+    for option, cells in rows.items():
+        for cell in CELLS:
+            kwargs = {option: VALUES[option], "num_layers": 2}
+            if cell in cells:
+                module = MODULES[cell](I, H, dtype=F64, **kwargs)
+                out, _ = module(inputs())
+                assert torch.isfinite(out).all(), (option, cell)
+            else:
+                with pytest.raises(ValueError):
+                    MODULES[cell](I, H, **kwargs)

@@ -365,3 +365,23 @@ def test_readme_options_table_matches_the_code():
             else:
                 with pytest.raises(ValueError):
                     MODULES[cell](I, H, **kwargs)
+
+
+def test_double_backward_through_the_state_mask():
+    # the fused engine's second derivatives recompute through the twin, mask_hh included
+    from gatedrnn.cells import make_cell
+    from gatedrnn.torch_engine import run_layer
+
+    cell = make_cell("lstm")
+    gen = torch.Generator().manual_seed(0)
+    params = {s.name: (torch.rand(s.shape, generator=gen, dtype=F64) - 0.5).requires_grad_()
+              for s in cell.param_spec(2, 3)}
+    x = torch.randn(3, 2, 2, generator=gen, dtype=F64, requires_grad=True)
+    mask = (torch.rand(2, 3, generator=gen, dtype=F64) > 0.5) * 2.0
+
+    def fn(x, w_hh, *rest):
+        p = {**params, "weight_hh": w_hh, "mask_hh": mask}
+        y, _ = run_layer(cell, p, x, (x.new_zeros(2, 3), x.new_zeros(2, 3)))
+        return y
+
+    assert torch.autograd.gradgradcheck(fn, (x, params["weight_hh"]), fast_mode=True)

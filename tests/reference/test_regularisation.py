@@ -74,3 +74,11 @@ def test_gradcheck_catches_a_backward_that_ignores_the_mask():
 
     errors = gradcheck("lstm", dropout_state=0.5, backward_fn=backward_without_mask)
     assert max(errors.values()) > 1e-3, errors
+
+
+def test_state_mask_keeps_a_float32_run_in_float32():
+    params = init_params("lstm", 3, 4, rng=0, dtype=np.float32)
+    x = np.zeros((3, 2, 3), dtype=np.float32)
+    y, _, cache = forward("lstm", params, x, state_mask=np.full((2, 4), 2.0))
+    assert y.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in backward(cache, np.ones_like(y)).values())

@@ -107,7 +107,7 @@ def forward(cell, params: dict, x: np.ndarray, state=None, *, zoneout=None, stat
     if zoneout is not None:
         zoneout = check_zoneout(cell, zoneout, T, B, H, x.dtype)
     if state_mask is not None:
-        state_mask = np.asarray(state_mask)
+        state_mask = np.asarray(state_mask, dtype=x.dtype)  # a float64 mask would promote a float32 run
         if state_mask.shape != (B, cell.state_sizes(H)[0]):
             raise ValueError(f"state_mask must be {(B, cell.state_sizes(H)[0])}, got {state_mask.shape}")
         params = {**params, "mask_hh": state_mask}

@@ -385,3 +385,25 @@ def test_double_backward_through_the_state_mask():
         return y
 
     assert torch.autograd.gradgradcheck(fn, (x, params["weight_hh"]), fast_mode=True)
+
+
+# -- embedding dropout: whole words ----------------------------------------------------------------
+
+def test_embedding_dropout_drops_whole_words():
+    from gatedrnn.torch_engine.regularisation import embedding_dropout
+
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(50, 6)
+    tokens = torch.randint(0, 50, (40, 8))
+    gen = torch.Generator().manual_seed(3)
+    out = embedding_dropout(emb, tokens, 0.5, training=True, generator=gen)
+    dropped = (out == 0).all(-1)  # (T, B): a position whose whole vector is zero
+    for v in tokens.unique():  # a word is dropped everywhere or nowhere
+        at = dropped[tokens == v]
+        assert at.all() or not at.any(), f"word {v.item()} dropped at some positions only"
+    kept = ~dropped
+    torch.testing.assert_close(out[kept], 2.0 * emb(tokens)[kept])  # scaled by 1 / (1 - p)
+    assert 0.2 < dropped.float().mean().item() < 0.8
+    again = embedding_dropout(emb, tokens, 0.5, training=True, generator=gen.manual_seed(3))
+    torch.testing.assert_close(again, out, rtol=0, atol=0)
+    torch.testing.assert_close(embedding_dropout(emb, tokens, 0.5, training=False), emb(tokens), rtol=0, atol=0)

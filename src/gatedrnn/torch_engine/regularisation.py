@@ -17,6 +17,8 @@ generator when ``None``), so that two engines given the same seed see the same m
 - ``weight_drop``: DropConnect on ``weight_hh`` (Merity et al. 2018, AWD-LSTM), one mask per
   forward call; the stored parameter is unchanged and receives the gradient.
 
+``embedding_dropout`` (for a language model's embedding) drops whole words, as AWD-LSTM does.
+
 Dropout masks are scaled by ``1 / (1 - p)``. All of it is off in evaluation except zoneout,
 which there is its expectation. Masks are drawn in float32 on the generator's device, so a seed
 gives the same masks in every dtype; the order of the draws is that of ``draw_masks``.
@@ -183,3 +185,19 @@ def zoneout_step(reg: Regularisation, training: bool, generator, prev: tuple, ne
             s = torch.lerp(s, old, keep)
         out.append(s)
     return tuple(out)
+
+
+def embedding_dropout(embedding, tokens, p: float, training: bool, generator=None):
+    """``embedding(tokens)`` with whole words dropped: each row of the vocabulary is zeroed with
+    probability ``p`` for the whole call, at every position the word occurs, the rest scaled by
+    ``1 / (1 - p)`` (Gal and Ghahramani 2016; Merity et al. 2018). Identity in evaluation.
+
+    The mask is gathered per token rather than applied to the ``(V, E)`` weight: the same values
+    and gradients without a copy of the table per call.
+    """
+    out = embedding(tokens)  # (..., E)
+    if not training or not p:
+        return out
+    weight = embedding.weight
+    mask = dropout_mask((weight.shape[0],), p, weight, generator)  # (V,)
+    return out * mask[tokens].unsqueeze(-1).to(out.dtype)

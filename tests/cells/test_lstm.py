@@ -94,6 +94,12 @@ def test_drop_gates_shrinks_g_and_keeps_order(drop, gates):
     assert shapes("lstm", drop_gates=drop) == linear(len(gates))
 
 
+def test_forget_bias_is_a_python_float():
+    a, b = make_cell("lstm", forget_bias=1), make_cell("lstm", forget_bias=np.float64(1.0))
+    assert a == b and hash(a) == hash(b)
+    assert type(b.forget_bias) is float
+
+
 def test_drop_gates_none_drops_nothing():
     assert make_cell("lstm", drop_gates=None) == make_cell("lstm")
 

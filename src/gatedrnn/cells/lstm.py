@@ -21,6 +21,7 @@ A gate in ``drop_gates`` is fixed at 1 and its block removed (Greff et al. 2017)
 from __future__ import annotations
 
 import math
+import numbers
 
 from .base import (
     ACTIVATIONS,
@@ -69,8 +70,11 @@ class LSTMFamily(Cell):
         for key in ("input_activation", "output_activation"):
             if self.config.get(key, "tanh") not in ACTIVATIONS:
                 raise ValueError(f"{key} must be one of {ACTIVATIONS}, got {self.config[key]!r}")
-        if not isinstance(self.forget_bias, (int, float)) or isinstance(self.forget_bias, bool):
+        if not isinstance(self.forget_bias, numbers.Real) or isinstance(self.forget_bias, bool):
             raise ValueError(f"forget_bias must be a number, got {self.forget_bias!r}")
+        # a Python float keeps float32 runs float32 (a NumPy float64 scalar would promote them),
+        # and makes forget_bias=1 and 1.0 the same cell with the same hash
+        self.forget_bias = self.config["forget_bias"] = float(self.forget_bias)
         if not isinstance(self.proj_size, int) or isinstance(self.proj_size, bool) or self.proj_size < 0:
             raise ValueError(f"proj_size should be a non-negative integer, got {self.proj_size!r}")
         if "f" not in self.gates and (self.forget_bias or self.forget_bias_init is not None):

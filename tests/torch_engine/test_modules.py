@@ -413,3 +413,65 @@ def test_options_of_other_cells_are_refused():
     _raises(lambda: gatedrnn.RNN(I, H, nonlinearity="gelu"), "gelu", "tanh")
     with pytest.raises(ValueError, match="unknown cell"):
         gatedrnn.layer("lstmm", I, H)
+
+
+# -- training wrappers --------------------------------------------------------------------------
+class TinyModel(torch.nn.Module):
+    def __init__(self, cell_name="lstm", **options):
+        super().__init__()
+        self.rnn = gatedrnn.layer(cell_name, I, H, num_layers=2, batch_first=True, **options)
+        self.head = torch.nn.Linear(self.rnn.state_sizes[0], 1)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0])
+
+
+def _train(model, steps=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, T, I, generator=gen)
+    target = 0.1 * x.sum(-1, keepdim=True).cumsum(1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_trains_under_torch_compile():
+    # aot_eager traces forward and backward as torch.compile does; inductor's code generation
+    # would add about a minute on a 2-core CPU and tests nothing of ours
+    torch.manual_seed(0)
+    eager = TinyModel(forget_bias=1.0)  # forget_bias keeps "auto" on the fused engine
+    compiled = TinyModel(forget_bias=1.0)
+    compiled.load_state_dict(eager.state_dict())
+    expected = _train(eager)
+    got = _train(torch.compile(compiled, backend="aot_eager"))
+    assert got[-1] < got[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)  # float32, same ops in the same order
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("cell_name, options", [("lstm", {}), ("mogrifier", {"rounds": 2})])
+def test_trains_under_distributed_data_parallel(cell_name, options, tmp_path):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.manual_seed(0)
+    plain = TinyModel(cell_name, **options)
+    wrapped = TinyModel(cell_name, **options)
+    wrapped.load_state_dict(plain.state_dict())
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        got = _train(DistributedDataParallel(wrapped))
+    finally:
+        dist.destroy_process_group()
+    expected = _train(plain)
+    assert got[-1] < got[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)  # one rank: the average is the gradient
+    for (name, a), b in zip(plain.named_parameters(), wrapped.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7, msg=name)

@@ -13,6 +13,8 @@ import sys
 #: command name -> (module, one-line help)
 COMMANDS = {
     "gradcheck": ("gatedrnn.cli.gradcheck", "check the hand-derived backward against finite differences"),
+    "compare": ("gatedrnn.cli.compare", "train cells side by side on a long-range task over seeds; table, CSV, curves"),
+    "gradflow": ("gatedrnn.cli.gradflow", "gradient norm of a last-step loss with respect to each earlier hidden state"),
 }
 
 

@@ -1,0 +1,128 @@
+"""``gatedrnn compare``: train cells side by side on a task over seeds; table, CSV and curves."""
+from __future__ import annotations
+
+import ast
+
+from ..cells import CELLS
+from ..data.tasks import TASKS
+
+#: cell options settable from the command line: flag -> (option, type, help)
+CELL_OPTIONS = {
+    "--forget-bias": ("forget_bias", float, "constant added to the forget gate (LSTM family)"),
+    "--forget-bias-init": ("forget_bias_init", float, "initial forget-gate bias (LSTM family)"),
+    "--rounds": ("rounds", int, "Mogrifier rounds"),
+    "--rank": ("rank", int, "Mogrifier Q/R rank"),
+    "--nonlinearity": ("nonlinearity", str, "rnn: tanh or relu"),
+}
+
+
+def parse_cells(text: str) -> tuple[str, ...]:
+    cells = tuple(c.strip() for c in text.split(",") if c.strip())
+    if not cells:
+        raise ValueError(f"--cells needs at least one of {', '.join(CELLS)}, got {text!r}")
+    return cells
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``3`` means seeds 0, 1, 2; ``0,5,9`` lists them."""
+    try:
+        if "," in text:
+            return tuple(int(s) for s in text.split(",") if s.strip())
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"--seeds takes a count or a comma-separated list of integers, got {text!r}") from None
+    if n <= 0:
+        raise ValueError(f"--seeds must be positive, got {n}")
+    return tuple(range(n))
+
+
+def parse_key_values(items) -> dict:
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def add_arguments(p):
+    p.add_argument("--cells", default="rnn,lstm", type=parse_cells,
+                   help=f"comma-separated cells among {', '.join(CELLS)} (default rnn,lstm)")
+    p.add_argument("--task", default="adding", help=f"one of {', '.join(TASKS)}, or lm (default adding)")
+    p.add_argument("--seq-len", type=int, default=None, help="sequence length or lag (default: the task's)")
+    p.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="task option, e.g. symbols=4")
+    p.add_argument("--steps", type=int, default=1500, help="training steps per run (default 1500)")
+    p.add_argument("--seeds", default=(0,), type=parse_seeds, help="count (3 = seeds 0,1,2) or list (default 1)")
+    p.add_argument("--hidden-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 1e-2)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--clip", type=float, default=1.0, help="gradient norm clip, 0 for none (default 1.0)")
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--stop-when-solved", action="store_true", help="end a run at the first evaluation that solves the task")
+    p.add_argument("--match-params", action="store_true",
+                   help="size each cell to the largest hidden size within 1%% of the reference cell's parameter count")
+    p.add_argument("--reference", default=None, help="the cell others are matched to (default: the first of --cells)")
+    p.add_argument("--data", default=None, help="text corpus for --task lm")
+    p.add_argument("--out", default="compare-out", help="directory for results.csv, results.md, curves.png")
+    p.add_argument("--layer-norm", action="store_true", help="layer normalisation in every cell")
+    for flag, (_, kind, help_text) in CELL_OPTIONS.items():
+        p.add_argument(flag, type=kind, default=None, help=help_text)
+
+
+def cell_options(args) -> dict:
+    options = {opt: getattr(args, flag[2:].replace("-", "_")) for flag, (opt, _, _) in CELL_OPTIONS.items()}
+    options = {k: v for k, v in options.items() if v is not None}
+    if args.layer_norm:
+        options["layer_norm"] = True
+    return options
+
+
+def run(args) -> int:
+    from . import UsageError
+
+    if args.task == "lm":
+        from . import compare_lm
+
+        return compare_lm.run(args)
+    if args.data is not None:
+        raise UsageError(f"--data is for --task lm, got --task {args.task}")
+    from ..training.compare import CompareConfig, compare, match_parameters, parameter_count, write_results
+    from ..data.tasks import make_task
+
+    config = CompareConfig(cells=args.cells, task=args.task, seq_len=args.seq_len,
+                           task_options=parse_key_values(args.task_option), steps=args.steps,
+                           seeds=args.seeds, hidden_size=args.hidden_size, lr=args.lr,
+                           batch_size=args.batch_size, clip=args.clip, eval_every=args.eval_every,
+                           stop_when_solved=args.stop_when_solved, cell_options=cell_options(args))
+    config.validate()
+    task = make_task(config.task, config.seq_len, **config.task_options)
+    notes = ""
+    if args.match_params:
+        reference = args.reference or config.cells[0]
+        if reference not in config.cells:
+            raise UsageError(f"--reference must be one of --cells ({', '.join(config.cells)}), got {reference!r}")
+        matches = match_parameters(config.cells, reference, config.hidden_size,
+                                   lambda c, h: parameter_count(c, task, h, config.cell_options))
+        config.hidden_sizes = {c: m.hidden_size for c, m in matches.items()}
+        lines = [f"parameters matched to {reference} at hidden size {config.hidden_size}:"]
+        for m in matches.values():
+            flag = "" if abs(m.deviation) <= 0.01 else "  (no hidden size within 1%: closest)"
+            lines.append(f"  {m.cell:<10} hidden {m.hidden_size:>5}  params {m.params:>9}  ({m.deviation:+.2%}){flag}")
+        print("\n".join(lines))
+        notes = "\n".join(lines) + "\n"
+    print(f"{task.describe()}: {len(config.cells)} cell(s) x {len(config.seeds)} seed(s), {config.steps} steps; "
+          f"{task.metric_name} chance {task.chance:.3g}, solved at {task.solved_at:.3g}")
+
+    def report(r):
+        solved = f"solved at step {r.steps_to_solve}" if r.steps_to_solve is not None else "not solved"
+        print(f"{r.cell:<10} seed {r.seed:<3} {r.metric_name} {r.final_metric:.4g}  {solved}  "
+              f"{r.params} params  {r.seconds:.1f} s  {r.tokens_per_s:.0f} tokens/s", flush=True)
+
+    runs = compare(config, on_run=report)
+    paths = write_results(runs, args.out, preamble=notes)
+    print(f"wrote {paths['csv']}, {paths['md']}, {paths['png']}")
+    return 0

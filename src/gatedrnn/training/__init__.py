@@ -1,0 +1,1 @@
+"""Training: config, loops, evaluation, checkpoints, and the comparisons built on them."""

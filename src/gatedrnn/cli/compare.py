@@ -13,6 +13,15 @@ CELL_OPTIONS = {
     "--rounds": ("rounds", int, "Mogrifier rounds"),
     "--rank": ("rank", int, "Mogrifier Q/R rank"),
     "--nonlinearity": ("nonlinearity", str, "rnn: tanh or relu"),
+    "--proj-size": ("proj_size", int, "LSTM family: project h to this size"),
+    "--drop-gates": ("drop_gates", str, "lstm, peephole: gates fixed at 1, e.g. i,o"),
+    "--input-activation": ("input_activation", str, "LSTM family: tanh or identity"),
+    "--output-activation": ("output_activation", str, "LSTM family: tanh or identity"),
+    "--zoneout": ("zoneout", float, "zoneout probability of the state (c too for the LSTM family)"),
+    "--dropout-input": ("dropout_input", float, "variational dropout of the input"),
+    "--dropout-state": ("dropout_state", float, "variational dropout of h before the recurrent product"),
+    "--dropout-output": ("dropout_output", float, "variational dropout of the recurrent output"),
+    "--weight-drop": ("weight_drop", float, "DropConnect on the hidden-to-hidden weights"),
 }
 
 

@@ -95,8 +95,13 @@ class RunResult:
 
 
 def options_for(cell: str, options: dict) -> dict:
-    """The subset of ``options`` that ``cell`` accepts: ``--rounds`` goes to the Mogrifier only."""
-    accepted = CELLS[cell].options
+    """The subset of ``options`` that ``cell`` accepts: ``--rounds`` goes to the Mogrifier only.
+    The modules' regularisation options go to every cell (``zoneout_c`` to those with a ``c``)."""
+    from ..torch_engine.regularisation import OPTIONS
+
+    accepted = set(CELLS[cell].options) | set(OPTIONS)
+    if not CELLS[cell].has_cell_state:
+        accepted.discard("zoneout_c")
     return {k: v for k, v in options.items() if k in accepted}
 
 

@@ -282,6 +282,18 @@ def test_auto_engine_choice(cell_name, options, expected):
     assert MODULES[cell_name](I, H, engine="fused", **options).resolve_engine(x) == "fused"
 
 
+@pytest.mark.parametrize("options, training, expected", [
+    ({"zoneout": 0.1}, False, "fused"),  # zoneout acts in evaluation too, as its expectation
+    ({"dropout_state": 0.2}, True, "fused"), ({"dropout_state": 0.2}, False, "torch"),
+    ({"weight_drop": 0.3}, True, "fused"),
+])
+def test_auto_sends_active_regularisation_to_the_fused_engine(options, training, expected):
+    module = gatedrnn.LSTM(I, H, **options).train(training)
+    x = torch.randn(T, B, I)
+    assert module.resolve_engine(x) == expected
+    assert (native_kernel(module, x) is not None) == (expected == "torch")
+
+
 def test_auto_keeps_cpu_autocast_and_half_on_cpu_off_torch_kernels():
     module = gatedrnn.LSTM(I, H)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -32,10 +32,14 @@ def native_kernel(module, x):
 
     ``None`` whenever the configuration is anything but plain ``torch.nn``: another cell, a
     non-default option (``forget_bias``, ``layer_norm``, ``drop_gates``, identity activations,
-    ...), a dtype or device the kernels do not take, or CPU autocast (whose bf16 policy differs
-    from the fused engine's).
+    ...), regularisation that acts in this mode (zoneout, recurrent dropouts: masks the kernels
+    cannot take), a dtype or device the kernels do not take, or CPU autocast (whose bf16 policy
+    differs from the fused engine's).
     """
     if module.engine != "auto":
+        return None
+    regularisation = getattr(module, "regularisation", None)
+    if regularisation is not None and regularisation.active(module.training):
         return None
     cell = module.cell
     allowed = NATIVE_OPTIONS.get(cell.name)

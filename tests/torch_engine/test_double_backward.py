@@ -13,6 +13,7 @@ import torch
 import gatedrnn
 from gatedrnn.cells import CELLS, make_cell
 from gatedrnn.torch_engine import functional, run_layer
+from gatedrnn.torch_engine.cell_modules import CELL_MODULES
 from gatedrnn.torch_engine.modules import MODULES
 
 I, H, P, T, B = 2, 3, 2, 3, 2
@@ -143,35 +144,26 @@ def test_module_gradient_penalty_trains():
     assert any(p.grad.abs().sum() > 0 for p in module.parameters())
 
 
-def _single_step_cells():
-    names = ("RNNCell", "LSTMCell", "GRUCell", "PeepholeLSTMCell", "CIFGLSTMCell", "MogrifierLSTMCell")
-    found = []
-    for n in names:
-        try:
-            found.append(getattr(gatedrnn, n))
-        except AttributeError:
-            pass
-    return found
+STEP_CASES = [(c, {}) for c in CELL_MODULES] + [("lstm", {"proj_size": P, "layer_norm": True}),
+                                                 ("mogrifier", {"rounds": 3, "proj_size": P})]
 
 
-@pytest.mark.parametrize("cls", _single_step_cells() or [None], ids=lambda c: getattr(c, "__name__", "none"))
-def test_single_step_cell_gradgradcheck(cls):
-    if cls is None:
-        pytest.skip("no single-step cells in this version")
+@pytest.mark.parametrize("case", STEP_CASES, ids=[_id(c) for c in STEP_CASES])
+def test_single_step_cell_gradgradcheck(case):
+    cell_name, options = case
     torch.manual_seed(0)
-    cell = cls(I, H, dtype=F64)
-    names = [n for n, _ in cell.named_parameters()]
+    step = CELL_MODULES[cell_name](I, H, dtype=F64, **options)
+    names = [n for n, _ in step.named_parameters()]
     x = torch.randn(B, I, dtype=F64, requires_grad=True)
-    sizes = cell.cell.state_sizes(H) if hasattr(cell, "cell") else (H,)
-    hx = [(0.5 * torch.randn(B, s, dtype=F64)).requires_grad_() for s in sizes]
+    hx = [(0.5 * torch.randn(B, s, dtype=F64)).requires_grad_() for s in step.state_sizes]
     n = len(names)
 
     def fn(*ts):
         state = ts[n + 1 :]
-        out = torch.func.functional_call(cell, dict(zip(names, ts[:n])), (ts[n], tuple(state) if len(state) > 1 else state[0]))
+        out = torch.func.functional_call(step, dict(zip(names, ts[:n])), (ts[n], tuple(state) if len(state) > 1 else state[0]))
         return tuple(out) if isinstance(out, tuple) else (out,)
 
-    leaves = [p.detach().clone().requires_grad_() for p in cell.parameters()] + [x, *hx]
+    leaves = [p.detach().clone().requires_grad_() for p in step.parameters()] + [x, *hx]
     assert torch.autograd.gradgradcheck(fn, leaves, fast_mode=True)
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..cells import CELLS, make_cell
+from .functional import keep_dtypes
 from .modules import InputError, check_like_params, init_tensor
 from .ops import TORCH_OPS as ops
 from .regularisation import Regularisation, zoneout_step
@@ -73,7 +74,7 @@ class CellBase(nn.Module):
         params = {s.name: getattr(self, s.name) for s in self._spec}
         gx, _ = self.cell.input_proj(ops, params, x)
         prev = state
-        state, _ = self.cell.step(ops, params, gx, state)
+        state = keep_dtypes(self.cell.step(ops, params, gx, state)[0], prev)  # autocast: see keep_dtypes
         if self.regularisation.active(self.training):
             state = zoneout_step(self.regularisation, self.training, self.generator, prev, state)
         if not batched:

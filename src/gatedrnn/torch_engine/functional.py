@@ -32,12 +32,33 @@ def _keep_at(keep, t, n):
     return (None,) * n if keep is None else tuple(None if k is None else k[t] for k in keep)
 
 
+def autocast_of(x):
+    """``(device type, dtype)`` of the autocast region that ``x`` is computed in, or ``None``."""
+    kind = x.device.type
+    try:
+        if torch.is_autocast_enabled(kind):
+            return kind, torch.get_autocast_dtype(kind)
+    except RuntimeError:  # a device type autocast does not know
+        pass
+    return None
+
+
+def keep_dtypes(new, state):
+    """``new`` in the dtypes of ``state``: under autocast a product makes a state (a projected
+    ``h``, the ``h`` of a cell without biases) half precision; it stays in the initial state's
+    dtype (the cell state ``c`` above all) so the loop's dtypes do not drift."""
+    return tuple(n if n.dtype == s.dtype else n.to(s.dtype) for n, s in zip(new, state))
+
+
 def reference_layer(cell: Cell, params: dict, x, state, keep=None):
     """The autograd twin: ``cell.step`` in a Python loop, differentiated by autograd."""
+    amp = autocast_of(x)
     gx, _ = cell.input_proj(ops, params, x)
     ys = []
     for t in range(x.shape[0]):
         new, _ = cell.step(ops, params, gx[t], state)
+        if amp:
+            new = keep_dtypes(new, state)
         state = _mix(_keep_at(keep, t, len(state)), state, new)
         ys.append(state[0])
     y = torch.stack(ys) if ys else x.new_zeros((0, x.shape[1], state[0].shape[-1]))
@@ -55,10 +76,13 @@ class FusedLayer(torch.autograd.Function):
         params = dict(zip(names, tensors[: len(names)]))
         x = tensors[len(names)]
         state = tuple(tensors[len(names) + 1 :])
+        ctx.amp = autocast_of(x)
         gx, in_cache = cell.input_proj(ops, params, x)
         ys, caches = [], []
         for t in range(x.shape[0]):
             new, cache = cell.step(ops, params, gx[t], state)
+            if ctx.amp:
+                new = keep_dtypes(new, state)
             state = _mix(_keep_at(keep, t, n_state), state, new)
             caches.append(cache)
             ys.append(state[0])
@@ -74,6 +98,14 @@ class FusedLayer(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, *dstate):
+        if ctx.amp is None:
+            return FusedLayer._backward(ctx, dy, *dstate)
+        # the backward's products in the forward's precision, as autocast runs built-in ops' backward
+        with torch.autocast(ctx.amp[0], dtype=ctx.amp[1]):
+            return FusedLayer._backward(ctx, dy, *dstate)
+
+    @staticmethod
+    def _backward(ctx, dy, *dstate):
         cell, names, keep = ctx.cell, ctx.names, ctx.keep
         saved = ctx.saved_tensors
         tensors = saved[: ctx.n_tensors]
@@ -86,6 +118,8 @@ class FusedLayer(torch.autograd.Function):
         dstate = tuple(torch.zeros_like(s) if d is None else d for s, d in zip(state0, dstate))
         dy = torch.zeros((x.shape[0], x.shape[1], state0[0].shape[-1]), dtype=x.dtype, device=x.device) if dy is None else dy
         grads: dict = {}
+        if ctx.amp:  # the per-step weight gradients come out of half-precision products: sum them in float32
+            grads = {n: torch.zeros_like(p, dtype=torch.promote_types(p.dtype, torch.float32)) for n, p in params.items()}
         dgx = [None] * x.shape[0]
         for t in reversed(range(x.shape[0])):
             dstate = (dstate[0] + dy[t],) + dstate[1:]
@@ -98,8 +132,9 @@ class FusedLayer(torch.autograd.Function):
             dx = cell.input_proj_backward(ops, params, in_cache, torch.stack(dgx), grads)
         else:
             dx = torch.zeros_like(x)
-        dparams = [grads.get(n, torch.zeros_like(params[n])) for n in names]
-        return (None, None, None, None, *dparams, dx, *dstate)
+        dparams = [grads[n].to(params[n].dtype) if n in grads else torch.zeros_like(params[n]) for n in names]
+        dstate = tuple(d.to(s.dtype) for d, s in zip(dstate, state0))
+        return (None, None, None, None, *dparams, dx.to(x.dtype), *dstate)
 
 
 def _twin_grads(cell, params, x, state0, keep, dy, dstate, tensors):

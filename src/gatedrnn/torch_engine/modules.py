@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..cells import CELLS, make_cell
-from .functional import run_layer
+from .functional import keep_dtypes, run_layer
 from .native import native_forward, native_kernel
 from .ops import TORCH_OPS as ops
 from .regularisation import Regularisation, draw_masks
@@ -211,7 +211,7 @@ class RecurrentBase(nn.Module):
             params = masks.layer_params(k, params)
             prev = tuple(s[k] for s in state0)
             gx, _ = self.cell.input_proj(ops, params, x)
-            state, _ = self.cell.step(ops, params, gx, prev)
+            state = keep_dtypes(self.cell.step(ops, params, gx, prev)[0], prev)  # autocast: see keep_dtypes
             keep = masks.keep(k, len(self.state_sizes))
             if keep is not None:  # zoneout, as run_layer mixes it
                 state = tuple(new if m is None else torch.lerp(new, old, m[0]) for m, old, new in zip(keep, prev, state))

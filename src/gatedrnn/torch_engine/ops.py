@@ -18,6 +18,10 @@ class TorchOps:
 
     @staticmethod
     def mean_last(a):
+        if a.dtype in (torch.float16, torch.bfloat16):
+            # layer norm's statistics (a product's output under autocast): a - mean(a) in half
+            # precision cancels to a few bits, so the mean is float32 and so is all that follows
+            return a.mean(-1, keepdim=True, dtype=torch.float32)
         return a.mean(-1, keepdim=True)
 
     @staticmethod

@@ -14,6 +14,7 @@ import torch
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from gatedrnn.torch_engine.cell_modules import CELL_MODULES  # noqa: E402
 from gatedrnn.torch_engine.modules import MODULES  # noqa: E402
 
 I, H, T, B = 3, 4, 4, 2
@@ -103,6 +104,27 @@ def test_auto_engine_plain_config_exports_any_sequence_length(cell_name, tmp_pat
     _check(model, [longer], got)
     ops = {node.op_type for node in onnx.load(str(tmp_path / "m.onnx")).graph.node}
     assert {"LSTM", "GRU", "RNN"} & ops
+
+
+class FlatStep(torch.nn.Module):
+    """A single-step cell module with the state as separate graph inputs and outputs."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def forward(self, x, *state):
+        out = self.step(x, state if len(state) > 1 else state[0])
+        return out if isinstance(out, tuple) else (out,)
+
+
+@pytest.mark.parametrize("cell_name", list(CELL_MODULES))
+def test_export_single_step_cells(cell_name, tmp_path):
+    torch.manual_seed(0)
+    options = {"proj_size": 2} if cell_name in ("lstm", "mogrifier") else {}
+    model = FlatStep(CELL_MODULES[cell_name](I, H, **options).eval())
+    inputs = [torch.randn(B, I), *(0.5 * torch.randn(B, s) for s in model.step.state_sizes)]
+    _check(model, inputs, _export_run(model, inputs, tmp_path / "m.onnx"))
 
 
 def test_dynamo_exporter(tmp_path):

@@ -14,6 +14,10 @@ written as such masks.
   hand-derived ``step_backward`` in reverse. When a graph of the backward is requested
   (``create_graph=True``), the backward recomputes through the autograd twin instead, so second
   derivatives are exact and the first-order path keeps its speed.
+
+Under ``torch.autocast`` both run the matrix products in the autocast dtype while the state keeps
+the initial state's dtype (float32 ``c``); the fused backward runs its products under the
+forward's autocast and sums the weight gradients of the steps in float32.
 """
 from __future__ import annotations
 

@@ -131,6 +131,25 @@ def test_module_gradgradcheck_two_layers_bidirectional(case):
     assert torch.autograd.gradgradcheck(_module_fn(module, with_state=True), leaves, fast_mode=True)
 
 
+@pytest.mark.parametrize("cell_name", ["lstm", "gru"])
+def test_module_gradgradcheck_with_regularisation_masks(cell_name):
+    """Zoneout, recurrent dropout and DropConnect in training: the masks (re-drawn from the same
+    seed at each call) are constants, and the weight-dropped weight_hh is differentiated through."""
+    torch.manual_seed(0)
+    gen = torch.Generator()
+    module = MODULES[cell_name](I, H, num_layers=2, engine="fused", dtype=F64, zoneout=0.3, dropout_state=0.3,
+                                weight_drop=0.3, generator=gen).train()
+    inner = _module_fn(module, with_state=False)
+
+    def fn(*ts):
+        gen.manual_seed(1)
+        return inner(*ts)
+
+    x = torch.randn(T, B, I, dtype=F64, requires_grad=True)
+    leaves = [p.detach().clone().requires_grad_() for p in module.parameters()] + [x]
+    assert torch.autograd.gradgradcheck(fn, leaves, fast_mode=True)
+
+
 def test_module_gradient_penalty_trains():
     """A gradient penalty (the use case) backpropagates into every parameter."""
     torch.manual_seed(0)

@@ -225,3 +225,21 @@ def test_keep_mask_requiring_grad_is_refused():
     keep = (torch.full((T, B, H), 0.5, dtype=F64, requires_grad=True), None)
     with pytest.raises(ValueError, match="keep"):
         _layer_fn(cell, names, keep)(*leaves)
+
+
+def test_auto_engine_second_derivatives_match_fused():
+    """engine="auto" hands plain configurations to torch's kernels, whose CPU path is itself
+    twice differentiable: the same second derivatives as the fused engine. (cuDNN's is not: on
+    CUDA, use engine="fused" for them.)"""
+    results = []
+    for engine in ("auto", "fused"):
+        torch.manual_seed(0)
+        module = gatedrnn.LSTM(I, H, num_layers=2, proj_size=P, dtype=F64, engine=engine)
+        x = torch.randn(T, B, I, dtype=F64, requires_grad=True)
+        out, _ = module(x)
+        (gx,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+        gx.square().sum().backward()
+        results.append([p.grad for p in module.parameters()])
+    for a, b in zip(*results):
+        # float64, the same sums in another order
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -127,6 +127,14 @@ def test_export_single_step_cells(cell_name, tmp_path):
     _check(model, inputs, _export_run(model, inputs, tmp_path / "m.onnx"))
 
 
+@pytest.mark.parametrize("cell_name", ["lstm", "gru"])
+def test_auto_engine_plain_config_with_state_batch_first(cell_name, tmp_path):
+    model = _model(cell_name, {}, engine="auto", batch_first=True)
+    x = torch.randn(B, T, I)
+    state = [0.5 * torch.randn(4, B, s) for s in model.module.state_sizes]
+    _check(model, [x, *state], _export_run(model, [x, *state], tmp_path / "m.onnx"))
+
+
 def test_dynamo_exporter(tmp_path):
     pytest.importorskip("onnxscript")
     model = _model("lstm", {"proj_size": 2}, batch_first=True)

@@ -111,8 +111,12 @@ def build_model(cell: str, task: Task, hidden_size: int, cell_options: dict) -> 
 
 
 def parameter_count(cell: str, task: Task, hidden_size: int, cell_options: dict) -> int:
-    """Total parameters of the task model (recurrent stack and readout) at ``hidden_size``."""
-    return count_parameters(build_model(cell, task, hidden_size, cell_options))
+    """Total parameters of the task model (recurrent layer and readout) at ``hidden_size``,
+    from the cell's parameter spec: matching searches many sizes, building none of them."""
+    c = make_cell(cell, **options_for(cell, cell_options))
+    recurrent = sum(math.prod(s.shape) for s in c.param_spec(task.input_size, hidden_size))
+    out = c.state_sizes(hidden_size)[0]
+    return recurrent + out * task.output_size + task.output_size
 
 
 def train_run(cell: str, seed: int, config: CompareConfig, task: Task | None = None,

@@ -1,0 +1,51 @@
+"""``gatedrnn compare`` and ``gatedrnn gradflow`` from the command line: tiny runs, files, errors."""
+import csv
+
+from gatedrnn.cli import main
+
+TINY = ["--steps", "2", "--eval-every", "1", "--hidden-size", "6", "--batch-size", "3", "--seq-len", "5"]
+
+
+def test_compare_writes_the_three_files(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--cells", "rnn,cifg", "--task", "copy", "--seeds", "2", "--out", str(out),
+                 "--task-option", "length=2", "--forget-bias", "1.0", *TINY]) == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [(r["cell"], r["seed"]) for r in rows] == [("rnn", "0"), ("rnn", "1"), ("cifg", "0"), ("cifg", "1")]
+    assert {r["metric_name"] for r in rows} == {"recall_accuracy"}
+    assert (out / "results.md").read_text().count("| cifg |") == 1
+    assert (out / "curves.png").exists()
+    printed = capsys.readouterr().out
+    assert "copy (seq_len=5, symbols=8, length=2)" in printed and "wrote" in printed
+
+
+def test_match_params_reports_the_counts(tmp_path, capsys):
+    assert main(["compare", "--cells", "lstm,rnn,gru", "--match-params", "--out", str(tmp_path),
+                 *TINY, "--hidden-size", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "parameters matched to lstm at hidden size 100" in printed
+    rows = {r["cell"]: r for r in csv.DictReader(open(tmp_path / "results.csv"))}
+    target = int(rows["lstm"]["params"])
+    for cell in ("rnn", "gru"):
+        assert abs(int(rows[cell]["params"]) / target - 1) <= 0.01
+    assert int(rows["rnn"]["hidden_size"]) > int(rows["gru"]["hidden_size"]) > 100  # 1, 3 and 4 gate blocks
+    assert "parameters matched to lstm" in (tmp_path / "results.md").read_text()
+
+
+def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
+    assert main(["compare", "--cells", "lstm,lstn", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gatedrnn compare: error: unknown cell 'lstn'") and "\n" not in err
+    assert main(["compare", "--task", "adder", "--out", str(tmp_path)]) == 2
+    assert "unknown task 'adder'" in capsys.readouterr().err
+    assert main(["compare", "--match-params", "--reference", "gru", "--out", str(tmp_path)]) == 2
+    assert "--reference must be one of --cells (rnn, lstm), got 'gru'" in capsys.readouterr().err
+
+
+def test_gradflow_writes_csv_and_png(tmp_path, capsys):
+    assert main(["gradflow", "--cells", "rnn,lstm", "--seq-len", "8", "--hidden-size", "6", "--batches", "1",
+                 "--batch-size", "2", "--train-steps", "2", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "gradflow.csv")))
+    assert len(rows) == 2 * 2 * 8
+    assert (tmp_path / "gradflow.png").exists()
+    assert "lstm       trained 2" in capsys.readouterr().out

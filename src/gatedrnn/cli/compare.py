@@ -94,9 +94,8 @@ def run(args) -> int:
     from . import UsageError
 
     if args.task == "lm":
-        from . import compare_lm
-
-        return compare_lm.run(args)
+        raise UsageError("--task lm needs the language-model training loop, which this version lacks; "
+                         f"expected one of {', '.join(TASKS)}")
     if args.data is not None:
         raise UsageError(f"--data is for --task lm, got --task {args.task}")
     from ..training.compare import CompareConfig, compare, match_parameters, parameter_count, write_results

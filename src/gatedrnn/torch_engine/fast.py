@@ -1,0 +1,562 @@
+"""Hand-specialised sequence loops for the hot configurations of the fused engine.
+
+    if fast.supports(cell, params, x, keep):
+        y, state_n = fast.run_fast(cell, params, x, state)
+
+The generic ``FusedLayer`` runs a cell's ``step``/``step_backward`` through the ``ops`` namespace:
+right for every option, but on CPU each step pays for dictionaries, concatenations, per-step
+weight-gradient products (``B`` rows each, a poor shape for a matrix kernel) and MKL's generic
+path on AMD processors. Here, for ``lstm``, ``peephole``, ``cifg``, ``gru``, ``rnn`` and
+``mogrifier`` without layer norm, projections, dropped gates, identity activations or masks:
+
+- the input product of all steps is one matrix product before the loop (both biases and
+  ``forget_bias`` folded into it);
+- each step is one recurrent product (the input added by the product's kernel) and a few
+  in-place elementwise ops into preallocated buffers; the forward saves post-activation gates;
+- the backward runs the BPTT in reverse, one product per step for ``dh``, and computes every
+  weight gradient as one product over all steps after the loop;
+- the per-step products go through oneDNN with the weight reordered once per call
+  (``torch.ops.mkldnn._reorder_linear_weight`` / ``_linear_pointwise``, what ``torch.compile``
+  emits on CPU), which measured 1.3-3x faster than ``torch.addmm`` per step on the AMD machines
+  here (benchmarks/RESULTS.md). These are internal entry points: anything they refuse (float64,
+  bfloat16 without AVX-512, CUDA, a torch without them) falls back to ``torch.addmm``, and
+  ``GATEDRNN_ONEDNN=0`` (or ``ONEDNN = False``) turns them off.
+
+The loops are tested against the generic fused path and the autograd twin (float64, every
+output and gradient, tests/torch_engine/test_fast.py). ``GATEDRNN_FAST=0`` (or ``ENABLED =
+False``) sends everything to the generic path. When a graph of the backward is requested
+(double backward), the backward recomputes through the autograd twin, as ``FusedLayer`` does.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+ENABLED = os.environ.get("GATEDRNN_FAST", "1") != "0"
+ONEDNN = os.environ.get("GATEDRNN_ONEDNN", "1") != "0"
+
+
+# -- products -------------------------------------------------------------------------------
+def _onednn_usable(w) -> bool:
+    return (ONEDNN and w.device.type == "cpu" and w.dtype == torch.float32
+            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+class Product:
+    """``x @ w.T (+ add)`` for one weight ``w`` ``(N, K)`` reused over many calls.
+
+    ``add`` is a bias ``(N,)`` or a tensor ``(M, N)``; with oneDNN the addition happens inside the
+    product's kernel. The weight is reordered into oneDNN's blocked layout once, here.
+    """
+
+    def __init__(self, w, rows: int):
+        self.wt = w.t()
+        self.packed = None
+        if _onednn_usable(w):
+            try:
+                self.packed = torch.ops.mkldnn._reorder_linear_weight(w.detach().contiguous(), rows)
+            except (RuntimeError, AttributeError):  # a build or processor without the kernel
+                self.packed = None
+
+    def __call__(self, x, add=None):
+        if self.packed is not None:
+            if add is None or add.dim() == 1:
+                return torch.ops.mkldnn._linear_pointwise(x, self.packed, add, "none", [], "")
+            return torch.ops.mkldnn._linear_pointwise.binary(x, add, self.packed, None, "add")
+        if add is None:
+            return torch.mm(x, self.wt)
+        return torch.addmm(add, x, self.wt)
+
+
+def _rows(a):
+    return a.reshape(-1, a.shape[-1])
+
+
+def _weight_grad(d, inp):
+    """``sum over steps and rows of d^T inp``: ``(T, B, N), (T, B, K) -> (N, K)``, one product."""
+    return torch.mm(_rows(d).t(), _rows(inp))
+
+
+def _sum_rows(d):
+    return _rows(d).sum(0)
+
+
+# -- which configurations run here ---------------------------------------------------------
+def _lstm_plain(cell) -> bool:
+    return (not cell.proj_size and not cell.layer_norm and not cell.config.get("drop_gates")
+            and cell.input_activation == "tanh" and cell.output_activation == "tanh")
+
+
+def kernel_for(cell):
+    """The specialised loop for ``cell``, or ``None`` where only the generic path is right."""
+    name = cell.name
+    if name in ("lstm", "peephole", "cifg"):
+        return LSTM_KERNEL if _lstm_plain(cell) else None
+    if name == "mogrifier":
+        if not _lstm_plain(cell):
+            return None
+        return MOGRIFIER_KERNEL if cell.rounds else LSTM_KERNEL
+    if name == "gru":
+        return None if cell.layer_norm else GRU_KERNEL
+    if name == "rnn":
+        return None if cell.layer_norm else RNN_KERNEL
+    return None
+
+
+def supports(cell, params, x, keep=None) -> bool:
+    """Whether ``run_fast`` computes this call; ``False`` sends it to the generic loop."""
+    return (ENABLED and keep is None and "mask_hh" not in params and "mask_ih" not in params
+            and x.dim() == 3 and x.shape[0] > 0 and kernel_for(cell) is not None)
+
+
+# -- LSTM, peephole LSTM, CIFG (and Mogrifier with rounds = 0) ------------------------------
+def _combined_bias(cell, p, G, H, like):
+    """``bias_ih + bias_hh`` with ``forget_bias`` folded into the forget block, or ``None``."""
+    bias = p["bias_ih"] + p["bias_hh"] if cell.bias else None
+    if cell.forget_bias:
+        if bias is None:
+            bias = like.new_zeros(G * H)
+        k = cell.gates.index("f")
+        bias = bias.clone()
+        bias[k * H : (k + 1) * H] += cell.forget_bias
+    return bias
+
+
+class LSTMKernel:
+    """Blocks ``i, f, g, o`` (``f, g, o`` for CIFG, with ``i = 1 - f``); peepholes on ``i, f, o``."""
+
+    @staticmethod
+    def forward(cell, p, x, state, save):
+        T, B, I = x.shape
+        G = cell.num_gates
+        H = p["weight_hh"].shape[0] // G
+        coupled, peep = cell.coupled, cell.peephole
+        fi, gi, oi = (0, 1, 2) if coupled else (1, 2, 3)
+        bias = _combined_bias(cell, p, G, H, x)
+        gx = Product(p["weight_ih"], T * B)(_rows(x), bias).view(T, B, G * H)
+        hh = Product(p["weight_hh"], B)
+        if peep:
+            w_i, w_f, w_o = p["weight_peephole"].split(H)
+        h0, c0 = state
+        Hs = x.new_empty(T + 1, B, H)  # h_0 .. h_T; y is Hs[1:]
+        Hs[0] = h0
+        C = x.new_empty(T + 1 if save else 2, B, H)
+        C[0] = c0
+        Gs = x.new_empty(T if save else 1, B, G * H)  # post-activation gates
+        tc = x.new_empty(B, H)
+        for t in range(T):
+            a = hh(Hs[t], gx[t])  # (B, G*H), a fresh tensor
+            gt = Gs[t if save else 0]
+            cp, cn = (C[t], C[t + 1]) if save else (C[t % 2], C[(t + 1) % 2])
+            f, g, o = (gt[:, k * H : (k + 1) * H] for k in (fi, gi, oi))
+            if peep:
+                a[:, :H].addcmul_(cp, w_i)
+                a[:, H : 2 * H].addcmul_(cp, w_f)
+                torch.sigmoid(a[:, : 2 * H], out=gt[:, : 2 * H])
+            else:
+                torch.sigmoid(a, out=gt)  # the g block is overwritten by its tanh below
+            torch.tanh(a[:, gi * H : (gi + 1) * H], out=g)
+            if coupled:  # c = f c_prev + (1 - f) g = g + f (c_prev - g)
+                torch.sub(cp, g, out=cn)
+                cn.mul_(f).add_(g)
+            else:
+                torch.mul(f, cp, out=cn)
+                cn.addcmul_(gt[:, :H], g)
+            if peep:  # the output gate looks at c_t
+                a_o = a[:, oi * H :]
+                a_o.addcmul_(cn, w_o)
+                torch.sigmoid(a_o, out=o)
+            torch.tanh(cn, out=tc)
+            torch.mul(o, tc, out=Hs[t + 1])
+        c_n = C[T] if save else C[T % 2]
+        saved = (Hs, C, Gs) if save else None
+        return Hs[1:], (Hs[T].clone(), c_n.clone()), saved
+
+    @staticmethod
+    def backward(cell, p, x, state, saved, dy, dstate, need_dx):
+        Hs, C, Gs = saved
+        T, B, I = x.shape
+        G = cell.num_gates
+        H = p["weight_hh"].shape[0] // G
+        coupled, peep = cell.coupled, cell.peephole
+        ii, fi, gi, oi = (None, 0, 1, 2) if coupled else (0, 1, 2, 3)
+        if peep:
+            w_i, w_f, w_o = p["weight_peephole"].split(H)
+        hh_t = Product(p["weight_hh"].t(), B)  # da @ W_hh
+        dh_n, dc_n = dstate
+        dc = torch.zeros_like(C[0]) if dc_n is None else dc_n.clone()
+        dh = torch.zeros_like(C[0]) if dh_n is None else dh_n
+        dA = x.new_empty(T, B, G * H)
+        dv = x.new_empty(B, G * H)
+        tc, tmp = x.new_empty(B, H), x.new_empty(B, H)
+        one = x.new_ones(())
+        for t in reversed(range(T)):
+            if dy is not None:
+                dh = dh + dy[t]
+            gt, da = Gs[t], dA[t]
+            cp, cn = C[t], C[t + 1]
+            blk = lambda m, k: m[:, k * H : (k + 1) * H]  # noqa: E731
+            f, g, o = blk(gt, fi), blk(gt, gi), blk(gt, oi)
+            torch.addcmul(gt, gt, gt, value=-1.0, out=dv)  # sigma' = s (1 - s) ...
+            torch.addcmul(one, g, g, value=-1.0, out=blk(dv, gi))  # ... and tanh' = 1 - g^2
+            torch.tanh(cn, out=tc)
+            da_o = blk(da, oi)
+            torch.mul(dh, tc, out=da_o)
+            da_o.mul_(blk(dv, oi))
+            torch.addcmul(one, tc, tc, value=-1.0, out=tmp)
+            tmp.mul_(o)
+            dc.addcmul_(dh, tmp)
+            if peep:
+                dc.addcmul_(da_o, w_o)
+            if coupled:  # dL/df = dc (c_prev - g), dL/dg = dc (1 - f)
+                da_f, da_g = blk(da, fi), blk(da, gi)
+                torch.sub(cp, g, out=da_f)
+                da_f.mul_(dc)
+                torch.addcmul(dc, dc, f, value=-1.0, out=da_g)
+                da[:, : 2 * H].mul_(dv[:, : 2 * H])
+            else:
+                torch.mul(dc, g, out=blk(da, ii))
+                torch.mul(dc, cp, out=blk(da, fi))
+                torch.mul(dc, gt[:, :H], out=blk(da, gi))
+                da[:, : 3 * H].mul_(dv[:, : 3 * H])
+            dc.mul_(f)
+            if peep:
+                dc.addcmul_(blk(da, ii), w_i)
+                dc.addcmul_(blk(da, fi), w_f)
+            dh = hh_t(da)
+        grads = {"weight_hh": _weight_grad(dA, Hs[:-1]), "weight_ih": _weight_grad(dA, x)}
+        if cell.bias:
+            grads["bias_ih"] = _sum_rows(dA)
+            grads["bias_hh"] = grads["bias_ih"].clone()
+        if peep:
+            prev, cur = _rows(C[:-1]), _rows(C[1:])
+            dA2 = _rows(dA)
+            grads["weight_peephole"] = torch.cat([
+                (dA2[:, ii * H : (ii + 1) * H] * prev).sum(0),
+                (dA2[:, fi * H : (fi + 1) * H] * prev).sum(0),
+                (dA2[:, oi * H : (oi + 1) * H] * cur).sum(0),
+            ])
+        if need_dx:
+            grads["x"] = Product(p["weight_ih"].t(), T * B)(_rows(dA)).view(T, B, I)
+        return grads, (dh, dc)
+
+
+# -- GRU ------------------------------------------------------------------------------------
+class GRUKernel:
+    """Blocks ``r, z, n``; ``n = tanh(a_x,n + r * a_h,n)`` with ``b_hn`` inside ``a_h,n``."""
+
+    @staticmethod
+    def forward(cell, p, x, state, save):
+        T, B, I = x.shape
+        H = p["weight_hh"].shape[0] // 3
+        b_ih = p["bias_ih"] if cell.bias else None
+        b_hh = p["bias_hh"] if cell.bias else None
+        gx = Product(p["weight_ih"], T * B)(_rows(x), b_ih).view(T, B, 3 * H)
+        hh = Product(p["weight_hh"], B)
+        (h0,) = state
+        Hs = x.new_empty(T + 1, B, H)
+        Hs[0] = h0
+        Gs = x.new_empty(T if save else 1, B, 3 * H)  # r, z, n
+        GHn = x.new_empty(T if save else 1, B, H)  # a_h,n, which the r gradient needs
+        for t in range(T):
+            gh = hh(Hs[t], b_hh)  # (B, 3H)
+            gt = Gs[t if save else 0]
+            rz = gt[:, : 2 * H]
+            torch.add(gx[t, :, : 2 * H], gh[:, : 2 * H], out=rz)
+            rz.sigmoid_()
+            n = gt[:, 2 * H :]
+            torch.addcmul(gx[t, :, 2 * H :], gt[:, :H], gh[:, 2 * H :], out=n)
+            n.tanh_()
+            if save:
+                GHn[t].copy_(gh[:, 2 * H :])
+            hn = Hs[t + 1]  # h = n + z (h_prev - n)
+            torch.sub(Hs[t], n, out=hn)
+            hn.mul_(gt[:, H : 2 * H]).add_(n)
+        saved = (Hs, Gs, GHn) if save else None
+        return Hs[1:], (Hs[T].clone(),), saved
+
+    @staticmethod
+    def backward(cell, p, x, state, saved, dy, dstate, need_dx):
+        Hs, Gs, GHn = saved
+        T, B, I = x.shape
+        H = p["weight_hh"].shape[0] // 3
+        hh_t = Product(p["weight_hh"].t(), B)
+        (dh_n,) = dstate
+        dh = torch.zeros_like(Hs[0]) if dh_n is None else dh_n
+        dGX = x.new_empty(T, B, 3 * H)  # gradient w.r.t. the input pre-activations
+        dGH = x.new_empty(T, B, 3 * H)  # ... and the recurrent ones (n block times r)
+        tmp = x.new_empty(B, 2 * H)
+        one = x.new_ones(())
+        for t in reversed(range(T)):
+            if dy is not None:
+                dh = dh + dy[t]
+            gt, dgx, dgh = Gs[t], dGX[t], dGH[t]
+            r, z, n = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H :]
+            dar, daz, dan = dgx[:, :H], dgx[:, H : 2 * H], dgx[:, 2 * H :]
+            torch.addcmul(dh, dh, z, value=-1.0, out=dan)  # dL/dn = dh (1 - z)
+            torch.addcmul(one, n, n, value=-1.0, out=tmp[:, :H])
+            dan.mul_(tmp[:, :H])
+            torch.sub(Hs[t], n, out=daz)  # dL/dz = dh (h_prev - n)
+            daz.mul_(dh)
+            torch.mul(dan, GHn[t], out=dar)  # dL/dr = da_n a_h,n
+            rz = gt[:, : 2 * H]
+            torch.addcmul(rz, rz, rz, value=-1.0, out=tmp)
+            dgx[:, : 2 * H].mul_(tmp)
+            dgh.copy_(dgx)
+            dgh[:, 2 * H :].mul_(r)
+            dh_prev = hh_t(dgh)
+            dh = dh_prev.addcmul_(dh, z)
+        grads = {"weight_hh": _weight_grad(dGH, Hs[:-1]), "weight_ih": _weight_grad(dGX, x)}
+        if cell.bias:
+            grads["bias_ih"] = _sum_rows(dGX)
+            grads["bias_hh"] = _sum_rows(dGH)
+        if need_dx:
+            grads["x"] = Product(p["weight_ih"].t(), T * B)(_rows(dGX)).view(T, B, I)
+        return grads, (dh,)
+
+
+# -- Elman RNN ------------------------------------------------------------------------------
+class RNNKernel:
+    @staticmethod
+    def forward(cell, p, x, state, save):
+        T, B, I = x.shape
+        H = p["weight_hh"].shape[0]
+        bias = p["bias_ih"] + p["bias_hh"] if cell.bias else None
+        gx = Product(p["weight_ih"], T * B)(_rows(x), bias).view(T, B, H)
+        hh = Product(p["weight_hh"], B)
+        act = torch.tanh if cell.nonlinearity == "tanh" else torch.relu
+        (h0,) = state
+        Hs = x.new_empty(T + 1, B, H)
+        Hs[0] = h0
+        for t in range(T):
+            Hs[t + 1] = act(hh(Hs[t], gx[t]))
+        return Hs[1:], (Hs[T].clone(),), ((Hs,) if save else None)
+
+    @staticmethod
+    def backward(cell, p, x, state, saved, dy, dstate, need_dx):
+        (Hs,) = saved
+        T, B, I = x.shape
+        hh_t = Product(p["weight_hh"].t(), B)
+        (dh_n,) = dstate
+        dh = torch.zeros_like(Hs[0]) if dh_n is None else dh_n
+        dA = x.new_empty(T, B, Hs.shape[-1])
+        one = x.new_ones(())
+        tanh = cell.nonlinearity == "tanh"
+        for t in reversed(range(T)):
+            if dy is not None:
+                dh = dh + dy[t]
+            h, da = Hs[t + 1], dA[t]
+            if tanh:
+                torch.addcmul(one, h, h, value=-1.0, out=da)
+            else:
+                torch.gt(h, 0, out=da)  # relu' from its output
+            da.mul_(dh)
+            dh = hh_t(da)
+        grads = {"weight_hh": _weight_grad(dA, Hs[:-1]), "weight_ih": _weight_grad(dA, x)}
+        if cell.bias:
+            grads["bias_ih"] = _sum_rows(dA)
+            grads["bias_hh"] = grads["bias_ih"].clone()
+        if need_dx:
+            grads["x"] = Product(p["weight_ih"].t(), T * B)(_rows(dA)).view(T, B, I)
+        return grads, (dh,)
+
+
+# -- Mogrifier LSTM (rounds >= 1) -----------------------------------------------------------
+def _mog_matrices(cell, p, name, n):
+    """``Q_k`` ``(I, R)`` / ``R_k`` ``(R, I)`` for ``k < n``, products of factors with ``rank``."""
+    if cell.rank is None:
+        return [p[f"weight_{name}"][k] for k in range(n)]
+    return [p[f"weight_{name}_left"][k] @ p[f"weight_{name}_right"][k] for k in range(n)]
+
+
+class MogrifierKernel:
+    """Rounds of ``x = 2 sigma(h Q^T) x`` / ``h = 2 sigma(x R^T) h``, then an LSTM step whose two
+    products are one, ``[x, h] @ [W_ih, W_hh]^T``, so the weight gradients are one product too.
+
+    Per step ``t``: ``x^(k)`` is ``x`` after ``k`` odd rounds (``x^(0) = x_t``, the rest in
+    ``Xm[t, k-1]``) and ``h^(k)`` is ``h`` after ``k`` even rounds (``h^(0) = h_{t-1}``, the rest in
+    ``Hm[t, k-1]``). Odd round ``j`` (``k = (j-1)//2``) reads ``x^(k), h^(k)``; even round ``j``
+    (``k = j//2 - 1``) reads ``x^(k+1), h^(k)``.
+    """
+
+    @staticmethod
+    def forward(cell, p, x, state, save):
+        T, B, I = x.shape
+        H = p["weight_hh"].shape[0] // 4
+        nq, nr = (cell.rounds + 1) // 2, cell.rounds // 2
+        bias = _combined_bias(cell, p, 4, H, x)
+        w_cat = torch.cat([p["weight_ih"], p["weight_hh"]], dim=1)  # (4H, I+H)
+        lin = Product(w_cat, B)
+        qs = [Product(q, B) for q in _mog_matrices(cell, p, "q", nq)]
+        rs = [Product(r, B) for r in _mog_matrices(cell, p, "r", nr)]
+        h0, c0 = state
+        S = T if save else 1
+        Hs = x.new_empty(T + 1, B, H)
+        Hs[0] = h0
+        C = x.new_empty(T + 1 if save else 2, B, H)
+        C[0] = c0
+        Gs = x.new_empty(S, B, 4 * H)
+        Xm, SQ = x.new_empty(S, nq, B, I), x.new_empty(S, nq, B, I)
+        Hm, SR = x.new_empty(S, max(nr, 1), B, H), x.new_empty(S, max(nr, 1), B, H)
+        XH = x.new_empty(S, B, I + H)  # the mogrified [x, h] each step's product reads
+        tc = x.new_empty(B, H)
+        for t in range(T):
+            s_ = t if save else 0
+            xk, hk = x[t], Hs[t]
+            for j in range(1, cell.rounds + 1):
+                if j % 2:
+                    k = (j - 1) // 2
+                    s = SQ[s_, k]
+                    torch.sigmoid(qs[k](hk), out=s)
+                    xk = torch.mul(s, xk, out=Xm[s_, k]).mul_(2.0)
+                else:
+                    k = j // 2 - 1
+                    s = SR[s_, k]
+                    torch.sigmoid(rs[k](xk), out=s)
+                    hk = torch.mul(s, hk, out=Hm[s_, k]).mul_(2.0)
+            xh = XH[s_]
+            xh[:, :I] = xk
+            xh[:, I:] = hk
+            a = lin(xh, bias) if bias is not None else lin(xh)
+            gt = Gs[s_]
+            cp, cn = (C[t], C[t + 1]) if save else (C[t % 2], C[(t + 1) % 2])
+            torch.sigmoid(a, out=gt)
+            g = gt[:, 2 * H : 3 * H]
+            torch.tanh(a[:, 2 * H : 3 * H], out=g)
+            torch.mul(gt[:, H : 2 * H], cp, out=cn)
+            cn.addcmul_(gt[:, :H], g)
+            torch.tanh(cn, out=tc)
+            torch.mul(gt[:, 3 * H :], tc, out=Hs[t + 1])
+        c_n = C[T] if save else C[T % 2]
+        saved = (Hs, C, Gs, Xm, SQ, Hm, SR, XH) if save else None
+        return Hs[1:], (Hs[T].clone(), c_n.clone()), saved
+
+    @staticmethod
+    def backward(cell, p, x, state, saved, dy, dstate, need_dx):
+        Hs, C, Gs, Xm, SQ, Hm, SR, XH = saved
+        T, B, I = x.shape
+        H = p["weight_hh"].shape[0] // 4
+        nq, nr = (cell.rounds + 1) // 2, cell.rounds // 2
+        w_cat = torch.cat([p["weight_ih"], p["weight_hh"]], dim=1)
+        lin_t = Product(w_cat.t(), B)  # da @ [W_ih, W_hh]
+        Qs, Rs = _mog_matrices(cell, p, "q", nq), _mog_matrices(cell, p, "r", nr)
+        qs_t = [Product(q.t(), B) for q in Qs]  # dz @ Q_k
+        rs_t = [Product(r.t(), B) for r in Rs]  # dz @ R_k
+        dh_n, dc_n = dstate
+        dc = torch.zeros_like(C[0]) if dc_n is None else dc_n.clone()
+        dh = torch.zeros_like(C[0]) if dh_n is None else dh_n
+        dA = x.new_empty(T, B, 4 * H)
+        dX = x.new_empty(T, B, I)
+        dv = x.new_empty(B, 4 * H)
+        tc, tmp = x.new_empty(B, H), x.new_empty(B, H)
+        one = x.new_ones(())
+        X_at = lambda t, k: x[t] if k == 0 else Xm[t, k - 1]  # noqa: E731
+        H_at = lambda t, k: Hs[t] if k == 0 else Hm[t, k - 1]  # noqa: E731
+        for t in reversed(range(T)):
+            if dy is not None:
+                dh = dh + dy[t]
+            gt, da = Gs[t], dA[t]
+            cp, cn = C[t], C[t + 1]
+            i, f, g, o = (gt[:, k * H : (k + 1) * H] for k in range(4))
+            torch.addcmul(gt, gt, gt, value=-1.0, out=dv)
+            torch.addcmul(one, g, g, value=-1.0, out=dv[:, 2 * H : 3 * H])
+            torch.tanh(cn, out=tc)
+            torch.mul(dh, tc, out=da[:, 3 * H :])
+            torch.addcmul(one, tc, tc, value=-1.0, out=tmp)
+            tmp.mul_(o)
+            dc.addcmul_(dh, tmp)
+            torch.mul(dc, g, out=da[:, :H])
+            torch.mul(dc, cp, out=da[:, H : 2 * H])
+            torch.mul(dc, i, out=da[:, 2 * H : 3 * H])
+            da.mul_(dv)
+            dc.mul_(f)
+            dxh = lin_t(da)  # (B, I+H)
+            dx, dh = dxh[:, :I].contiguous(), dxh[:, I:].contiguous()
+            for j in range(cell.rounds, 0, -1):
+                if j % 2:  # x^(k+1) = 2 s x^(k), s = sigma(h^(k) Q_k^T); SQ becomes dz
+                    k = (j - 1) // 2
+                    s = SQ[t, k]
+                    dz = torch.mul(dx, X_at(t, k))
+                    dx.mul_(s).mul_(2.0)
+                    dz.mul_(s.addcmul_(s, s, value=-1.0)).mul_(2.0)
+                    s.copy_(dz)
+                    dh.add_(qs_t[k](dz))
+                else:  # h^(k+1) = 2 s h^(k), s = sigma(x^(k+1) R_k^T); SR becomes dz
+                    k = j // 2 - 1
+                    s = SR[t, k]
+                    dz = torch.mul(dh, H_at(t, k))
+                    dh.mul_(s).mul_(2.0)
+                    dz.mul_(s.addcmul_(s, s, value=-1.0)).mul_(2.0)
+                    s.copy_(dz)
+                    dx.add_(rs_t[k](dz))
+            dX[t] = dx
+        dW = _weight_grad(dA, XH)
+        grads = {"weight_ih": dW[:, :I].contiguous(), "weight_hh": dW[:, I:].contiguous()}
+        if cell.bias:
+            grads["bias_ih"] = _sum_rows(dA)
+            grads["bias_hh"] = grads["bias_ih"].clone()
+        for name, n, dZ, inputs, mats in (
+            ("q", nq, SQ, lambda k: Hs[:-1] if k == 0 else Hm[:, k - 1], Qs),
+            ("r", nr, SR, lambda k: Xm[:, k], Rs),
+        ):
+            if n == 0:
+                continue
+            per_k = [_weight_grad(dZ[:, k], inputs(k)) for k in range(n)]
+            if cell.rank is None:
+                grads[f"weight_{name}"] = torch.stack(per_k)
+            else:
+                left, right = p[f"weight_{name}_left"], p[f"weight_{name}_right"]
+                grads[f"weight_{name}_left"] = torch.stack([d @ right[k].t() for k, d in enumerate(per_k)])
+                grads[f"weight_{name}_right"] = torch.stack([left[k].t() @ d for k, d in enumerate(per_k)])
+        grads["x"] = dX
+        return grads, (dh, dc)
+
+
+LSTM_KERNEL, GRU_KERNEL, RNN_KERNEL, MOGRIFIER_KERNEL = LSTMKernel(), GRUKernel(), RNNKernel(), MogrifierKernel()
+
+
+# -- the autograd Function ------------------------------------------------------------------
+class FastLayer(torch.autograd.Function):
+    """Forward: a specialised loop saving its buffers. Backward: its hand-written BPTT."""
+
+    @staticmethod
+    def forward(ctx, kernel, cell, names, *tensors):
+        n = len(names)
+        params = dict(zip(names, tensors[:n]))
+        x, state = tensors[n], tuple(tensors[n + 1 :])
+        y, state_n, saved = kernel.forward(cell, params, x, state, save=True)
+        ctx.kernel, ctx.cell, ctx.names, ctx.n_tensors = kernel, cell, names, len(tensors)
+        # through save_for_backward, so autograd frees the buffers after the backward
+        ctx.save_for_backward(*tensors, *saved)
+        return (y, *state_n)
+
+    @staticmethod
+    def backward(ctx, dy, *dstate):
+        from .functional import _twin_grads
+
+        kernel, cell, names = ctx.kernel, ctx.cell, ctx.names
+        saved = ctx.saved_tensors
+        tensors, buffers = saved[: ctx.n_tensors], saved[ctx.n_tensors :]
+        n = len(names)
+        params = dict(zip(names, tensors[:n]))
+        x, state0 = tensors[n], tuple(tensors[n + 1 :])
+        if torch.is_grad_enabled():  # a graph of the backward is wanted: go through the twin
+            return (None, None, None, *_twin_grads(cell, params, x, state0, None, dy, dstate, tensors))
+        need_dx = ctx.needs_input_grad[3 + n]
+        grads, dstate0 = kernel.backward(cell, params, x, state0, buffers, dy, dstate, need_dx)
+        dparams = [grads.get(k) if ctx.needs_input_grad[3 + j] else None for j, k in enumerate(names)]
+        return (None, None, None, *dparams, grads.get("x"), *dstate0)
+
+
+def run_fast(cell, params: dict, x, state):
+    """``(y (T, B, R), state_n)`` through the specialised loop; call only where ``supports``."""
+    kernel = kernel_for(cell)
+    state = tuple(state)
+    tensors = (*params.values(), x, *state)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        out = FastLayer.apply(kernel, cell, tuple(params), *tensors)
+        return out[0], tuple(out[1:])
+    with torch.no_grad():  # inference: one set of reused buffers instead of saved ones
+        y, state_n, _ = kernel.forward(cell, params, x, state, save=False)
+    return y, state_n

@@ -1,0 +1,149 @@
+"""The hand-specialised loops (torch_engine/fast.py) against the generic fused path and the
+autograd twin, in float64: outputs, final states and every gradient, for each configuration
+they take; and the configurations they must leave to the generic path."""
+import math
+
+import pytest
+import torch
+
+from gatedrnn.cells import make_cell
+from gatedrnn.torch_engine import fast
+from gatedrnn.torch_engine.functional import reference_layer, run_layer
+
+CASES = [
+    ("lstm", {}), ("lstm", {"forget_bias": 1.0}), ("lstm", {"bias": False}),
+    ("lstm", {"bias": False, "forget_bias": 0.5}),
+    ("peephole", {}), ("peephole", {"bias": False}), ("cifg", {}), ("cifg", {"forget_bias": 1.0}),
+    ("gru", {}), ("gru", {"bias": False}), ("rnn", {}), ("rnn", {"nonlinearity": "relu"}),
+    ("rnn", {"bias": False}),
+    *[("mogrifier", {"rounds": r}) for r in range(0, 6)], ("mogrifier", {"rank": 2}),
+    ("mogrifier", {"rounds": 4, "rank": 3, "bias": False}),
+]
+
+
+def _id(case):
+    return case[0] + "".join(f"-{k}={v}" for k, v in case[1].items())
+
+
+def make_inputs(name, options, T=5, B=3, I=4, H=6, seed=0):
+    cell = make_cell(name, **options)
+    gen = torch.Generator().manual_seed(seed)
+    params = {}
+    for s in cell.param_spec(I, H):
+        params[s.name] = (torch.rand(s.shape, generator=gen, dtype=torch.float64) * 2 - 1) / math.sqrt(H)
+    if cell.name in ("rnn",) and cell.nonlinearity == "relu":
+        params["weight_hh"] = params["weight_hh"] * 0.5
+    x = torch.randn(T, B, I, generator=gen, dtype=torch.float64)
+    state = tuple(torch.randn(B, size, generator=gen, dtype=torch.float64) * 0.5 for size in cell.state_sizes(H))
+    return cell, params, x, state
+
+
+def outputs_and_grads(fn, cell, params, x, state, seed=1):
+    leaves = [t.clone().requires_grad_() for t in (*params.values(), x, *state)]
+    p = dict(zip(params, leaves[: len(params)]))
+    y, state_n = fn(cell, p, leaves[len(params)], tuple(leaves[len(params) + 1 :]))
+    gen = torch.Generator().manual_seed(seed)
+    loss = (y * torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y.dtype)).sum()
+    for s in state_n:
+        loss = loss + (s * torch.randn(s.shape, generator=gen, dtype=torch.float64).to(s.dtype)).sum()
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    names = [*params, "x", *(f"state{k}" for k in range(len(state)))]
+    return [y.detach(), *(s.detach() for s in state_n)], dict(zip(names, grads))
+
+
+def fast_path(cell, p, x, state):
+    assert fast.supports(cell, p, x), "expected the specialised loop to take this configuration"
+    return fast.run_fast(cell, p, x, state)
+
+
+def generic_path(cell, p, x, state):
+    enabled, fast.ENABLED = fast.ENABLED, False
+    try:
+        return run_layer(cell, p, x, state, engine="fused")
+    finally:
+        fast.ENABLED = enabled
+
+
+def autograd_twin(cell, p, x, state):
+    return reference_layer(cell, p, x, state)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "plain"])
+def test_fast_matches_generic_and_autograd(case, onednn, monkeypatch):
+    monkeypatch.setattr(fast, "ONEDNN", onednn)  # float64 never reaches oneDNN; checks the switch
+    cell, params, x, state = make_inputs(*case)
+    out_fast, g_fast = outputs_and_grads(fast_path, cell, params, x, state)
+    for twin in (generic_path, autograd_twin):
+        out_ref, g_ref = outputs_and_grads(twin, cell, params, x, state)
+        for a, b in zip(out_fast, out_ref):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        assert set(g_fast) == set(g_ref)
+        for key in g_ref:
+            assert g_fast[key] is not None, key
+            torch.testing.assert_close(g_fast[key], g_ref[key], rtol=1e-9, atol=1e-11, msg=f"{key} vs {twin.__name__}")
+
+
+@pytest.mark.parametrize("case", [("lstm", {}), ("peephole", {}), ("cifg", {}), ("gru", {}), ("rnn", {}),
+                                  ("mogrifier", {"rounds": 5})], ids=_id)
+def test_float32_through_onednn_matches_float64(case):
+    """float32 is where the oneDNN products run (when the build has them)."""
+    cell, params, x, state = make_inputs(*case, T=4, B=5, I=8, H=16)
+    out64, g64 = outputs_and_grads(fast_path, cell, params, x, state)
+    p32 = {k: v.float() for k, v in params.items()}
+    out32, g32 = outputs_and_grads(fast_path, cell, p32, x.float(), tuple(s.float() for s in state))
+    for a, b in zip(out32, out64):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5)
+    for key in g64:
+        torch.testing.assert_close(g32[key].double(), g64[key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_no_grad_forward_matches():
+    for case in (("lstm", {}), ("peephole", {}), ("cifg", {}), ("gru", {}), ("rnn", {}), ("mogrifier", {})):
+        cell, params, x, state = make_inputs(*case)
+        with torch.no_grad():
+            y, sn = fast.run_fast(cell, params, x, state)
+        y_ref, sn_ref = reference_layer(cell, params, x, state)
+        torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-12)
+        for a, b in zip(sn, sn_ref):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_double_backward_goes_through_the_twin():
+    cell, params, x, state = make_inputs("lstm", {}, T=3, B=2, I=3, H=4)
+    x = x.requires_grad_()
+    p = {k: v.requires_grad_() for k, v in params.items()}
+    assert fast.supports(cell, p, x)
+    torch.autograd.gradgradcheck(lambda x_, w: fast.run_fast(cell, {**p, "weight_hh": w}, x_, state)[0],
+                                 (x, p["weight_hh"]))
+
+
+def test_second_backward_with_retained_graph():
+    cell, params, x, state = make_inputs("gru", {})
+    w = params["weight_hh"].requires_grad_()
+    y, _ = fast.run_fast(cell, params, x, state)
+    (g1,) = torch.autograd.grad(y.sum(), w, retain_graph=True)
+    (g2,) = torch.autograd.grad(y.sum(), w)
+    torch.testing.assert_close(g1, g2)
+
+
+@pytest.mark.parametrize("case", [("lstm", {"proj_size": 2}), ("lstm", {"layer_norm": True}),
+                                  ("lstm", {"drop_gates": ("i",)}), ("lstm", {"output_activation": "identity"}),
+                                  ("gru", {"layer_norm": True}), ("rnn", {"layer_norm": True}),
+                                  ("mogrifier", {"proj_size": 2})], ids=_id)
+def test_other_configurations_stay_generic(case):
+    cell, params, x, state = make_inputs(*case)
+    assert not fast.supports(cell, params, x)
+
+
+def test_masks_stay_generic():
+    cell, params, x, state = make_inputs("lstm", {})
+    keep = (torch.zeros(x.shape[0], x.shape[1], 1, dtype=x.dtype),) * 2
+    assert not fast.supports(cell, params, x, keep)
+    assert not fast.supports(cell, {**params, "mask_hh": torch.ones(3, 6, dtype=x.dtype)}, x)
+
+
+def test_switch_off(monkeypatch):
+    cell, params, x, state = make_inputs("lstm", {})
+    monkeypatch.setattr(fast, "ENABLED", False)
+    assert not fast.supports(cell, params, x)

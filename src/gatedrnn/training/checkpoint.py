@@ -1,0 +1,113 @@
+"""Checkpoints that are written atomically and loaded without running code from the file.
+
+A checkpoint is a ``dict`` of tensors and plain types (numbers, strings, lists, dicts), written
+with ``torch.save`` to a temporary file in the same folder, flushed and fsynced, then renamed over
+the old one (``os.replace`` is atomic on POSIX and Windows), and the folder fsynced, so a crash at
+any moment leaves either the old file or the new one. Loading uses ``torch.load(weights_only=True)``,
+which refuses anything but tensors and plain containers: a checkpoint cannot execute code.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT = "gatedrnn-checkpoint"
+VERSION = 1
+LATEST, BEST = "latest.pt", "best.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit: one line for the user."""
+
+
+def atomic_write(path, write) -> None:
+    """Call ``write(file)`` on a temporary file, then move it to ``path`` in one step."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory) -> None:
+    """Make a rename in ``directory`` durable (not possible, nor needed, on Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path, payload: dict) -> None:
+    payload = {"format": FORMAT, "version": VERSION, **payload}
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """The payload of a checkpoint; a missing, truncated or foreign file raises one clear line."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (LATEST, BEST):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise FileNotFoundError(f"no checkpoint in {path} (expected {LATEST} or {BEST})")
+    if not path.is_file():
+        raise FileNotFoundError(f"no such checkpoint: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (expected a gatedrnn checkpoint): a save was cut off?")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # zip, pickle and storage errors all mean the same to the user
+        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupted (expected a gatedrnn checkpoint): "
+                              f"{reason}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path} is not a gatedrnn checkpoint (expected format {FORMAT!r}, found {found!r})")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {path} has version {payload.get('version')!r}, expected {VERSION}")
+    return payload
+
+
+# -- random number generators as plain types ------------------------------------------------
+def rng_state() -> dict:
+    """Every generator training may touch, in types ``weights_only`` loading accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "internal": list(internal), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])

@@ -1,0 +1,59 @@
+"""Training configuration: one dataclass of plain types, saved in every checkpoint."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""  # "" is the built-in corpus (the standard library's source)
+    level: str = ""  # "" is the layout's own level (char for files, word for PTB/WikiText)
+    seq_len: int = 100
+    batch_size: int = 32
+    steps: int = 0  # total optimizer steps of the run; 0: no limit (the clock decides)
+    minutes: float = 0.0  # total wall-clock budget of the run; 0: no limit
+    lr: float = 3e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 0.0
+    momentum: float = 0.0  # SGD only
+    schedule: str = "cosine"
+    warmup: int = 100  # steps of linear warm-up
+    min_lr_ratio: float = 0.1  # cosine ends at lr * min_lr_ratio
+    clip: float = 1.0  # gradient norm clip; 0 turns it off
+    seed: int = 0
+    device: str = "auto"
+    save_every: int = 500
+    eval_every: int = 250
+    eval_streams: int = 16  # validation: the split cut into this many contiguous streams
+    log_every: int = 50
+
+    def __post_init__(self):
+        positive = ("seq_len", "batch_size", "save_every", "eval_every", "eval_streams", "log_every")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"steps must be a positive integer (or 0 for no limit), got {self.steps!r}")
+        if self.minutes < 0:
+            raise ValueError(f"minutes must be positive (or 0 for no limit), got {self.minutes!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.warmup < 0 or self.clip < 0 or self.weight_decay < 0:
+            raise ValueError(f"warmup, clip and weight_decay must not be negative, got "
+                             f"{self.warmup}, {self.clip}, {self.weight_decay}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})

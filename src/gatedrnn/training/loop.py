@@ -1,0 +1,407 @@
+"""Training a language model with stateful truncated BPTT.
+
+    trainer = Trainer.new(TrainConfig(steps=1000), {"cell": "lstm", "hidden_size": 256}, "runs/a")
+    result = trainer.run()                       # events go to trainer.callback
+    trainer = Trainer.resume("runs/a", {"steps": 2000})
+
+Each step reads the next window of ``T`` tokens of ``B`` contiguous streams, starts from the state
+the previous window ended in (detached: gradients stop at the window's start), and takes one
+optimizer step. Progress is reported through ``callback(event)``; this module writes the run folder
+(checkpoints, ``metrics.csv``, ``run.json``, ``loss.png``) and never prints.
+
+``steps`` and ``minutes`` are totals for the run: a resumed run goes on to the same end. With
+``--steps`` the learning-rate schedule follows the step count and a run is reproducible bit for
+bit on CPU, resumed or not; with ``--minutes`` alone it follows the clock.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..data import Corpus, StreamBatcher, Vocabulary, load_corpus
+from ..models.lm import LanguageModel, LMConfig, detach_state, state_from_tensors, state_tensors
+from . import distributed as D
+from .checkpoint import BEST, LATEST, CheckpointError, atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .evaluate import evaluate
+from .plots import plot_metrics
+
+METRICS_FIELDS = ("step", "tokens", "elapsed_s", "lr", "split", "loss", "bits_per_token")
+#: training settings a resumed run may change; the others define the run
+RESUMABLE = {"steps", "minutes", "save_every", "eval_every", "log_every", "device", "eval_streams"}
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss): one line for the user."""
+
+
+@dataclass
+class Event:
+    """What the loop reports: ``kind`` is start, log, valid, save, end."""
+
+    kind: str
+    step: int
+    data: dict = field(default_factory=dict)
+
+
+def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then constant or cosine down to ``min_lr_ratio``."""
+    warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
+    if cfg.schedule == "constant":
+        return warm
+    p = min(max(progress, 0.0), 1.0)
+    return warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def check_new_run_folder(out: Path) -> None:
+    """A new run never writes into a folder that holds anything."""
+    if out.exists():
+        if not out.is_dir():
+            raise ValueError(f"--out {out} is a file (expected a new or empty folder for the run)")
+        if (out / LATEST).exists() or (out / BEST).exists():
+            raise ValueError(f"{out} already holds a run ({LATEST}); add --resume to continue it, or choose another --out")
+        if any(out.iterdir()):
+            raise ValueError(f"{out} is not empty (expected a new or empty folder for the run); choose another --out")
+
+
+class Trainer:
+    """One training run: model, optimizer, data position, carried state and the run folder."""
+
+    def __init__(self, cfg: TrainConfig, model_cfg: LMConfig, corpus: Corpus, out, *, checkpoint=None,
+                 callback=None, info: D.DistInfo | None = None, device=None):
+        self.cfg, self.model_cfg, self.corpus, self.out = cfg, model_cfg, corpus, Path(out)
+        self.vocab = corpus.vocab
+        self.callback = callback or (lambda event: None)
+        self.info = info or D.DistInfo()
+        self.device = device or D.resolve_device(cfg.device, self.info)
+        self.stop_requested = False
+        rows = self.info.rows(cfg.batch_size)
+        self.batcher = StreamBatcher(corpus["train"], cfg.batch_size, cfg.seq_len, rows=rows)
+        if len(corpus["valid"]) < 2:
+            raise ValueError(f"the valid split has {len(corpus['valid'])} token(s); validation needs at least 2")
+
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank
+        self.model = LanguageModel(model_cfg).to(self.device)
+        if self.info.rank:
+            torch.manual_seed(cfg.seed + self.info.rank)  # each rank its own dropout masks
+        self.net = self.model
+        if self.info.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
+                                               weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                             weight_decay=cfg.weight_decay)
+        self.step, self.tokens, self.elapsed, self.best = 0, 0, 0.0, math.inf
+        self.state = None
+        self.last_eval_s = 0.0
+        self.saved_step = -1
+        if checkpoint is not None:
+            self._load(checkpoint)
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def new(cls, cfg: TrainConfig, model_options: dict, out, *, corpus: Corpus | None = None, callback=None,
+            info: D.DistInfo | None = None, device=None) -> "Trainer":
+        out = Path(out)
+        info = info or D.DistInfo()
+        check_new_run_folder(out)
+        corpus = corpus or load_corpus(cfg.data or None, cfg.level or None)
+        model_cfg = LMConfig(vocab_size=len(corpus.vocab), **model_options)
+        trainer = cls(cfg, model_cfg, corpus, out, callback=callback, info=info, device=device)
+        if info.enabled:
+            D.dist.barrier()  # every rank has checked the folder before rank 0 fills it
+        if info.is_writer:
+            out.mkdir(parents=True, exist_ok=True)
+            trainer._write_run_json()
+        return trainer
+
+    @classmethod
+    def resume(cls, out, train_overrides: dict | None = None, model_overrides: dict | None = None, *,
+               callback=None, info: D.DistInfo | None = None, device=None) -> "Trainer":
+        """Continue the run in ``out`` from its latest checkpoint.
+
+        ``train_overrides`` may change the budget and cadences (``RESUMABLE``); any other setting,
+        and any model setting, must match the run's or a ``ValueError`` says which differs.
+        """
+        out = Path(out)
+        if not (out / LATEST).is_file():
+            what = "no such folder" if not out.exists() else f"no {LATEST} there"
+            raise FileNotFoundError(f"--resume: {out} holds no run to resume ({what}; expected {out / LATEST})")
+        ckpt = load_checkpoint(out / LATEST)
+        saved = TrainConfig.from_dict(ckpt["train_config"])
+        model_cfg = LMConfig.from_dict(ckpt["model_config"])
+        changes = {}
+        for key, value in (train_overrides or {}).items():
+            if value != getattr(saved, key) and key not in RESUMABLE:
+                raise ValueError(f"the run in {out} has {key}={getattr(saved, key)!r}, but {key}={value!r} was asked "
+                                 f"for (a resumed run keeps its settings; only {', '.join(sorted(RESUMABLE))} may change)")
+            changes[key] = value
+        model_overrides = dict(model_overrides or {})
+        if "engine" in model_overrides:  # the same math by another kernel: free to change
+            model_cfg.engine = model_overrides.pop("engine")
+        asked = {**model_overrides.pop("cell_options", {}), **model_overrides}
+        have = {**model_cfg.cell_options, **{k: v for k, v in model_cfg.to_dict().items() if k != "cell_options"}}
+        for key, value in asked.items():
+            if _norm(value) != _norm(have.get(key)):
+                raise ValueError(f"the checkpoint's model has {key}={have.get(key)!r}, but {key}={value!r} was asked "
+                                 f"for (a resumed run keeps its model)")
+        cfg = TrainConfig.from_dict({**saved.to_dict(), **changes})
+        vocab = Vocabulary.from_dict(ckpt["vocab"])
+        corpus = load_corpus(saved.data or None, saved.level or None, vocab=vocab)
+        trainer = cls(cfg, model_cfg, corpus, out, checkpoint=ckpt, callback=callback, info=info, device=device)
+        if trainer.info.is_writer:
+            trainer._truncate_metrics()
+            trainer._write_run_json()
+        return trainer
+
+    def _load(self, ckpt: dict) -> None:
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise CheckpointError(f"the checkpoint does not fit the model it describes: {str(err).splitlines()[0]}") from None
+        self.batcher.load_state_dict(ckpt["data"])
+        self.step, self.tokens = int(ckpt["step"]), int(ckpt["tokens"])
+        self.elapsed, self.best = float(ckpt["elapsed"]), float(ckpt["best_valid"])
+        rows = self.info.rows(self.cfg.batch_size)
+        tensors = [t[:, rows].to(self.device) for t in ckpt["state"]]
+        self.state = state_from_tensors(tensors, self.model.rnn.cell.has_cell_state)
+        rngs = ckpt["rng"]
+        if self.info.rank < len(rngs):
+            set_rng_state(rngs[self.info.rank])
+
+    # -- the run folder -------------------------------------------------------------------
+    def _write_run_json(self) -> None:
+        doc = {"train": self.cfg.to_dict(), "model": self.model_cfg.to_dict(), "corpus": self.corpus.description,
+               "vocab_size": len(self.vocab), "world_size": self.info.world_size}
+        text = json.dumps(doc, indent=2) + "\n"
+        atomic_write(self.out / "run.json", lambda f: f.write(text.encode()))
+
+    def _truncate_metrics(self) -> None:
+        """Rows written after the checkpoint (a crash between saves) are dropped: they will be redone."""
+        path = self.out / "metrics.csv"
+        if not path.exists():
+            return
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, METRICS_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+
+    def _metrics_row(self, split: str, loss: float, lr: float) -> None:
+        if not self.info.is_writer:
+            return
+        path = self.out / "metrics.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(METRICS_FIELDS)
+            # repr keeps every bit of the float: resumed runs can be compared exactly
+            w.writerow([self.step, self.tokens, f"{self.elapsed:.3f}", repr(lr), split, repr(loss),
+                        repr(loss / math.log(2))])
+
+    def checkpoint_payload(self) -> dict:
+        state = D.gather_rows([t.detach() for t in state_tensors(self.state)], self.info)
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": {"kind": self.cfg.schedule, "lr": self.optimizer.param_groups[0]["lr"]},
+            "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed, "best_valid": self.best,
+            "data": self.batcher.state_dict(),
+            "state": [t.cpu() for t in state],
+            "rng": D.gather_objects(rng_state(), self.info),
+            "model_config": self.model_cfg.to_dict(), "train_config": self.cfg.to_dict(),
+            "vocab": self.vocab.to_dict(), "corpus": self.corpus.description,
+            "world_size": self.info.world_size,
+        }
+
+    def save(self, best: bool = False) -> None:
+        payload = self.checkpoint_payload()  # every rank takes part in the gathers
+        if not self.info.is_writer:
+            return
+        save_checkpoint(self.out / LATEST, payload)
+        if best:
+            save_checkpoint(self.out / BEST, payload)
+        self.saved_step = self.step
+        self.callback(Event("save", self.step, {"path": str(self.out / LATEST), "best": best}))
+
+    # -- the loop -------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Stop after the current step, saving a checkpoint (a signal handler may call this)."""
+        self.stop_requested = True
+
+    def _progress(self) -> float:
+        cfg = self.cfg
+        if cfg.steps:
+            return self.step / cfg.steps
+        if cfg.minutes:
+            return self.elapsed / (cfg.minutes * 60)
+        return 0.0
+
+    def _should_stop(self, until: int | None) -> str | None:
+        cfg = self.cfg
+        if cfg.steps and self.step >= cfg.steps:
+            return "steps"
+        if until is not None and self.step >= until:
+            return "paused"
+        # the final validation belongs to the budget too
+        if cfg.minutes and self.elapsed + self.last_eval_s >= cfg.minutes * 60:
+            return "minutes"
+        if self.stop_requested:
+            return "interrupted"
+        return None
+
+    def _sync(self, reason, progress):
+        """Rank 0's decision and clock for everyone: ranks must stop on the same step."""
+        if not self.info.enabled:
+            return reason, progress
+        return D.broadcast_object((reason, progress), self.info)
+
+    def validate(self) -> dict:
+        t0 = time.monotonic()
+        result = evaluate(self.model, self.corpus["valid"], seq_len=max(self.cfg.seq_len, 128),
+                          streams=self.cfg.eval_streams, device=self.device)
+        self.last_eval_s = time.monotonic() - t0
+        return result
+
+    def run(self, until: int | None = None) -> dict:
+        """Train until the budget (or step ``until``) is reached; returns the final metrics."""
+        cfg = self.cfg
+        n_params = sum(p.numel() for p in self.model.parameters())
+        self.callback(Event("start", self.step, {
+            "corpus": self.corpus.summary(), "params": n_params, "device": str(self.device), "out": str(self.out),
+            "world_size": self.info.world_size, "resumed": self.step > 0, "model": self.model_cfg.to_dict(),
+            "train": cfg.to_dict()}))
+        self.net.train()
+        clock = time.monotonic() - self.elapsed
+        window_loss, window_n, window_t0, window_tokens = 0.0, 0, time.monotonic(), 0
+        tokens_per_step = cfg.batch_size * cfg.seq_len
+        last_valid = None
+        reason = None
+        while True:
+            self.elapsed = time.monotonic() - clock
+            reason, progress = self._sync(self._should_stop(until), self._progress())
+            if reason:
+                break
+            x, y, new_epoch = self.batcher.next()
+            if new_epoch:
+                self.state = None  # the streams start over: nothing to carry
+            x, y = x.to(self.device), y.to(self.device)
+            lr = cfg.lr * lr_factor(cfg, self.step, progress)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            logits, state = self.net(x, self.state)  # (T, B, V)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingError(f"the loss is {value} at step {self.step + 1}; stopped, the last good checkpoint "
+                                    f"is kept in {self.out} (try a lower --lr or --clip)")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
+            self.optimizer.step()
+            self.state = detach_state(state)
+            self.step += 1
+            self.tokens += tokens_per_step
+            window_loss += value
+            window_n += 1
+            window_tokens += tokens_per_step
+            self.callback(Event("step", self.step, {"loss": value, "lr": lr}))
+            if self.step % cfg.log_every == 0:
+                now = time.monotonic()
+                self.elapsed = now - clock
+                mean = D.all_reduce_mean(window_loss / window_n, self.info, self.device)
+                self._metrics_row("train", mean, lr)
+                rate = window_tokens / max(now - window_t0, 1e-9)
+                self.callback(Event("log", self.step, {
+                    "loss": mean, "bits_per_token": mean / math.log(2), "tokens_per_s": rate, "lr": lr,
+                    "elapsed": self.elapsed, "eta": self._eta(rate), "epoch": self.batcher.epoch,
+                    "steps": cfg.steps or None}))
+                window_loss, window_n, window_t0, window_tokens = 0.0, 0, now, 0
+            best = False
+            if self.step % cfg.eval_every == 0:
+                last_valid, best = self._validate_and_record(lr)
+            if best or self.step % cfg.save_every == 0:
+                self.save(best=best)
+        lr = self.optimizer.param_groups[0]["lr"]
+        best = False
+        if self.step and (last_valid is None or last_valid["step"] != self.step):
+            last_valid, best = self._validate_and_record(lr)
+        self.elapsed = time.monotonic() - clock
+        if best or self.saved_step != self.step:
+            self.save(best=best)
+        plotted = False
+        if self.info.is_writer and (self.out / "metrics.csv").exists():
+            plotted = plot_metrics(self.out / "metrics.csv", self.out / "loss.png")
+        result = {"step": self.step, "reason": reason, "elapsed": self.elapsed, "tokens": self.tokens,
+                  "valid": last_valid, "best_valid_loss": self.best, "plot": str(self.out / "loss.png") if plotted else None}
+        self.callback(Event("end", self.step, result))
+        return result
+
+    def _validate_and_record(self, lr):
+        result = None
+        best = False
+        if self.info.is_writer:
+            result = {**self.validate(), "step": self.step}
+            best = result["loss"] < self.best
+            self.best = min(self.best, result["loss"])
+            self._metrics_row("valid", result["loss"], lr)
+            self.callback(Event("valid", self.step, {**result, "best": best, "elapsed": self.elapsed}))
+        if self.info.enabled:
+            result, best, self.best, self.last_eval_s = D.broadcast_object((result, best, self.best, self.last_eval_s), self.info)
+        return result, best
+
+    def _eta(self, tokens_per_s: float) -> float | None:
+        cfg = self.cfg
+        left = []
+        if cfg.steps:
+            left.append((cfg.steps - self.step) * cfg.batch_size * cfg.seq_len / max(tokens_per_s, 1e-9))
+        if cfg.minutes:
+            left.append(cfg.minutes * 60 - self.elapsed)
+        return max(0.0, min(left)) if left else None
+
+
+def _norm(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    return value
+
+
+def load_model(run, which: str = "best", device="cpu"):
+    """A trained model, its vocabulary and its checkpoint from a run folder or checkpoint file.
+
+    ``which`` picks ``best`` or ``latest`` in a folder (falling back to the other if missing).
+    """
+    run = Path(run)
+    if run.is_dir():
+        names = [BEST, LATEST] if which == "best" else [LATEST, BEST]
+        path = next((run / n for n in names if (run / n).is_file()), None)
+        if path is None:
+            raise FileNotFoundError(f"{run} holds no checkpoint (expected {BEST} or {LATEST})")
+    else:
+        path = run
+    ckpt = load_checkpoint(path)
+    model_cfg = LMConfig.from_dict(ckpt["model_config"])
+    model = LanguageModel(model_cfg)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {path} does not fit its own model config: {str(err).splitlines()[0]}") from None
+    return model.to(device).eval(), Vocabulary.from_dict(ckpt["vocab"]), ckpt
+

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..cells import make_cell
 from ..torch_engine import layer
+from ..torch_engine.regularisation import embedding_dropout
 
 
 @dataclass
@@ -26,6 +27,7 @@ class LMConfig:
     num_layers: int = 1
     embed_size: int = 0  # 0: the recurrent output size (needed for tying), else the size asked for
     dropout: float = 0.0  # on the embedding, between layers and before the decoder
+    embedding_dropout: float = 0.0  # whole words of the embedding table (AWD-LSTM)
     tie_weights: bool = False
     engine: str = "auto"
     cell_options: dict = field(default_factory=dict)
@@ -39,6 +41,8 @@ class LMConfig:
             raise ValueError(f"embed_size must be a positive integer (or 0 for the output size), got {self.embed_size!r}")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0.0 <= float(self.embedding_dropout) < 1.0:
+            raise ValueError(f"embedding_dropout must be in [0, 1), got {self.embedding_dropout!r}")
         make_cell(self.cell, **self.cell_options)  # unknown cells and options fail here, clearly
         if self.tie_weights and self.embed_size and self.embed_size != self.output_size:
             raise ValueError(f"tied weights need embed_size equal to the recurrent output size "
@@ -98,7 +102,7 @@ class LanguageModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, state=None):
         """``tokens`` ``(T, B)`` -> logits ``(T, B, V)`` and the final state."""
-        x = self.drop(self.embedding(tokens))  # (T, B, E)
+        x = self.drop(embedding_dropout(self.embedding, tokens, self.config.embedding_dropout, self.training))  # (T, B, E)
         y, state = self.rnn(x, state)  # (T, B, H or P)
         return self.decoder(self.drop(y)), state  # (T, B, V)
 

@@ -12,9 +12,13 @@ import sys
 
 #: command name -> (module, one-line help)
 COMMANDS = {
+    "train": ("gatedrnn.cli.train", "train a language model (default: characters of this Python's standard library)"),
+    "sample": ("gatedrnn.cli.sample", "stream text from a trained language model"),
+    "eval": ("gatedrnn.cli.eval", "loss, perplexity and bits per token of a trained language model"),
     "gradcheck": ("gatedrnn.cli.gradcheck", "check the hand-derived backward against finite differences"),
     "compare": ("gatedrnn.cli.compare", "train cells side by side on a long-range task over seeds; table, CSV, curves"),
     "gradflow": ("gatedrnn.cli.gradflow", "gradient norm of a last-step loss with respect to each earlier hidden state"),
+    "bench": ("gatedrnn.cli.bench", "time and memory of each engine against torch.nn's kernels, interleaved"),
 }
 
 

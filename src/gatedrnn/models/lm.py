@@ -18,6 +18,11 @@ from ..cells import make_cell
 from ..torch_engine import layer
 from ..torch_engine.regularisation import embedding_dropout
 
+try:
+    from ..torch_engine.regularisation import OPTIONS as MODULE_OPTIONS
+except ImportError:  # an engine without module-level regularisers
+    MODULE_OPTIONS = ()
+
 
 @dataclass
 class LMConfig:
@@ -43,7 +48,8 @@ class LMConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not 0.0 <= float(self.embedding_dropout) < 1.0:
             raise ValueError(f"embedding_dropout must be in [0, 1), got {self.embedding_dropout!r}")
-        make_cell(self.cell, **self.cell_options)  # unknown cells and options fail here, clearly
+        # unknown cells and options fail here, clearly; regularisers are the module's, not the cell's
+        make_cell(self.cell, **{k: v for k, v in self.cell_options.items() if k not in MODULE_OPTIONS})
         if self.tie_weights and self.embed_size and self.embed_size != self.output_size:
             raise ValueError(f"tied weights need embed_size equal to the recurrent output size "
                              f"({self.output_size}{' = proj_size' if self.proj_size else ' = hidden_size'}), "
@@ -81,7 +87,8 @@ class LanguageModel(nn.Module):
         self.config = config
         c = config
         self.embedding = nn.Embedding(c.vocab_size, c.input_size)
-        self.rnn = layer(c.cell, c.input_size, c.hidden_size, num_layers=c.num_layers, dropout=c.dropout,
+        self.rnn = layer(c.cell, c.input_size, c.hidden_size, num_layers=c.num_layers,
+                         dropout=c.dropout if c.num_layers > 1 else 0.0,
                          engine=c.engine, **c.cell_options)
         self.drop = nn.Dropout(c.dropout)
         self.decoder = nn.Linear(c.output_size, c.vocab_size)

@@ -39,7 +39,7 @@ METRICS_FIELDS = ("step", "tokens", "elapsed_s", "lr", "split", "loss", "bits_pe
 RESUMABLE = {"steps", "minutes", "save_every", "eval_every", "log_every", "device", "eval_streams"}
 
 
-class TrainingError(RuntimeError):
+class TrainingError(ValueError, RuntimeError):
     """Training cannot go on (a non-finite loss): one line for the user."""
 
 

@@ -1,0 +1,51 @@
+"""``gatedrnn eval RUN``: loss (nats per token), perplexity and bits per token of a trained model."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(p):
+    p.add_argument("run", metavar="RUN", help="run folder (or a checkpoint file)")
+    p.add_argument("--data", metavar="PATH", help="a text file (evaluated whole) or a corpus folder "
+                   "(default: the run's corpus)")
+    p.add_argument("--split", choices=("valid", "test"), default="test", help="of a corpus (default test)")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument("--streams", type=int, default=1, help="contiguous streams run side by side (1: exact, default)")
+    p.add_argument("--seq-len", type=int, default=256, help="tokens per forward call; the state is carried")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+
+
+def run(args) -> int:
+    from . import UsageError
+    from ..data import encode_file, load_corpus
+    from ..training import evaluate, load_model
+
+    if args.streams <= 0 or args.seq_len <= 0:
+        raise UsageError(f"--streams and --seq-len must be positive, got {args.streams} and {args.seq_len}")
+    model, vocab, ckpt = load_model(args.run, args.checkpoint, args.device)
+    train = ckpt["train_config"]
+    if args.data and Path(args.data).is_file():
+        tokens, what = encode_file(args.data, vocab), f"{args.data} (whole file)"
+    else:
+        source = args.data or train.get("data") or None
+        corpus = load_corpus(source, vocab.level, vocab=vocab)
+        tokens, what = corpus[args.split], f"{corpus.description.get('name')} {args.split} split"
+        saved = ckpt.get("corpus", {})
+        if not args.data and saved.get("sha256") and saved["sha256"] != corpus.description.get("sha256"):
+            print(f"note: this Python's built-in corpus (Python {corpus.description.get('python')}) differs from "
+                  f"the one the run trained on (Python {saved.get('python')})", file=sys.stderr)
+    if len(tokens) < 2:
+        raise UsageError(f"{what} has {len(tokens)} token(s); evaluation needs at least 2")
+    result = evaluate(model, tokens, seq_len=args.seq_len, streams=args.streams, device=args.device)
+    unk = int((tokens == vocab.unk).sum()) if vocab.unk is not None else 0
+    out = {**result, "step": int(ckpt["step"]), "data": what, "level": vocab.level, "unknown_tokens": unk}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{what}: loss {out['loss']:.4f} nats/token | ppl {out['ppl']:.3f} | "
+              f"{out['bits_per_token']:.4f} bits/token | {out['tokens']:,} tokens | step {out['step']}"
+              + (f" | {unk:,} <unk>" if unk else ""))
+    return 0

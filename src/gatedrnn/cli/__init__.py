@@ -18,7 +18,6 @@ COMMANDS = {
     "gradcheck": ("gatedrnn.cli.gradcheck", "check the hand-derived backward against finite differences"),
     "compare": ("gatedrnn.cli.compare", "train cells side by side on a long-range task over seeds; table, CSV, curves"),
     "gradflow": ("gatedrnn.cli.gradflow", "gradient norm of a last-step loss with respect to each earlier hidden state"),
-    "bench": ("gatedrnn.cli.bench", "time and memory of each engine against torch.nn's kernels, interleaved"),
 }
 
 

@@ -49,3 +49,21 @@ def test_gradflow_writes_csv_and_png(tmp_path, capsys):
     assert len(rows) == 2 * 2 * 8
     assert (tmp_path / "gradflow.png").exists()
     assert "lstm       trained 2" in capsys.readouterr().out
+
+
+def test_inspect_reads_a_trained_run_and_writes_the_page(tmp_path, capsys):
+    from gatedrnn.training.config import TrainConfig
+    from gatedrnn.training.loop import Trainer
+
+    text = tmp_path / "text.txt"
+    text.write_text('x = f("a", (b, c))\nprint(\'q\')\n' * 40)
+    cfg = TrainConfig(data=str(text), steps=2, seq_len=10, batch_size=2, eval_every=2, log_every=1, warmup=0)
+    Trainer.new(cfg, {"cell": "lstm", "hidden_size": 8}, tmp_path / "run").run()
+    page = tmp_path / "page.html"
+    assert main(["inspect", str(tmp_path / "run"), "--text", 'y = ("b")\n', "--unit", "3", "--kind", "h",
+                 "--out", str(page)]) == 0
+    assert page.read_text().count('<span class="t"') == 10 * 4
+    assert "h of layer 0, unit 3" in capsys.readouterr().out
+    assert main(["inspect", str(tmp_path / "run"), "--text", "y", "--unit", "8", "--out", str(page)]) == 2
+    assert "unit must be in [0, 7]" in capsys.readouterr().err
+    assert main(["inspect", str(tmp_path / "nothing"), "--text", "y", "--out", str(page)]) == 2

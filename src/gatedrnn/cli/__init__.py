@@ -18,6 +18,7 @@ COMMANDS = {
     "gradcheck": ("gatedrnn.cli.gradcheck", "check the hand-derived backward against finite differences"),
     "compare": ("gatedrnn.cli.compare", "train cells side by side on a long-range task over seeds; table, CSV, curves"),
     "gradflow": ("gatedrnn.cli.gradflow", "gradient norm of a last-step loss with respect to each earlier hidden state"),
+    "inspect": ("gatedrnn.cli.inspect", "HTML page of a language model's cell activations over a text"),
 }
 
 

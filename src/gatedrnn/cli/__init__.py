@@ -19,6 +19,7 @@ COMMANDS = {
     "compare": ("gatedrnn.cli.compare", "train cells side by side on a long-range task over seeds; table, CSV, curves"),
     "gradflow": ("gatedrnn.cli.gradflow", "gradient norm of a last-step loss with respect to each earlier hidden state"),
     "inspect": ("gatedrnn.cli.inspect", "HTML page of a language model's cell activations over a text"),
+    "export": ("gatedrnn.cli.export", "a trained language model as an ONNX graph (logits and state), for onnxruntime"),
 }
 
 

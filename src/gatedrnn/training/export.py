@@ -6,10 +6,13 @@ The graph's inputs are ``tokens`` ``(T, B)`` int64 and ``h0`` (and ``c0``) ``(L,
 outputs ``logits`` ``(T, B, V)`` and ``h`` (and ``c``). The batch size is free. The sequence
 length is the one exported unless the model runs torch.nn's kernels (a plain configuration under
 ``engine="auto"``): the other cells are unrolled over time (see ``RecurrentBase.resolve_engine``).
-Feeding the state back steps through a text of any length.
+Feeding the state back steps through a text of any length. The model's config (and the
+vocabulary, when given) go into the file's metadata as JSON, ``gatedrnn.model_config`` and
+``gatedrnn.vocab``, so the one file holds what a runtime needs to turn text into logits.
 """
 from __future__ import annotations
 
+import json
 import warnings
 
 import torch
@@ -36,7 +39,7 @@ def io_names(model) -> tuple[list[str], list[str]]:
     return ["tokens", *("h0", "c0")[:n]], ["logits", *("h", "c")[:n]]
 
 
-def export_lm(model, path, seq_len: int = 1, batch_size: int = 1, dynamo: bool = False) -> None:
+def export_lm(model, path, seq_len: int = 1, batch_size: int = 1, dynamo: bool = False, vocab=None) -> None:
     """Write ``model`` (a ``LanguageModel``) to ``path`` as ONNX, in evaluation mode.
 
     ``dynamo=False`` uses the TorchScript exporter: seconds, where the torch.export-based one
@@ -60,3 +63,11 @@ def export_lm(model, path, seq_len: int = 1, batch_size: int = 1, dynamo: bool =
                               output_names=outputs, dynamo=dynamo, **kwargs)
     finally:
         model.train(was_training)
+    import onnx
+
+    graph = onnx.load(str(path))
+    meta = {"gatedrnn.model_config": model.config.to_dict()}
+    if vocab is not None:
+        meta["gatedrnn.vocab"] = vocab.to_dict()
+    onnx.helper.set_model_props(graph, {k: json.dumps(v) for k, v in meta.items()})
+    onnx.save(graph, str(path))

@@ -17,13 +17,14 @@ from ..cells import CELLS
 #: 5 minutes on 2 CPU cores (see README)
 DEFAULTS = {
     "cell": "lstm", "hidden_size": 512, "num_layers": 1, "embed_size": 0, "dropout": 0.0, "tie_weights": False,
-    "engine": "auto",
+    "engine": "auto", "embedding_dropout": 0.0,
     "data": "", "level": "", "seq_len": 100, "batch_size": 32, "lr": 3e-3, "optimizer": "adamw",
     "weight_decay": 0.0, "momentum": 0.0, "schedule": "cosine", "warmup": 100, "clip": 1.0, "seed": 0,
     "device": "auto", "save_every": 500, "eval_every": 250, "eval_streams": 16, "log_every": 50,
 }
 DEFAULT_MINUTES = 5.0
-MODEL_KEYS = ("cell", "hidden_size", "num_layers", "embed_size", "dropout", "tie_weights", "engine")
+MODEL_KEYS = ("cell", "hidden_size", "num_layers", "embed_size", "dropout", "tie_weights", "engine",
+              "embedding_dropout")
 #: cell and module options as flags: name -> (type, help)
 CELL_OPTIONS = {
     "forget_bias": (float, "constant added to the forget gate (TensorFlow's forget_bias)"),
@@ -38,6 +39,10 @@ CELL_OPTIONS = {
     "output_activation": (str, "LSTM ablation: tanh or identity"),
     "zoneout": (float, "zoneout rate on the recurrent state"),
     "weight_drop": (float, "DropConnect rate on the recurrent weights"),
+    "dropout_input": (float, "variational dropout of the recurrent input, one mask per sequence"),
+    "dropout_between": (float, "variational dropout between layers, one mask per sequence"),
+    "dropout_output": (float, "variational dropout of the recurrent output, one mask per sequence"),
+    "dropout_state": (float, "variational dropout of h before the recurrent product, one mask per sequence"),
 }
 
 
@@ -55,6 +60,7 @@ def add_arguments(p):
     g.add_argument("--embed-size", type=int, help="default: the recurrent output size")
     g.add_argument("--dropout", type=float, help="on embeddings, between layers, before the decoder (default 0)")
     g.add_argument("--tie-weights", action="store_true", default=None, help="share embedding and decoder weights")
+    g.add_argument("--embedding-dropout", type=float, help="drop whole words of the embedding (default 0)")
     g.add_argument("--engine", choices=("auto", "fused", "reference"), help="recurrent kernels (default auto)")
     for name, (kind, help_text) in CELL_OPTIONS.items():
         flag = "--" + name.replace("_", "-")

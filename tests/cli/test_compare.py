@@ -67,3 +67,17 @@ def test_inspect_reads_a_trained_run_and_writes_the_page(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "run"), "--text", "y", "--unit", "8", "--out", str(page)]) == 2
     assert "unit must be in [0, 7]" in capsys.readouterr().err
     assert main(["inspect", str(tmp_path / "nothing"), "--text", "y", "--out", str(page)]) == 2
+
+
+def test_compare_lm_with_matched_parameters(tmp_path, capsys):
+    text = tmp_path / "text.txt"
+    text.write_text("abc (def) 'g'\n" * 60)
+    assert main(["compare", "--task", "lm", "--data", str(text), "--cells", "lstm,rnn", "--match-params",
+                 "--steps", "1", "--seq-len", "8", "--batch-size", "2", "--hidden-size", "24",
+                 "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "parameters matched to lstm at hidden size 24" in printed and "held-out bits per token" in printed
+    rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
+    assert [r["cell"] for r in rows] == ["lstm", "rnn"] and rows[0]["metric_name"] == "valid_bits_per_token"
+    assert main(["compare", "--data", str(text), "--out", str(tmp_path / "x")]) == 2
+    assert "--data and --level are for --task lm" in capsys.readouterr().err

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import ast
+import math
 
 from ..cells import CELLS
-from ..data.tasks import TASKS
+from ..data.tasks import TASKS, make_task
 
 #: cell options settable from the command line: flag -> (option, type, help)
 CELL_OPTIONS = {
@@ -62,20 +63,21 @@ def add_arguments(p):
     p.add_argument("--cells", default="rnn,lstm", type=parse_cells,
                    help=f"comma-separated cells among {', '.join(CELLS)} (default rnn,lstm)")
     p.add_argument("--task", default="adding", help=f"one of {', '.join(TASKS)}, or lm (default adding)")
-    p.add_argument("--seq-len", type=int, default=None, help="sequence length or lag (default: the task's)")
+    p.add_argument("--seq-len", type=int, default=None, help="sequence length or lag (default: the task's; lm: BPTT window 100)")
     p.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="task option, e.g. symbols=4")
     p.add_argument("--steps", type=int, default=1500, help="training steps per run (default 1500)")
     p.add_argument("--seeds", default=(0,), type=parse_seeds, help="count (3 = seeds 0,1,2) or list (default 1)")
     p.add_argument("--hidden-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 1e-2)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-2; 3e-3 for lm)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--clip", type=float, default=1.0, help="gradient norm clip, 0 for none (default 1.0)")
-    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--eval-every", type=int, default=None, help="steps between evaluations (default 50; 250 for lm)")
     p.add_argument("--stop-when-solved", action="store_true", help="end a run at the first evaluation that solves the task")
     p.add_argument("--match-params", action="store_true",
                    help="size each cell to the largest hidden size within 1%% of the reference cell's parameter count")
     p.add_argument("--reference", default=None, help="the cell others are matched to (default: the first of --cells)")
-    p.add_argument("--data", default=None, help="text corpus for --task lm")
+    p.add_argument("--data", default=None, help="--task lm: text file or corpus folder (default: the built-in corpus)")
+    p.add_argument("--level", choices=("char", "word", "byte"), default=None, help="--task lm: token level")
     p.add_argument("--out", default="compare-out", help="directory for results.csv, results.md, curves.png")
     p.add_argument("--layer-norm", action="store_true", help="layer normalisation in every cell")
     for flag, (_, kind, help_text) in CELL_OPTIONS.items():
@@ -93,28 +95,50 @@ def cell_options(args) -> dict:
 def run(args) -> int:
     from . import UsageError
 
-    if args.task == "lm":
-        raise UsageError("--task lm needs the language-model training loop, which this version lacks; "
-                         f"expected one of {', '.join(TASKS)}")
-    if args.data is not None:
-        raise UsageError(f"--data is for --task lm, got --task {args.task}")
-    from ..training.compare import CompareConfig, compare, match_parameters, parameter_count, write_results
-    from ..data.tasks import make_task
+    from ..training.compare import (CompareConfig, compare, match_parameters, parameter_count,
+                                    write_results)
 
-    config = CompareConfig(cells=args.cells, task=args.task, seq_len=args.seq_len,
-                           task_options=parse_key_values(args.task_option), steps=args.steps,
-                           seeds=args.seeds, hidden_size=args.hidden_size, lr=args.lr,
-                           batch_size=args.batch_size, clip=args.clip, eval_every=args.eval_every,
-                           stop_when_solved=args.stop_when_solved, cell_options=cell_options(args))
-    config.validate()
-    task = make_task(config.task, config.seq_len, **config.task_options)
+    if args.task != "lm" and (args.data is not None or args.level is not None):
+        raise UsageError(f"--data and --level are for --task lm, got --task {args.task}")
+    if args.reference is not None and not args.match_params:
+        raise UsageError("--reference needs --match-params")
+    if args.task == "lm":
+        from ..training.compare_lm import LMCompareConfig, compare_lm, lm_parameter_count, load
+
+        defaults = LMCompareConfig()
+        config = LMCompareConfig(cells=args.cells, data=args.data or "", level=args.level or "",
+                                 seq_len=args.seq_len or defaults.seq_len, steps=args.steps, seeds=args.seeds,
+                                 hidden_size=args.hidden_size, lr=args.lr or defaults.lr,
+                                 batch_size=args.batch_size, clip=args.clip,
+                                 eval_every=args.eval_every or defaults.eval_every, cell_options=cell_options(args))
+        CompareConfig(cells=config.cells, steps=config.steps, hidden_size=config.hidden_size,
+                      batch_size=config.batch_size, eval_every=config.eval_every, lr=config.lr).validate()
+        corpus = load(config)
+        print(f"lm on {corpus.summary()}")
+        V = len(corpus.vocab)
+        count = lambda c, h: lm_parameter_count(c, V, h, config.cell_options)  # noqa: E731
+        headline = (f"lm: {len(config.cells)} cell(s) x {len(config.seeds)} seed(s), {config.steps} steps, "
+                    f"BPTT {config.seq_len}; held-out bits per token, chance log2({V}) = {math.log2(V):.3g}")
+        launch = lambda report: compare_lm(config, args.out, corpus, on_run=report)  # noqa: E731
+    else:
+        config = CompareConfig(cells=args.cells, task=args.task, seq_len=args.seq_len,
+                               task_options=parse_key_values(args.task_option), steps=args.steps,
+                               seeds=args.seeds, hidden_size=args.hidden_size, lr=args.lr or CompareConfig.lr,
+                               batch_size=args.batch_size, clip=args.clip,
+                               eval_every=args.eval_every or CompareConfig.eval_every,
+                               stop_when_solved=args.stop_when_solved, cell_options=cell_options(args))
+        config.validate()
+        task = make_task(config.task, config.seq_len, **config.task_options)
+        count = lambda c, h: parameter_count(c, task, h, config.cell_options)  # noqa: E731
+        headline = (f"{task.describe()}: {len(config.cells)} cell(s) x {len(config.seeds)} seed(s), {config.steps} "
+                    f"steps; {task.metric_name} chance {task.chance:.3g}, solved at {task.solved_at:.3g}")
+        launch = lambda report: compare(config, on_run=report)  # noqa: E731
     notes = ""
     if args.match_params:
         reference = args.reference or config.cells[0]
         if reference not in config.cells:
             raise UsageError(f"--reference must be one of --cells ({', '.join(config.cells)}), got {reference!r}")
-        matches = match_parameters(config.cells, reference, config.hidden_size,
-                                   lambda c, h: parameter_count(c, task, h, config.cell_options))
+        matches = match_parameters(config.cells, reference, config.hidden_size, count)
         config.hidden_sizes = {c: m.hidden_size for c, m in matches.items()}
         lines = [f"parameters matched to {reference} at hidden size {config.hidden_size}:"]
         for m in matches.values():
@@ -122,15 +146,15 @@ def run(args) -> int:
             lines.append(f"  {m.cell:<10} hidden {m.hidden_size:>5}  params {m.params:>9}  ({m.deviation:+.2%}){flag}")
         print("\n".join(lines))
         notes = "\n".join(lines) + "\n"
-    print(f"{task.describe()}: {len(config.cells)} cell(s) x {len(config.seeds)} seed(s), {config.steps} steps; "
-          f"{task.metric_name} chance {task.chance:.3g}, solved at {task.solved_at:.3g}")
+    print(headline)
 
     def report(r):
-        solved = f"solved at step {r.steps_to_solve}" if r.steps_to_solve is not None else "not solved"
+        solved = (f"solved at step {r.steps_to_solve}" if r.steps_to_solve is not None
+                  else "not solved" if math.isfinite(r.solved_at) else "")
         print(f"{r.cell:<10} seed {r.seed:<3} {r.metric_name} {r.final_metric:.4g}  {solved}  "
               f"{r.params} params  {r.seconds:.1f} s  {r.tokens_per_s:.0f} tokens/s", flush=True)
 
-    runs = compare(config, on_run=report)
+    runs = launch(report)
     paths = write_results(runs, args.out, preamble=notes)
     print(f"wrote {paths['csv']}, {paths['md']}, {paths['png']}")
     return 0

@@ -284,16 +284,18 @@ def summarise(runs: list[RunResult]) -> list[dict]:
 
 def markdown_table(runs: list[RunResult], title: str = "") -> str:
     first = runs[0]
+    threshold = f", solved at {first.solved_at:.3g}" if math.isfinite(first.solved_at) else ""
     lines = [f"## {title or first.task}", "",
              f"task `{first.task}`, seq_len {first.seq_len}; metric `{first.metric_name}` "
-             f"(chance {first.chance:.3g}, solved at {first.solved_at:.3g}); "
+             f"(chance {first.chance:.3g}{threshold}); "
              f"mean ± standard deviation over seeds, final evaluation", "",
              f"| cell | params | hidden | {first.metric_name} | min .. max | solved | steps to solve (median) | tokens/s | seconds |",
              "|---|---:|---:|---|---|---:|---:|---:|---:|"]
     for s in summarise(runs):
         steps = "-" if s["median_steps_to_solve"] is None else f"{s['median_steps_to_solve']:.0f}"
+        solved = f"{s['solved']}/{s['seeds']}" if threshold else "-"
         lines.append(f"| {s['cell']} | {s['params']} | {s['hidden_size']} | {s['mean']:.4g} ± {s['std']:.2g} | "
-                     f"{s['min']:.4g} .. {s['max']:.4g} | {s['solved']}/{s['seeds']} | {steps} | "
+                     f"{s['min']:.4g} .. {s['max']:.4g} | {solved} | {steps} | "
                      f"{s['tokens_per_s']:.0f} | {s['seconds']:.1f} |")
     return "\n".join(lines) + "\n"
 
@@ -319,13 +321,14 @@ def plot_curves(runs: list[RunResult], path, title: str = "") -> None:
         if len(rs) > 1:
             ax.fill_between(longest, values.min(0), values.max(0), color=line.get_color(), alpha=0.2, lw=0)
     ax.axhline(first.chance, color="grey", ls="--", lw=1, label=f"chance ({first.chance:.3g})")
-    ax.axhline(first.solved_at, color="grey", ls=":", lw=1, label=f"solved ({first.solved_at:.3g})")
+    if math.isfinite(first.solved_at):
+        ax.axhline(first.solved_at, color="grey", ls=":", lw=1, label=f"solved ({first.solved_at:.3g})")
     if first.metric_name == "mse":
         ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel(first.metric_name)
     seeds = len({r.seed for r in runs})
-    ax.set_title(title or f"{first.task}, seq_len {first.seq_len} ({seeds} seed{'s' if seeds > 1 else ''}, range shaded)")
+    ax.set_title(title or f"{first.task}, seq_len {first.seq_len} (mean of {seeds} seed{'s' if seeds > 1 else ''}, range shaded)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -8,6 +8,7 @@ which refuses anything but tensors and plain containers: a checkpoint cannot exe
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from pathlib import Path
@@ -54,8 +55,40 @@ def fsync_dir(directory) -> None:
         os.close(fd)
 
 
+def payload_digest(payload) -> str:
+    """SHA-256 over every tensor's bytes and every plain value, in the payload's order.
+
+    ``torch.load`` checks no checksum of the zip it reads, so bits flipped in the weights (a bad
+    disk, a copy cut and patched) would load silently; the digest saved with them catches that.
+    """
+    h = hashlib.sha256()
+
+    def visit(obj):
+        if torch.is_tensor(obj):
+            t = obj.detach().cpu().contiguous().reshape(-1)
+            h.update(f"T{t.dtype}{tuple(obj.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy())
+        elif isinstance(obj, dict):
+            h.update(b"{")
+            for key, value in obj.items():
+                h.update(repr(key).encode())
+                visit(value)
+            h.update(b"}")
+        elif isinstance(obj, (list, tuple)):
+            h.update(b"[")
+            for value in obj:
+                visit(value)
+            h.update(b"]")
+        else:
+            h.update(repr(obj).encode())
+
+    visit(payload)
+    return h.hexdigest()
+
+
 def save_checkpoint(path, payload: dict) -> None:
-    payload = {"format": FORMAT, "version": VERSION, **payload}
+    payload = {"format": FORMAT, "version": VERSION, **{k: v for k, v in payload.items() if k != "sha256"}}
+    payload["sha256"] = payload_digest(payload)  # a stale digest of a re-saved payload is replaced
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
@@ -84,6 +117,12 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path} is not a gatedrnn checkpoint (expected format {FORMAT!r}, found {found!r})")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"checkpoint {path} has version {payload.get('version')!r}, expected {VERSION}")
+    saved = payload.pop("sha256", None)
+    if saved is not None:
+        found = payload_digest(payload)
+        if found != saved:
+            raise CheckpointError(f"checkpoint {path} is corrupted: its contents hash to SHA-256 {found[:16]}..., "
+                                  f"expected {saved[:16]}... as saved with them")
     return payload
 
 

@@ -1,0 +1,168 @@
+"""Crash safety of ``gatedrnn train``: a run killed at random moments (SIGKILL: no chance to clean
+up) and resumed each time loses no step before its last checkpoint, always leaves a run folder
+that loads, and ends at the requested step with exactly the losses of a run never interrupted.
+SIGTERM and SIGINT stop it after the current step with a checkpoint and a message.
+
+The moments are drawn from a seeded generator: each kill waits for a random step (printed by the
+progress lines, one per step here), then a random fraction of a step more, so kills land in the
+forward pass, the backward pass, the optimizer step and in the middle of checkpoint writes.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import queue
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gatedrnn.cli import main
+from gatedrnn.training import load_model
+from gatedrnn.training.checkpoint import load_checkpoint
+
+STEPS, SAVE_EVERY = 150, 4
+TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13}.\n" for i in range(300))
+ARGS = ["--cell", "lstm", "--hidden-size", "24", "--seq-len", "12", "--batch-size", "4", "--device", "cpu",
+        "--seed", "3", "--steps", str(STEPS), "--save-every", str(SAVE_EVERY), "--eval-every", "1000",
+        "--log-every", "1", "--warmup", "10", "--sample-length", "0"]
+STEP_LINE = re.compile(r"^step\s+(\d+)/")
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+class Child:
+    """``python -m gatedrnn train ...`` with its progress lines read as they come."""
+
+    def __init__(self, argv, cwd):
+        self.proc = subprocess.Popen([sys.executable, "-m", "gatedrnn", "train", *argv], cwd=cwd, env=ENV,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: queue.Queue = queue.Queue()
+        self.seen: list[str] = []
+        self.last_step = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_for_step(self, step: int, timeout: float = 120.0) -> bool:
+        """Block until the child reports ``step`` (True) or ends first (False)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if line is None:
+                return False
+            self.seen.append(line)
+            m = STEP_LINE.match(line)
+            if m:
+                self.last_step = int(m.group(1))
+                if self.last_step >= step:
+                    return True
+        raise AssertionError(f"no step {step} within {timeout:.0f} s; output so far:\n" + "\n".join(self.seen))
+
+    def finish(self, timeout: float = 120.0) -> tuple[int, list[str]]:
+        code = self.proc.wait(timeout=timeout)
+        while (line := self.lines.get(timeout=10.0)) is not None:
+            self.seen.append(line)
+            m = STEP_LINE.match(line)
+            if m:
+                self.last_step = int(m.group(1))
+        return code, self.seen
+
+
+def train_losses(run: Path) -> dict[int, str]:
+    """step -> training loss as written (repr of the float: every bit)."""
+    with open(run / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
+    steps = [int(r["step"]) for r in rows]
+    assert steps == sorted(set(steps)), f"steps repeated or out of order in metrics.csv: {steps}"
+    return {int(r["step"]): r["loss"] for r in rows}
+
+
+def check_loads(run: Path) -> int:
+    """The folder loads as a run (checkpoint, model, vocabulary); returns its step."""
+    ckpt = load_checkpoint(run / "latest.pt")
+    model, vocab, _ = load_model(run, "latest")
+    assert model.config.vocab_size == len(vocab)
+    return int(ckpt["step"])
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("crash")
+    (root / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(corpus):
+    """The same run, never stopped: the losses every interrupted run must reproduce."""
+    import torch
+
+    out = corpus / "reference"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the children run (ENV): the same reductions, the same bits
+    try:
+        assert main(["train", "--data", str(corpus / "corpus.txt"), *ARGS, "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return train_losses(out)
+
+
+def test_killed_and_stopped_at_random_moments_resumes_exactly(corpus, uninterrupted):
+    """Two SIGKILLs, a SIGTERM and a SIGINT at seeded random moments, each followed by --resume;
+    after each: the folder loads, nothing before its checkpoint is lost, and the losses so far are
+    the uninterrupted run's. The last resume ends at the requested step with every loss equal."""
+    rng = random.Random(20261123)
+    run = corpus / "killed"
+    argv = ["--data", str(corpus / "corpus.txt"), *ARGS, "--out", str(run)]
+    checkpoint_step = 0
+    signals = (signal.SIGKILL, signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
+    for i, signum in enumerate(signals):
+        # after the first checkpoint (before it there is nothing to resume), and leaving room for
+        # the attempts still to come
+        low = max(checkpoint_step, SAVE_EVERY) + 1
+        target = rng.randrange(low, low + max(1, (STEPS - 10 - low) // (len(signals) - i)))
+        child = Child(argv, corpus)
+        assert child.wait_for_step(target), "the run ended before it could be stopped:\n" + "\n".join(child.seen)
+        time.sleep(rng.uniform(0.0, 0.03))  # a random point inside the following step(s)
+        child.proc.send_signal(signum)
+        code, out = child.finish()
+        text = "\n".join(out)
+        # a step's line is printed before its checkpoint is written, so the printed step proves
+        # every checkpoint before it
+        reached = child.last_step
+        step = check_loads(run)
+        if signum == signal.SIGKILL:
+            assert code == -signal.SIGKILL, text
+            assert (reached - 1) - (reached - 1) % SAVE_EVERY <= step <= reached + SAVE_EVERY, (reached, step)
+        else:  # stops after the current step, saves it, and says where it stopped
+            assert code == 130, text
+            assert f"{signum.name}: stopping after this step and saving a checkpoint" in text, text
+            m = re.search(r"interrupted at step (\d+); resume with: gatedrnn train --resume (\S+)", text)
+            assert m and int(m.group(1)) == step and Path(m.group(2)) == run, text
+            assert reached <= step <= reached + 1
+        assert step > checkpoint_step  # each attempt moved the run on
+        checkpoint_step = step
+        losses = train_losses(run)
+        # metrics past the checkpoint may be written before a kill; resume drops and redoes them
+        assert {s: losses[s] for s in losses if s <= step} == {s: uninterrupted[s] for s in uninterrupted if s <= step}
+        argv = ["--resume", str(run)]
+
+    code, out = Child(argv, corpus).finish()
+    assert code == 0, "\n".join(out)
+    assert any(line.startswith(f"done: {STEPS} steps") for line in out), "\n".join(out)
+    assert check_loads(run) == STEPS
+    assert train_losses(run) == uninterrupted  # every step once, each with the uninterrupted loss
+    leftovers = [p.name for p in run.iterdir() if ".tmp" in p.name]
+    assert not leftovers, f"temporary files left in the run folder: {leftovers}"

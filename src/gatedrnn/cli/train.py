@@ -21,6 +21,7 @@ DEFAULTS = {
     "data": "", "level": "", "seq_len": 100, "batch_size": 32, "lr": 3e-3, "optimizer": "adamw",
     "weight_decay": 0.0, "momentum": 0.0, "schedule": "cosine", "warmup": 100, "clip": 1.0, "seed": 0,
     "device": "auto", "save_every": 500, "eval_every": 250, "eval_streams": 16, "log_every": 50,
+    "on_nan": "stop",
 }
 DEFAULT_MINUTES = 5.0
 MODEL_KEYS = ("cell", "hidden_size", "num_layers", "embed_size", "dropout", "tie_weights", "engine",
@@ -81,6 +82,9 @@ def add_arguments(p):
     g.add_argument("--warmup", type=int, help=f"warm-up steps (default {d['warmup']})")
     g.add_argument("--clip", type=float, help=f"gradient norm clip, 0 for none (default {d['clip']:g})")
     g.add_argument("--seed", type=int)
+    g.add_argument("--on-nan", choices=("stop", "skip"),
+                   help="a non-finite loss or gradient stops the run (default, the last checkpoint kept) "
+                        "or skips the step")
     g.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
     g = p.add_argument_group("run")
     g.add_argument("--out", metavar="DIR", help="run folder (default runs/<date-time>); never overwritten")
@@ -225,6 +229,8 @@ class Printer:
             say(f"step {event.step:>6}{steps} | loss {d['loss']:.4f} | {self.per_token(d)} | "
                 f"{d['tokens_per_s'] / 1000:.1f}k tok/s | lr {d['lr']:.2e} | {clock(d['elapsed'])} | "
                 f"ETA {clock(d['eta'])}", flush=True)
+        elif event.kind == "skip":
+            say(f"step {event.step:>6} | {d['reason']}: step skipped (--on-nan skip)", flush=True)
         elif event.kind == "valid":
             mark = " (best)" if d["best"] else ""
             say(f"valid step {event.step:>6} | loss {d['loss']:.4f} | {self.per_token(d)}{mark}", flush=True)

@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, fields
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
+ON_NAN = ("stop", "skip")
 
 
 @dataclass
@@ -19,6 +20,8 @@ class TrainConfig:
     optimizer: str = "adamw"
     weight_decay: float = 0.0
     momentum: float = 0.0  # SGD only
+    beta1: float = 0.9  # Adam's; 0 is RMSprop with Adam's bias correction (the Mogrifier recipes)
+    beta2: float = 0.99
     schedule: str = "cosine"
     warmup: int = 100  # steps of linear warm-up
     min_lr_ratio: float = 0.1  # cosine ends at lr * min_lr_ratio
@@ -29,6 +32,7 @@ class TrainConfig:
     eval_every: int = 250
     eval_streams: int = 16  # validation: the split cut into this many contiguous streams
     log_every: int = 50
+    on_nan: str = "stop"  # a non-finite loss or gradient: "stop" the run, or "skip" the step
 
     def __post_init__(self):
         positive = ("seq_len", "batch_size", "save_every", "eval_every", "eval_streams", "log_every")
@@ -44,8 +48,12 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.on_nan not in ON_NAN:
+            raise ValueError(f"on_nan must be one of {', '.join(ON_NAN)}, got {self.on_nan!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1!r} and {self.beta2!r}")
         if self.warmup < 0 or self.clip < 0 or self.weight_decay < 0:
             raise ValueError(f"warmup, clip and weight_decay must not be negative, got "
                              f"{self.warmup}, {self.clip}, {self.weight_decay}")

@@ -36,7 +36,9 @@ from .plots import plot_metrics
 
 METRICS_FIELDS = ("step", "tokens", "elapsed_s", "lr", "split", "loss", "bits_per_token")
 #: training settings a resumed run may change; the others define the run
-RESUMABLE = {"steps", "minutes", "save_every", "eval_every", "log_every", "device", "eval_streams"}
+RESUMABLE = {"steps", "minutes", "save_every", "eval_every", "log_every", "device", "eval_streams", "on_nan"}
+#: under --on-nan skip, this many non-finite steps in a row stop the run: the model is not recovering
+MAX_SKIPS_IN_A_ROW = 20
 
 
 class TrainingError(ValueError, RuntimeError):
@@ -83,6 +85,7 @@ class Trainer:
         self.info = info or D.DistInfo()
         self.device = device or D.resolve_device(cfg.device, self.info)
         self.stop_requested = False
+        self.skipped_in_a_row = 0
         rows = self.info.rows(cfg.batch_size)
         self.batcher = StreamBatcher(corpus["train"], cfg.batch_size, cfg.seq_len, rows=rows)
         if len(corpus["valid"]) < 2:
@@ -98,7 +101,7 @@ class Trainer:
 
             self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if cfg.optimizer == "adamw":
-            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                                weight_decay=cfg.weight_decay)
         else:
             self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -308,13 +311,34 @@ class Trainer:
             logits, state = self.net(x, self.state)  # (T, B, V)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
             value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingError(f"the loss is {value} at step {self.step + 1}; stopped, the last good checkpoint "
-                                    f"is kept in {self.out} (try a lower --lr or --clip)")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            # checked after the backward: DDP has all-reduced the gradients by then, so a non-finite
+            # loss on one rank makes every rank's gradient norm non-finite and all decide alike; a
+            # finite loss with an infinite gradient would otherwise write non-finite weights
+            params = [p for p in self.model.parameters() if p.grad is not None]
             if cfg.clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
+                norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip))
+            else:
+                norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
+            if not (math.isfinite(D.all_reduce_mean(value, self.info, self.device)) and math.isfinite(norm)):
+                what = f"the loss is {value}" if not math.isfinite(value) else f"the gradient norm is {norm}"
+                self.skipped_in_a_row += 1
+                if cfg.on_nan == "stop" or self.skipped_in_a_row > MAX_SKIPS_IN_A_ROW:
+                    why = "" if cfg.on_nan == "stop" else f" ({MAX_SKIPS_IN_A_ROW} steps skipped in a row before it)"
+                    raise TrainingError(f"{what} at step {self.step + 1}{why}; stopped, the last good checkpoint is "
+                                        f"kept in {self.out} (try a lower --lr or --clip, or --on-nan skip)")
+                # the step is spent without an update: its window is consumed and the schedule moves on,
+                # and the carried state, possibly non-finite, starts over
+                self.optimizer.zero_grad(set_to_none=True)
+                self.state = None
+                self.step += 1
+                self.tokens += tokens_per_step
+                self.callback(Event("skip", self.step, {"reason": what}))
+                if self.step % cfg.save_every == 0:
+                    self.save()
+                continue
+            self.skipped_in_a_row = 0
             self.optimizer.step()
             self.state = detach_state(state)
             self.step += 1

@@ -149,6 +149,14 @@ def test_resume_on_a_folder_without_a_run(workdir, capsys):
         assert "no run to resume" in line and target in line
 
 
+def test_resume_on_a_run_stopped_before_its_first_checkpoint(workdir, capsys):
+    root = copy_run(workdir, "nocheckpoint")
+    for name in ("latest.pt", "best.pt"):
+        (root / "run" / name).unlink()
+    line = refused(["train", "--resume", str(root / "run")], root, capsys)
+    assert "stopped before its first checkpoint" in line and "latest.pt" in line
+
+
 def _damage(path: Path, how: str) -> None:
     data = path.read_bytes()
     if how == "truncated":

@@ -159,6 +159,12 @@ def test_killed_and_stopped_at_random_moments_resumes_exactly(corpus, uninterrup
         assert {s: losses[s] for s in losses if s <= step} == {s: uninterrupted[s] for s in uninterrupted if s <= step}
         argv = ["--resume", str(run)]
 
+    # what a kill in the middle of a save and of a metrics row leaves, whether or not one of the
+    # kills above happened to land there
+    (run / ".latest.pt.tmp-999999").write_bytes(b"PK\x03\x04 cut off")
+    with open(run / "metrics.csv", "a") as f:
+        f.write(f"{STEPS - 1},12")
+
     code, out = Child(argv, corpus).finish()
     assert code == 0, "\n".join(out)
     assert any(line.startswith(f"done: {STEPS} steps") for line in out), "\n".join(out)

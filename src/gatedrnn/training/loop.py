@@ -140,6 +140,10 @@ class Trainer:
         """
         out = Path(out)
         if not (out / LATEST).is_file():
+            if (out / "run.json").is_file():
+                raise FileNotFoundError(f"--resume: the run in {out} stopped before its first checkpoint (expected "
+                                        f"{out / LATEST}, found only run.json): nothing to resume; start it again "
+                                        f"with another --out")
             what = "no such folder" if not out.exists() else f"no {LATEST} there"
             raise FileNotFoundError(f"--resume: {out} holds no run to resume ({what}; expected {out / LATEST})")
         ckpt = load_checkpoint(out / LATEST)
@@ -165,6 +169,8 @@ class Trainer:
         corpus = load_corpus(saved.data or None, saved.level or None, vocab=vocab)
         trainer = cls(cfg, model_cfg, corpus, out, checkpoint=ckpt, callback=callback, info=info, device=device)
         if trainer.info.is_writer:
+            for stale in out.glob(".*.tmp-*"):  # a save cut off by a kill: atomic_write never renamed it
+                stale.unlink(missing_ok=True)
             trainer._truncate_metrics()
             trainer._write_run_json()
         return trainer
@@ -198,7 +204,9 @@ class Trainer:
         if not path.exists():
             return
         with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
+            # a row cut short by a kill during its write is dropped with the rest after the checkpoint
+            rows = [r for r in csv.DictReader(f)
+                    if None not in r.values() and r["step"].isdigit() and int(r["step"]) <= self.step]
         buf = io.StringIO()
         w = csv.DictWriter(buf, METRICS_FIELDS)
         w.writeheader()

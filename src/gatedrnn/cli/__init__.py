@@ -20,6 +20,7 @@ COMMANDS = {
     "gradflow": ("gatedrnn.cli.gradflow", "gradient norm of a last-step loss with respect to each earlier hidden state"),
     "inspect": ("gatedrnn.cli.inspect", "HTML page of a language model's cell activations over a text"),
     "export": ("gatedrnn.cli.export", "a trained language model as an ONNX graph (logits and state), for onnxruntime"),
+    "bench": ("gatedrnn.cli.bench", "time and memory of each engine against torch.nn's kernels, interleaved"),
 }
 
 

@@ -104,10 +104,24 @@ def kernel_for(cell):
     return None
 
 
-def supports(cell, params, x, keep=None) -> bool:
-    """Whether ``run_fast`` computes this call; ``False`` sends it to the generic loop."""
-    return (ENABLED and keep is None and "mask_hh" not in params and "mask_ih" not in params
-            and x.dim() == 3 and x.shape[0] > 0 and kernel_for(cell) is not None)
+def _autocast(x) -> bool:
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except RuntimeError:  # a device type autocast does not know
+        return False
+
+
+def supports(cell, params, x, keep=None, state=()) -> bool:
+    """Whether ``run_fast`` computes this call; ``False`` sends it to the generic loop.
+
+    The loops write every buffer in ``x``'s dtype, so autocast (whose dtype policy the generic
+    path implements) and mixed dtypes or devices go to the generic loop too.
+    """
+    if not (ENABLED and keep is None and x.dim() == 3 and x.shape[0] > 0 and kernel_for(cell) is not None):
+        return False
+    if "mask_hh" in params or "mask_ih" in params or _autocast(x):
+        return False
+    return all(t.dtype == x.dtype and t.device == x.device for t in (*params.values(), *state))
 
 
 # -- LSTM, peephole LSTM, CIFG (and Mogrifier with rounds = 0) ------------------------------

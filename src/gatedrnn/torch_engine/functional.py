@@ -170,7 +170,7 @@ def run_layer(cell: Cell, params: dict, x, state, keep=None, engine: str = "fuse
     if keep is not None and torch.is_grad_enabled() and any(k is not None and k.requires_grad for k in keep):
         raise ValueError("keep masks are constants to the fused engine, but one requires grad; "
                          "detach it, or use engine='reference' to differentiate through it")
-    if fast.supports(cell, params, x, keep):  # a hand-specialised loop for the hot configurations
+    if fast.supports(cell, params, x, keep, state):  # a hand-specialised loop for the hot configurations
         return fast.run_fast(cell, params, x, state)
     names = tuple(params)
     out = FusedLayer.apply(cell, names, len(state), keep, *params.values(), x, *state)

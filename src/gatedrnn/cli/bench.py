@@ -1,0 +1,84 @@
+"""``gatedrnn bench``: training-step, forward, generation and memory cost of each engine against
+torch.nn's recurrent kernels, timed interleaved round by round (see ``gatedrnn.bench``)."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+from ..bench import DTYPES, ENGINES, BenchConfig, format_table, machine_info, run_bench
+from ..cells import CELLS
+
+KINDS = ("train", "forward", "generate", "memory")
+
+
+def _list(text):
+    return tuple(v for v in text.replace(",", " ").split() if v)
+
+
+def add_arguments(p):
+    p.add_argument("--cells", type=_list, default=tuple(CELLS), help=f"comma-separated (default: {','.join(CELLS)})")
+    p.add_argument("--sizes", type=_list, default=("256", "512", "1024"), help="hidden sizes, input size equal (default: 256,512,1024)")
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds per measurement (default: 5)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    p.add_argument("--engines", type=_list, default=ENGINES, help=f"comma-separated among {','.join(ENGINES)}")
+    p.add_argument("--kinds", type=_list, default=KINDS, help=f"comma-separated among {','.join(KINDS)}")
+    p.add_argument("--rounds", type=int, default=None, help="Mogrifier rounds (default: the cell's, 5)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", metavar="PATH", help="write rows and machine info as JSON ('-': stdout)")
+    out.add_argument("--csv", metavar="PATH", help="write rows as CSV ('-': stdout)")
+
+
+def run(args) -> int:
+    from . import UsageError
+
+    try:
+        sizes = tuple(int(s) for s in args.sizes)
+    except ValueError:
+        raise UsageError(f"--sizes takes integers, got {','.join(args.sizes)}") from None
+    cell_options = {"mogrifier": {"rounds": args.rounds}} if args.rounds is not None else {}
+    cfg = BenchConfig(cells=args.cells, sizes=sizes, seq_len=args.seq_len, batch_size=args.batch_size,
+                      repeats=args.repeats, device=args.device, dtype=args.dtype, engines=args.engines,
+                      kinds=args.kinds, cell_options=cell_options)
+    cfg.validate()
+    info = machine_info()
+    to_stdout = args.json == "-" or args.csv == "-"
+    log = sys.stderr if to_stdout else sys.stdout
+    print(f"# {info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['date']}; "
+          f"T={cfg.seq_len} B={cfg.batch_size} {cfg.dtype} {cfg.device}, {cfg.repeats} interleaved rounds",
+          file=log, flush=True)
+    rows = run_bench(cfg, progress=lambda r: print(
+        f"  {r['kind']:<8} {r['cell']:<10} {r['size']:>5} {r['engine']:<10} " + " ".join(
+            f"{k}={v:.3f}" for k, v in r.items() if isinstance(v, float)), file=log, flush=True))
+    print(format_table(rows), file=log)
+    if args.json:
+        text = json.dumps({"machine": info, "config": vars_of(cfg), "rows": rows}, indent=1)
+        _write(args.json, text)
+    elif args.csv:
+        keys = sorted({k for r in rows for k in r})
+        target = sys.stdout if args.csv == "-" else open(args.csv, "w", newline="")
+        try:
+            w = csv.DictWriter(target, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+        finally:
+            if target is not sys.stdout:
+                target.close()
+    return 0
+
+
+def vars_of(cfg):
+    from dataclasses import asdict
+
+    return asdict(cfg)
+
+
+def _write(path, text):
+    if path == "-":
+        print(text)
+    else:
+        with open(path, "w") as f:
+            f.write(text + "\n")

@@ -1,0 +1,44 @@
+"""Smoke test of ``gatedrnn bench``: tiny sizes, the JSON holds the rows and keys it promises.
+No timing is asserted: times on shared machines say nothing at these sizes."""
+import json
+
+import pytest
+
+from gatedrnn.cli import main
+
+
+def test_bench_json_rows(tmp_path):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--cells", "lstm,gru,mogrifier", "--sizes", "8", "--seq-len", "3", "--batch-size", "2",
+                 "--repeats", "1", "--kinds", "train,forward,generate", "--json", str(out)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert {"cpu", "torch", "date"} <= set(data["machine"])
+    rows = data["rows"]
+    seen = {(r["kind"], r["cell"], r["engine"]) for r in rows}
+    for cell in ("lstm", "gru", "mogrifier"):
+        for kind in ("train", "forward"):
+            for engine in ("fused", "reference", "torch"):
+                assert (kind, cell, engine) in seen
+        assert ("generate", cell, "fused") in seen and ("generate", cell, "torch") in seen
+    assert ("train", "lstm", "auto") in seen and ("train", "mogrifier", "auto") not in seen
+    for r in rows:
+        assert r["ms"] > 0 and r["size"] == 8 and r["seq_len"] == 3 and r["batch_size"] == 2
+        if r["engine"] == "torch":
+            assert r["vs_torch"] == pytest.approx(1.0)
+
+
+def test_bench_memory_rows(tmp_path):
+    out = tmp_path / "bench.csv"
+    code = main(["bench", "--cells", "lstm", "--sizes", "8", "--seq-len", "3", "--batch-size", "2", "--repeats", "1",
+                 "--engines", "fused,torch", "--kinds", "memory", "--csv", str(out)])
+    assert code == 0
+    lines = out.read_text().splitlines()
+    header = lines[0].split(",")
+    assert {"saved_mib", "peak_mib", "saved_vs_torch", "peak_vs_torch"} <= set(header)
+    assert len(lines) == 3
+
+
+def test_bench_rejects_unknown_names(capsys):
+    assert main(["bench", "--cells", "lstn", "--sizes", "8"]) == 2
+    assert main(["bench", "--engines", "cudnn", "--sizes", "8"]) == 2

@@ -121,7 +121,8 @@ def test_corpus_too_small_for_one_batch(workdir, capsys):
 
 @pytest.mark.parametrize("flag,value", [("--hidden-size", "0"), ("--num-layers", "-1"), ("--seq-len", "0"),
                                         ("--batch-size", "-2"), ("--steps", "0"), ("--save-every", "-5"),
-                                        ("--embed-size", "-3"), ("--proj-size", "-1"), ("--lr", "-0.1")])
+                                        ("--embed-size", "-3"), ("--proj-size", "-1"), ("--lr", "-0.1"),
+                                        ("--lr", "inf")])
 def test_sizes_that_are_zero_or_negative(workdir, capsys, flag, value):
     argv = train(workdir, "--data", str(workdir / "corpus.txt"), "--out", str(workdir / "new"))
     line = refused(argv + [flag, value], workdir, capsys)

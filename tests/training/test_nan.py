@@ -123,3 +123,25 @@ def test_too_many_skips_in_a_row_stop(corpus, tmp_path, nan_at, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and f"{loop.MAX_SKIPS_IN_A_ROW} steps skipped in a row" in err, err
     assert finite_weights(run / "latest.pt")
+
+
+def test_weights_that_overflow_on_the_last_step_are_never_saved(corpus, tmp_path, capsys, monkeypatch):
+    """The loss and gradient of the last step are finite, but its update is not: no later loss
+    would show it, so the save itself refuses, and the checkpoint before it stays."""
+    real_step = torch.optim.AdamW.step
+    calls = {"n": 0}
+
+    def step(self, *args, **kwargs):
+        calls["n"] += 1
+        out = real_step(self, *args, **kwargs)
+        if calls["n"] == 6:
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(float("inf"))
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    run = tmp_path / "run"
+    code = main(["train", "--data", str(corpus), *TINY, "--steps", "6", "--save-every", "4", "--out", str(run)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "the weights are not finite after step 6" in err and len(err.splitlines()) == 1, err
+    assert load_checkpoint(run / "latest.pt")["step"] == 4 and finite_weights(run / "latest.pt")

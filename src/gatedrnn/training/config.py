@@ -44,8 +44,8 @@ class TrainConfig:
             raise ValueError(f"steps must be a positive integer (or 0 for no limit), got {self.steps!r}")
         if self.minutes < 0:
             raise ValueError(f"minutes must be positive (or 0 for no limit), got {self.minutes!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if not 0 < self.lr < float("inf"):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.on_nan not in ON_NAN:

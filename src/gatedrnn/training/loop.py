@@ -242,6 +242,14 @@ class Trainer:
         }
 
     def save(self, best: bool = False) -> None:
+        # an update can overflow with a finite loss and gradient (the last step of a run is never
+        # followed by a loss that would show it): a checkpoint is written only of finite weights;
+        # every rank holds the same weights, so every rank decides alike
+        bad = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise TrainingError(f"the weights are not finite after step {self.step} ({bad[0]}"
+                                f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); stopped without saving, "
+                                f"the last good checkpoint is kept in {self.out} (try a lower --lr)")
         payload = self.checkpoint_payload()  # every rank takes part in the gathers
         if not self.info.is_writer:
             return

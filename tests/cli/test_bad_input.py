@@ -46,6 +46,7 @@ def refused(argv, root: Path, capsys) -> str:
     lines = captured.err.strip().splitlines()
     assert code == 2, (code, captured.out, captured.err)
     assert len(lines) == 1, captured.err
+    assert captured.out == "", captured.out  # nothing half-done was reported
     assert "Traceback" not in captured.err
     assert snapshot(root) == before, "the refused command changed files on disk"
     return lines[0]

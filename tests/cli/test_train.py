@@ -1,0 +1,59 @@
+"""``gatedrnn train``, ``sample`` and ``eval`` end to end on a tiny corpus."""
+import json
+
+import pytest
+
+from gatedrnn.cli import main
+
+from training.lm_helpers import CLI, TEXT, one_thread  # noqa: F401
+
+
+@pytest.fixture
+def run(tmp_path, capsys):
+    data = tmp_path / "code.txt"
+    data.write_text(TEXT)
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(data), *CLI[:-4], "--steps", "25", "--lr", "1e-2", "--log-every", "5",
+                 "--eval-every", "10", "--sample-length", "30", "--out", str(out)])
+    assert code == 0
+    return out, data, capsys.readouterr().out
+
+
+def test_train_prints_progress_validation_and_a_sample(run):
+    out, _, text = run
+    lines = text.splitlines()
+    assert lines[0].startswith("training: lstm, hidden 16 x 1 layer(s)")
+    progress = [l for l in lines if l.startswith("step ")]
+    assert len(progress) == 5 and all(k in progress[0] for k in ("loss", "bpc", "tok/s", "ETA"))
+    assert any(l.startswith("valid step     10") for l in lines)
+    assert any(l.startswith("done: 25 steps") for l in lines)
+    assert "sample (30 char tokens" in text
+    assert {p.name for p in out.iterdir()} >= {"latest.pt", "best.pt", "metrics.csv", "run.json", "loss.png"}
+
+
+def test_eval_json_and_text(run, capsys):
+    out, data, _ = run
+    assert main(["eval", str(out), "--json", "--split", "valid"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"loss", "ppl", "bits_per_token", "step"} <= set(result) and result["step"] == 25
+    assert main(["eval", str(out), "--data", str(data)]) == 0
+    line = capsys.readouterr().out
+    assert "(whole file)" in line and "nats/token" in line and "bits/token" in line and "step 25" in line
+
+
+def test_sample_streams_the_prompt_and_its_continuation(run, capsys):
+    out, _, _ = run
+    assert main(["sample", str(out), "--prompt", "def f", "--length", "40", "--seed", "1", "--top-k", "5"]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("def f") and len(first) == len("def f") + 40 + 1
+    main(["sample", str(out), "--prompt", "def f", "--length", "40", "--seed", "1", "--top-k", "5"])
+    assert capsys.readouterr().out == first  # a seed repeats the sample
+
+
+def test_an_existing_run_is_refused_without_resume(run, capsys):
+    out, data, _ = run
+    before = (out / "latest.pt").read_bytes()
+    assert main(["train", "--data", str(data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and len(err.strip().splitlines()) == 1
+    assert (out / "latest.pt").read_bytes() == before

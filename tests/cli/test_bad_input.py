@@ -87,6 +87,26 @@ def test_missing_run_for_sample_and_eval(workdir, capsys):
         assert "nope" in line and ("no such" in line or "no checkpoint" in line)
 
 
+def test_missing_or_undecodable_file_for_eval(workdir, capsys):
+    root = copy_run(workdir, "eval-data")
+    (root / "latin1.txt").write_bytes("caf\u00e9\n".encode("latin-1"))
+    line = refused(["eval", str(root / "run"), "--data", str(root / "nope.txt")], root, capsys)
+    assert "nope.txt" in line and "no such file" in line
+    line = refused(["eval", str(root / "run"), "--data", str(root / "latin1.txt")], root, capsys)
+    assert "not UTF-8" in line and "0xe9" in line
+
+
+def test_resume_when_the_corpus_is_gone(workdir, capsys):
+    root = copy_run(workdir, "corpus-gone")
+    (root / "moved.txt").write_text(TEXT)
+    assert main(["train", "--data", str(root / "moved.txt"), *TINY, "--steps", "1", "--sample-length", "0",
+                 "--out", str(root / "run2")]) == 0
+    capsys.readouterr()
+    (root / "moved.txt").unlink()
+    line = refused(["train", "--resume", str(root / "run2")], root, capsys)
+    assert "moved.txt" in line and "no such file" in line
+
+
 def test_empty_file(workdir, capsys):
     root = copy_run(workdir, "empty")
     (root / "empty.txt").write_bytes(b"")

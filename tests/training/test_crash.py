@@ -129,10 +129,11 @@ def test_killed_and_stopped_at_random_moments_resumes_exactly(corpus, uninterrup
     checkpoint_step = 0
     signals = (signal.SIGKILL, signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
     for i, signum in enumerate(signals):
-        # after the first checkpoint (before it there is nothing to resume), and leaving room for
-        # the attempts still to come
+        # after the first checkpoint (before it there is nothing to resume), leaving room for the
+        # attempts still to come, and 50 steps before the end: a fast machine runs on a dozen
+        # steps during the random delay, and a run that ends first cannot be stopped
         low = max(checkpoint_step, SAVE_EVERY) + 1
-        target = rng.randrange(low, low + max(1, (STEPS - 10 - low) // (len(signals) - i)))
+        target = rng.randrange(low, low + max(1, (STEPS - 50 - low) // (len(signals) - i)))
         child = Child(argv, corpus)
         assert child.wait_for_step(target), "the run ended before it could be stopped:\n" + "\n".join(child.seen)
         time.sleep(rng.uniform(0.0, 0.03))  # a random point inside the following step(s)

@@ -232,6 +232,23 @@ def test_prompt_outside_the_vocabulary(workdir, capsys):
     assert "outside the vocabulary" in line and "'Q'" in line and "'U'" in line
 
 
+@pytest.mark.parametrize("argv,expected", [
+    (["train", "--hidden-size", "abc"], "invalid int value: 'abc'"),
+    (["train", "--level", "foo"], "invalid choice: 'foo'"),
+    (["train", "--bogus"], "unrecognized arguments: --bogus"),
+    (["sample"], "required: RUN"),
+])
+def test_arguments_argparse_rejects_are_one_line_too(workdir, capsys, argv, expected):
+    before = snapshot(workdir)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert exit_.value.code == 2 and captured.out == ""
+    assert len(lines) == 1 and expected in lines[0] and "--help" in lines[0], captured.err
+    assert snapshot(workdir) == before
+
+
 def test_refusal_through_the_real_process(workdir):
     """The process boundary: exit status 2, one line on stderr, nothing on stdout, no traceback."""
     before = snapshot(workdir)

@@ -118,13 +118,18 @@ def test_double_backward_goes_through_the_twin():
                                  (x, p["weight_hh"]))
 
 
-def test_second_backward_with_retained_graph():
-    cell, params, x, state = make_inputs("gru", {})
+@pytest.mark.parametrize("case", [("lstm", {}), ("peephole", {}), ("cifg", {}), ("gru", {}), ("rnn", {}),
+                                  ("mogrifier", {"rounds": 3})], ids=_id)
+def test_second_backward_with_retained_graph(case):
+    """The backward leaves the saved buffers as they were: a retained graph runs it again."""
+    cell, params, x, state = make_inputs(*case)
     w = params["weight_hh"].requires_grad_()
     y, _ = fast.run_fast(cell, params, x, state)
     (g1,) = torch.autograd.grad(y.sum(), w, retain_graph=True)
-    (g2,) = torch.autograd.grad(y.sum(), w)
-    torch.testing.assert_close(g1, g2)
+    (g2,) = torch.autograd.grad(y.sum(), w, retain_graph=True)
+    (g3,) = torch.autograd.grad(y.sum(), w, create_graph=True)  # through the twin
+    torch.testing.assert_close(g1, g2, rtol=0, atol=0)
+    torch.testing.assert_close(g3, g1, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("case", [("lstm", {"proj_size": 2}), ("lstm", {"layer_norm": True}),

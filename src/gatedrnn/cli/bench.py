@@ -26,6 +26,7 @@ def add_arguments(p):
     p.add_argument("--dtype", default="float32", choices=list(DTYPES))
     p.add_argument("--engines", type=_list, default=ENGINES, help=f"comma-separated among {','.join(ENGINES)}")
     p.add_argument("--kinds", type=_list, default=KINDS, help=f"comma-separated among {','.join(KINDS)}")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--rounds", type=int, default=None, help="Mogrifier rounds (default: the cell's, 5)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", metavar="PATH", help="write rows and machine info as JSON ('-': stdout)")
@@ -39,6 +40,12 @@ def run(args) -> int:
         sizes = tuple(int(s) for s in args.sizes)
     except ValueError:
         raise UsageError(f"--sizes takes integers, got {','.join(args.sizes)}") from None
+    if args.threads is not None:
+        if args.threads <= 0:
+            raise UsageError(f"--threads must be positive, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     cell_options = {"mogrifier": {"rounds": args.rounds}} if args.rounds is not None else {}
     cfg = BenchConfig(cells=args.cells, sizes=sizes, seq_len=args.seq_len, batch_size=args.batch_size,
                       repeats=args.repeats, device=args.device, dtype=args.dtype, engines=args.engines,

@@ -462,6 +462,8 @@ class MogrifierKernel:
         dh = torch.zeros_like(C[0]) if dh_n is None else dh_n
         dA = x.new_empty(T, B, 4 * H)
         dX = x.new_empty(T, B, I)
+        # the saved buffers stay untouched: a retained graph may run this backward again
+        dZQ, dZR = torch.empty_like(SQ), torch.empty_like(SR)
         dv = x.new_empty(B, 4 * H)
         tc, tmp = x.new_empty(B, H), x.new_empty(B, H)
         one = x.new_ones(())
@@ -488,21 +490,19 @@ class MogrifierKernel:
             dxh = lin_t(da)  # (B, I+H)
             dx, dh = dxh[:, :I].contiguous(), dxh[:, I:].contiguous()
             for j in range(cell.rounds, 0, -1):
-                if j % 2:  # x^(k+1) = 2 s x^(k), s = sigma(h^(k) Q_k^T); SQ becomes dz
+                if j % 2:  # x^(k+1) = 2 s x^(k), s = sigma(h^(k) Q_k^T)
                     k = (j - 1) // 2
-                    s = SQ[t, k]
-                    dz = torch.mul(dx, X_at(t, k))
+                    s, dz = SQ[t, k], dZQ[t, k]
+                    torch.mul(dx, X_at(t, k), out=dz)
                     dx.mul_(s).mul_(2.0)
-                    dz.mul_(s.addcmul_(s, s, value=-1.0)).mul_(2.0)
-                    s.copy_(dz)
+                    dz.mul_(torch.addcmul(s, s, s, value=-1.0)).mul_(2.0)
                     dh.add_(qs_t[k](dz))
-                else:  # h^(k+1) = 2 s h^(k), s = sigma(x^(k+1) R_k^T); SR becomes dz
+                else:  # h^(k+1) = 2 s h^(k), s = sigma(x^(k+1) R_k^T)
                     k = j // 2 - 1
-                    s = SR[t, k]
-                    dz = torch.mul(dh, H_at(t, k))
+                    s, dz = SR[t, k], dZR[t, k]
+                    torch.mul(dh, H_at(t, k), out=dz)
                     dh.mul_(s).mul_(2.0)
-                    dz.mul_(s.addcmul_(s, s, value=-1.0)).mul_(2.0)
-                    s.copy_(dz)
+                    dz.mul_(torch.addcmul(s, s, s, value=-1.0)).mul_(2.0)
                     dx.add_(rs_t[k](dz))
             dX[t] = dx
         dW = _weight_grad(dA, XH)
@@ -511,8 +511,8 @@ class MogrifierKernel:
             grads["bias_ih"] = _sum_rows(dA)
             grads["bias_hh"] = grads["bias_ih"].clone()
         for name, n, dZ, inputs, mats in (
-            ("q", nq, SQ, lambda k: Hs[:-1] if k == 0 else Hm[:, k - 1], Qs),
-            ("r", nr, SR, lambda k: Xm[:, k], Rs),
+            ("q", nq, dZQ, lambda k: Hs[:-1] if k == 0 else Hm[:, k - 1], Qs),
+            ("r", nr, dZR, lambda k: Xm[:, k], Rs),
         ):
             if n == 0:
                 continue

@@ -107,6 +107,17 @@ def test_resume_when_the_corpus_is_gone(workdir, capsys):
     assert "moved.txt" in line and "no such file" in line
 
 
+def test_resume_when_the_corpus_changed(workdir, capsys):
+    root = copy_run(workdir, "corpus-changed")
+    (root / "changing.txt").write_text(TEXT)
+    assert main(["train", "--data", str(root / "changing.txt"), *TINY, "--steps", "1", "--sample-length", "0",
+                 "--out", str(root / "run2")]) == 0
+    capsys.readouterr()
+    (root / "changing.txt").write_text(TEXT.replace("fox", "cat"))
+    line = refused(["train", "--resume", str(root / "run2")], root, capsys)
+    assert "changing.txt changed since the run" in line and "SHA-256" in line
+
+
 def test_empty_file(workdir, capsys):
     root = copy_run(workdir, "empty")
     (root / "empty.txt").write_bytes(b"")

@@ -235,7 +235,12 @@ def _encode(parts, level, vocab, description) -> Corpus:
             raise ValueError(f"the training split of {description.get('name')} is empty (expected text)")
         vocab = Vocabulary.build(level, parts[0])
     splits = {name: vocab.encode(part) for name, part in zip(SPLITS, parts)}
-    description = {**description, "level": level}
+    # what the model reads, whatever the source: a resumed run checks it is reading the same tokens
+    digest = hashlib.sha256()
+    for name in SPLITS:
+        digest.update(f"{name}:{len(splits[name])}:".encode())
+        digest.update(np.ascontiguousarray(splits[name], dtype=np.int64).tobytes())
+    description = {**description, "level": level, "tokens_sha256": digest.hexdigest()}
     return Corpus(vocab=vocab, splits=splits, description=description)
 
 

@@ -167,6 +167,11 @@ class Trainer:
         cfg = TrainConfig.from_dict({**saved.to_dict(), **changes})
         vocab = Vocabulary.from_dict(ckpt["vocab"])
         corpus = load_corpus(saved.data or None, saved.level or None, vocab=vocab)
+        was, now = ckpt.get("corpus", {}).get("tokens_sha256"), corpus.description.get("tokens_sha256")
+        if was and now and was != now:
+            raise ValueError(f"the corpus {saved.data or '(built-in)'} changed since the run in {out} started (its "
+                             f"tokens hash to SHA-256 {now[:16]}..., expected {was[:16]}...): resuming would train on "
+                             f"other data; restore the corpus or start a new run")
         trainer = cls(cfg, model_cfg, corpus, out, checkpoint=ckpt, callback=callback, info=info, device=device)
         if trainer.info.is_writer:
             for stale in out.glob(".*.tmp-*"):  # a save cut off by a kill: atomic_write never renamed it

@@ -69,9 +69,7 @@ def autograd_twin(cell, p, x, state):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
-@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "plain"])
-def test_fast_matches_generic_and_autograd(case, onednn, monkeypatch):
-    monkeypatch.setattr(fast, "ONEDNN", onednn)  # float64 never reaches oneDNN; checks the switch
+def test_fast_matches_generic_and_autograd(case):
     cell, params, x, state = make_inputs(*case)
     out_fast, g_fast = outputs_and_grads(fast_path, cell, params, x, state)
     for twin in (generic_path, autograd_twin):
@@ -86,8 +84,11 @@ def test_fast_matches_generic_and_autograd(case, onednn, monkeypatch):
 
 @pytest.mark.parametrize("case", [("lstm", {}), ("peephole", {}), ("cifg", {}), ("gru", {}), ("rnn", {}),
                                   ("mogrifier", {"rounds": 5})], ids=_id)
-def test_float32_through_onednn_matches_float64(case):
-    """float32 is where the oneDNN products run (when the build has them)."""
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "plain"])
+def test_float32_matches_float64(case, onednn, monkeypatch):
+    """float32 is where the oneDNN products run (when the build and processor have them);
+    ``ONEDNN = False`` is the plain fallback. float32 rounding bounds the tolerances."""
+    monkeypatch.setattr(fast, "ONEDNN", onednn)
     cell, params, x, state = make_inputs(*case, T=4, B=5, I=8, H=16)
     out64, g64 = outputs_and_grads(fast_path, cell, params, x, state)
     p32 = {k: v.float() for k, v in params.items()}
@@ -152,3 +153,19 @@ def test_switch_off(monkeypatch):
     cell, params, x, state = make_inputs("lstm", {})
     monkeypatch.setattr(fast, "ENABLED", False)
     assert not fast.supports(cell, params, x)
+
+
+def test_product_kernels_agree(monkeypatch):
+    """oneDNN's packed product (where this build has it) and the torch.addmm fallback agree."""
+    gen = torch.Generator().manual_seed(0)
+    w, x, add = (torch.randn(s, generator=gen) for s in ((12, 7), (5, 7), (5, 12)))
+    bias = torch.randn(12, generator=gen)
+    expected = x @ w.T
+    products = [fast.Product(w, 5)]
+    monkeypatch.setattr(fast, "ONEDNN", False)
+    products.append(fast.Product(w, 5))
+    assert products[1].packed is None
+    for prod in products:
+        torch.testing.assert_close(prod(x), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(prod(x, bias), expected + bias, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(prod(x, add), expected + add, rtol=1e-5, atol=1e-5)

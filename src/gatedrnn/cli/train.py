@@ -21,7 +21,7 @@ DEFAULTS = {
     "data": "", "level": "", "seq_len": 100, "batch_size": 32, "lr": 3e-3, "optimizer": "adamw",
     "weight_decay": 0.0, "momentum": 0.0, "schedule": "cosine", "warmup": 100, "clip": 1.0, "seed": 0,
     "device": "auto", "save_every": 500, "eval_every": 250, "eval_streams": 16, "log_every": 50,
-    "on_nan": "stop",
+    "on_nan": "stop", "precision": "float32",
 }
 DEFAULT_MINUTES = 5.0
 MODEL_KEYS = ("cell", "hidden_size", "num_layers", "embed_size", "dropout", "tie_weights", "engine",
@@ -82,6 +82,8 @@ def add_arguments(p):
     g.add_argument("--warmup", type=int, help=f"warm-up steps (default {d['warmup']})")
     g.add_argument("--clip", type=float, help=f"gradient norm clip, 0 for none (default {d['clip']:g})")
     g.add_argument("--seed", type=int)
+    g.add_argument("--precision", choices=("float32", "bf16"),
+                   help="bf16: the forward under bf16 autocast, weights and gradients float32 (default float32)")
     g.add_argument("--on-nan", choices=("stop", "skip"),
                    help="a non-finite loss or gradient stops the run (default, the last checkpoint kept) "
                         "or skips the step")

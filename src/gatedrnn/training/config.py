@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 ON_NAN = ("stop", "skip")
+PRECISIONS = ("float32", "bf16")
 
 
 @dataclass
@@ -33,6 +34,7 @@ class TrainConfig:
     eval_streams: int = 16  # validation: the split cut into this many contiguous streams
     log_every: int = 50
     on_nan: str = "stop"  # a non-finite loss or gradient: "stop" the run, or "skip" the step
+    precision: str = "float32"  # "bf16": the training forward under bf16 autocast (weights stay float32)
 
     def __post_init__(self):
         positive = ("seq_len", "batch_size", "save_every", "eval_every", "eval_streams", "log_every")
@@ -48,6 +50,8 @@ class TrainConfig:
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.on_nan not in ON_NAN:
             raise ValueError(f"on_nan must be one of {', '.join(ON_NAN)}, got {self.on_nan!r}")
         if self.schedule not in SCHEDULES:

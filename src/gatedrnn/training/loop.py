@@ -329,7 +329,8 @@ class Trainer:
             lr = cfg.lr * lr_factor(cfg, self.step, progress)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            logits, state = self.net(x, self.state)  # (T, B, V)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                logits, state = self.net(x, self.state)  # (T, B, V)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
             value = loss.item()
             self.optimizer.zero_grad(set_to_none=True)

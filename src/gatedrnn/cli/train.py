@@ -16,16 +16,16 @@ from ..cells import CELLS
 #: what ``gatedrnn train`` trains when asked nothing: chosen to pass 2 bits per character within
 #: 5 minutes on 2 CPU cores (see README)
 DEFAULTS = {
-    "cell": "lstm", "hidden_size": 512, "num_layers": 1, "embed_size": 0, "dropout": 0.0, "tie_weights": False,
+    "cell": "lstm", "hidden_size": 256, "num_layers": 1, "embed_size": 0, "dropout": 0.0, "tie_weights": False,
     "engine": "auto", "embedding_dropout": 0.0,
-    "data": "", "level": "", "seq_len": 100, "batch_size": 32, "lr": 3e-3, "optimizer": "adamw",
-    "weight_decay": 0.0, "momentum": 0.0, "schedule": "cosine", "warmup": 100, "clip": 1.0, "seed": 0,
+    "data": "", "level": "", "seq_len": 64, "batch_size": 32, "lr": 3e-3, "optimizer": "adamw",
+    "weight_decay": 0.0, "momentum": 0.0, "beta1": 0.9, "beta2": 0.99, "schedule": "cosine", "warmup": 100, "clip": 1.0, "seed": 0,
     "device": "auto", "save_every": 500, "eval_every": 250, "eval_streams": 16, "log_every": 50,
     "on_nan": "stop", "precision": "float32",
 }
 DEFAULT_MINUTES = 5.0
 MODEL_KEYS = ("cell", "hidden_size", "num_layers", "embed_size", "dropout", "tie_weights", "engine",
-              "embedding_dropout")
+              "embedding_dropout", "sum_layer_outputs")
 #: cell and module options as flags: name -> (type, help)
 CELL_OPTIONS = {
     "forget_bias": (float, "constant added to the forget gate (TensorFlow's forget_bias)"),
@@ -49,6 +49,8 @@ CELL_OPTIONS = {
 
 def add_arguments(p):
     d = DEFAULTS
+    p.add_argument("--recipe", metavar="NAME", help="a named set of settings (gatedrnn/recipes/NAME.toml, e.g. "
+                   "mogrifier-char); flags given here override it")
     g = p.add_argument_group("data")
     g.add_argument("--data", metavar="PATH", help="text file (split 90/5/5) or folder: PTB, WikiText, "
                    "train/valid/test.txt, enwik8 (default: this Python's standard library source)")
@@ -63,6 +65,8 @@ def add_arguments(p):
     g.add_argument("--tie-weights", action="store_true", default=None, help="share embedding and decoder weights")
     g.add_argument("--embedding-dropout", type=float, help="drop whole words of the embedding (default 0)")
     g.add_argument("--engine", choices=("auto", "fused", "reference"), help="recurrent kernels (default auto)")
+    g.add_argument("--sum-layer-outputs", action="store_true", default=None,
+                   help="the decoder reads the sum of every layer's output (the Mogrifier paper's setup)")
     for name, (kind, help_text) in CELL_OPTIONS.items():
         flag = "--" + name.replace("_", "-")
         if kind == "flag":
@@ -78,6 +82,8 @@ def add_arguments(p):
     g.add_argument("--optimizer", choices=("adamw", "sgd"), help="default adamw")
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--momentum", type=float, help="SGD momentum")
+    g.add_argument("--beta1", type=float, help=f"Adam's first-moment decay (default {d['beta1']:g})")
+    g.add_argument("--beta2", type=float, help=f"Adam's second-moment decay (default {d['beta2']:g})")
     g.add_argument("--schedule", choices=("cosine", "constant"), help="after warm-up (default cosine)")
     g.add_argument("--warmup", type=int, help=f"warm-up steps (default {d['warmup']})")
     g.add_argument("--clip", type=float, help=f"gradient norm clip, 0 for none (default {d['clip']:g})")
@@ -88,6 +94,8 @@ def add_arguments(p):
                    help="a non-finite loss or gradient stops the run (default, the last checkpoint kept) "
                         "or skips the step")
     g.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
+    g.add_argument("--threads", type=int, default=1,
+                   help="CPU threads (default 1: on a machine shared with other jobs, more threads thrash)")
     g = p.add_argument_group("run")
     g.add_argument("--out", metavar="DIR", help="run folder (default runs/<date-time>); never overwritten")
     g.add_argument("--resume", nargs="?", const=True, metavar="RUN", help="continue the run in RUN (or --out)")
@@ -110,11 +118,29 @@ def explicit(args) -> tuple[dict, dict, dict]:
     return train, model, cell
 
 
+def apply_recipe(args) -> None:
+    """Fill the settings the user left unset from ``--recipe`` (a flag given always wins)."""
+    name = getattr(args, "recipe", None)
+    if not name:
+        return
+    from . import UsageError
+    from ..training.recipes import check_keys, load_recipe
+
+    if args.resume:
+        raise UsageError("--recipe starts a new run; a resumed run keeps its own settings (drop --recipe)")
+    recipe = load_recipe(name)
+    check_keys(recipe, set(DEFAULTS) | set(MODEL_KEYS) | set(CELL_OPTIONS) | {"steps", "minutes"})
+    for key, value in recipe.settings.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+
+
 def run(args) -> int:
     from . import UsageError
     from ..training import Trainer, TrainConfig
     from ..training import distributed as D
 
+    apply_recipe(args)
     train_given, model_given, cell_given = explicit(args)
     for name in ("hidden_size", "num_layers", "seq_len", "batch_size", "save_every", "eval_every", "log_every",
                  "eval_streams"):
@@ -127,6 +153,11 @@ def run(args) -> int:
     if args.sample_length < 0:
         raise UsageError(f"--sample-length must not be negative, got {args.sample_length}")
 
+    if args.threads <= 0:
+        raise UsageError(f"--threads must be a positive integer, got {args.threads}")
+    import torch
+
+    torch.set_num_threads(args.threads)
     info, device = D.setup(train_given.get("device", "auto"))
     say = print if info.is_writer else (lambda *a, **k: None)
     try:

@@ -18,8 +18,8 @@ from ..cells import CELLS
 DEFAULTS = {
     "cell": "lstm", "hidden_size": 256, "num_layers": 1, "embed_size": 0, "dropout": 0.0, "tie_weights": False,
     "engine": "auto", "embedding_dropout": 0.0,
-    "data": "", "level": "", "seq_len": 64, "batch_size": 32, "lr": 3e-3, "optimizer": "adamw",
-    "weight_decay": 0.0, "momentum": 0.0, "beta1": 0.9, "beta2": 0.99, "schedule": "cosine", "warmup": 100, "clip": 1.0, "seed": 0,
+    "data": "", "level": "", "seq_len": 64, "batch_size": 32, "lr": 5e-3, "optimizer": "adamw",
+    "weight_decay": 0.0, "momentum": 0.0, "beta1": 0.9, "beta2": 0.99, "schedule": "cosine", "warmup": 30, "clip": 1.0, "seed": 0,
     "device": "auto", "save_every": 500, "eval_every": 250, "eval_streams": 16, "log_every": 50,
     "on_nan": "stop", "precision": "float32",
 }

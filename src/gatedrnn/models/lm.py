@@ -34,6 +34,9 @@ class LMConfig:
     dropout: float = 0.0  # on the embedding, between layers and before the decoder
     embedding_dropout: float = 0.0  # whole words of the embedding table (AWD-LSTM)
     tie_weights: bool = False
+    #: the decoder reads the sum of every layer's output, not the last layer's alone (the
+    #: Mogrifier paper's setup, Melis et al. 2020): lower layers get a short path to the loss
+    sum_layer_outputs: bool = False
     engine: str = "auto"
     cell_options: dict = field(default_factory=dict)
 
@@ -87,9 +90,12 @@ class LanguageModel(nn.Module):
         self.config = config
         c = config
         self.embedding = nn.Embedding(c.vocab_size, c.input_size)
-        self.rnn = layer(c.cell, c.input_size, c.hidden_size, num_layers=c.num_layers,
-                         dropout=c.dropout if c.num_layers > 1 else 0.0,
-                         engine=c.engine, **c.cell_options)
+        if c.sum_layer_outputs and c.num_layers > 1:
+            self.rnn = SummedStack(c)
+        else:
+            self.rnn = layer(c.cell, c.input_size, c.hidden_size, num_layers=c.num_layers,
+                             dropout=c.dropout if c.num_layers > 1 else 0.0,
+                             engine=c.engine, **c.cell_options)
         self.drop = nn.Dropout(c.dropout)
         self.decoder = nn.Linear(c.output_size, c.vocab_size)
         if c.tie_weights:
@@ -129,6 +135,72 @@ class LanguageModel(nn.Module):
             y, state = self.rnn(x.unsqueeze(0), state)
             y = y[0]
         return self.decoder(y), state
+
+
+class SummedStack(nn.Module):
+    """``num_layers`` single-layer modules whose outputs are summed; the state is stacked as the
+    one-module stack stacks it (``(L, B, size)``), so training, checkpoints and sampling see no
+    difference.
+
+    Regularisers map onto the layers: ``dropout_input`` on the first layer's input,
+    ``dropout_between`` on each later layer's input, ``dropout_output`` on the sum (one mask per
+    sequence, as the module draws it); ``dropout_state``, ``weight_drop`` and zoneout in every layer.
+    """
+
+    def __init__(self, c: LMConfig):
+        super().__init__()
+        options = dict(c.cell_options)
+        between = float(options.pop("dropout_between", 0.0) or 0.0)
+        self.p_output = float(options.pop("dropout_output", 0.0) or 0.0)
+        first = options.pop("dropout_input", 0.0) or 0.0
+        self.p_between_plain = c.dropout  # torch.nn's fresh-mask-per-step dropout between layers
+        self.layers = nn.ModuleList()
+        for k in range(c.num_layers):
+            size_in = c.input_size if k == 0 else c.output_size
+            p_in = first if k == 0 else between
+            extra = {"dropout_input": p_in} if p_in else {}
+            self.layers.append(layer(c.cell, size_in, c.hidden_size, engine=c.engine, **options, **extra))
+        self.cell = self.layers[0].cell
+        self.state_sizes = self.layers[0].state_sizes
+        self.num_layers = c.num_layers
+
+    def _split(self, state, B, like):
+        if state is None:
+            return [None] * self.num_layers
+        parts = state if isinstance(state, tuple) else (state,)
+        return [tuple(s[k : k + 1] for s in parts) if self.cell.has_cell_state else parts[0][k : k + 1]
+                for k in range(self.num_layers)]
+
+    def _join(self, states):
+        if self.cell.has_cell_state:
+            return tuple(torch.cat([s[i] for s in states]) for i in range(len(self.state_sizes)))
+        return torch.cat(states)
+
+    def _drop_sum(self, total, shape):
+        if not (self.training and self.p_output):
+            return total
+        keep = torch.empty(shape, device=total.device, dtype=torch.float32).bernoulli_(1 - self.p_output)
+        return total * (keep / (1 - self.p_output)).to(total.dtype)
+
+    def forward(self, x, state=None):
+        """``x`` ``(T, B, E)`` -> the summed outputs ``(T, B, H)`` and the stacked final state."""
+        total, states, inp = 0, [], x
+        for k, (module, s0) in enumerate(zip(self.layers, self._split(state, x.shape[1], x))):
+            if k and self.training and self.p_between_plain:
+                inp = nn.functional.dropout(inp, self.p_between_plain, training=True)
+            inp, sn = module(inp, s0)  # (T, B, H)
+            states.append(sn)
+            total = total + inp
+        return self._drop_sum(total, (1, x.shape[1], total.shape[-1])), self._join(states)
+
+    def step(self, x, state):
+        """One token per stream: ``x`` ``(B, E)`` -> ``(B, H)`` and the stacked state."""
+        total, states, inp = 0, [], x
+        for module, s0 in zip(self.layers, self._split(state, x.shape[0], x)):
+            inp, sn = module.step(inp, s0)
+            states.append(sn)
+            total = total + inp
+        return self._drop_sum(total, (x.shape[0], total.shape[-1])), self._join(states)
 
 
 def detach_state(state):

@@ -60,6 +60,8 @@ def parse_key_values(items) -> dict:
 
 
 def add_arguments(p):
+    p.add_argument("--recipe", metavar="NAME", help="a named set of settings (gatedrnn/recipes/NAME.toml, e.g. "
+                   "mogrifier-char): --task lm with its model, training, cells and seeds; flags given override it")
     p.add_argument("--cells", default="rnn,lstm", type=parse_cells,
                    help=f"comma-separated cells among {', '.join(CELLS)} (default rnn,lstm)")
     p.add_argument("--task", default="adding", help=f"one of {', '.join(TASKS)}, or lm (default adding)")
@@ -92,12 +94,49 @@ def cell_options(args) -> dict:
     return options
 
 
+#: recipe settings the LM comparison takes beyond its own flags: LMConfig's and TrainConfig's
+RECIPE_MODEL = ("num_layers", "sum_layer_outputs", "tie_weights", "embed_size", "dropout", "embedding_dropout", "engine")
+RECIPE_TRAIN = ("optimizer", "beta1", "beta2", "weight_decay", "momentum", "schedule", "warmup", "eval_streams")
+
+
+def apply_recipe(args) -> tuple[dict, dict]:
+    """Fill from ``--recipe`` what the user left at its default; returns the recipe's further model
+    and training settings. A flag given with its default value cannot be told apart from one not
+    given: the recipe's value is taken then."""
+    if not getattr(args, "recipe", None):
+        return {}, {}
+    from ..training.recipes import check_keys, load_recipe
+    from . import build_parser
+
+    recipe = load_recipe(args.recipe)
+    check_keys(recipe, set(RECIPE_MODEL) | set(RECIPE_TRAIN) | {o for o, _, _ in CELL_OPTIONS.values()}
+               | {"cell", "hidden_size", "seq_len", "batch_size", "lr", "clip", "data", "level", "steps",
+                  "minutes", "seed", "layer_norm", "rounds", "rank", "dropout_between", "device", "forget_bias"})
+    defaults = vars(build_parser().parse_args(["compare"]))
+    given = {**recipe.settings, **recipe.compare}
+    given.pop("cell", None)
+    args.task = "lm"
+    if "cells" in given:
+        given["cells"] = parse_cells(given["cells"])
+    if "seeds" in given:
+        given["seeds"] = parse_seeds(str(given["seeds"]))
+    flag_of = {opt: flag[2:].replace("-", "_") for flag, (opt, _, _) in CELL_OPTIONS.items()}
+    for key, value in given.items():
+        dest = flag_of.get(key, key)
+        if dest in defaults and getattr(args, dest) == defaults[dest]:
+            setattr(args, dest, value)
+    model = {k: v for k, v in recipe.settings.items() if k in RECIPE_MODEL}
+    train = {k: v for k, v in recipe.settings.items() if k in RECIPE_TRAIN}
+    return model, train
+
+
 def run(args) -> int:
     from . import UsageError
 
     from ..training.compare import (CompareConfig, compare, match_parameters, parameter_count,
                                     write_results)
 
+    recipe_model, recipe_train = apply_recipe(args)
     if args.task != "lm" and (args.data is not None or args.level is not None):
         raise UsageError(f"--data and --level are for --task lm, got --task {args.task}")
     if args.reference is not None and not args.match_params:
@@ -110,13 +149,17 @@ def run(args) -> int:
                                  seq_len=args.seq_len or defaults.seq_len, steps=args.steps, seeds=args.seeds,
                                  hidden_size=args.hidden_size, lr=args.lr or defaults.lr,
                                  batch_size=args.batch_size, clip=args.clip,
-                                 eval_every=args.eval_every or defaults.eval_every, cell_options=cell_options(args))
+                                 eval_every=args.eval_every or defaults.eval_every, cell_options=cell_options(args),
+                                 model_options=recipe_model, train_options=recipe_train)
         CompareConfig(cells=config.cells, steps=config.steps, hidden_size=config.hidden_size,
                       batch_size=config.batch_size, eval_every=config.eval_every, lr=config.lr).validate()
         corpus = load(config)
         print(f"lm on {corpus.summary()}")
         V = len(corpus.vocab)
-        count = lambda c, h: lm_parameter_count(c, V, h, config.cell_options)  # noqa: E731
+        count = lambda c, h: lm_parameter_count(c, V, h, config.cell_options,  # noqa: E731
+                                                num_layers=recipe_model.get("num_layers", 1),
+                                                tie_weights=bool(recipe_model.get("tie_weights")),
+                                                embed_size=recipe_model.get("embed_size", 0))
         headline = (f"lm: {len(config.cells)} cell(s) x {len(config.seeds)} seed(s), {config.steps} steps, "
                     f"BPTT {config.seq_len}; held-out bits per token, chance log2({V}) = {math.log2(V):.3g}")
         launch = lambda report: compare_lm(config, args.out, corpus, on_run=report)  # noqa: E731

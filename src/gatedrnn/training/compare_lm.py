@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cells import make_cell
+from ..cells import CELLS, make_cell
 from ..data import load_corpus
 from ..models.lm import LMConfig
 from .compare import RunResult, options_for
@@ -39,19 +39,24 @@ class LMCompareConfig:
     clip: float = 1.0
     eval_every: int = 250
     cell_options: dict = field(default_factory=dict)
+    #: further LMConfig settings (num_layers, sum_layer_outputs, tie_weights, ...), from a recipe
+    model_options: dict = field(default_factory=dict)
+    #: further TrainConfig settings (beta1, weight_decay, schedule, ...), from a recipe
+    train_options: dict = field(default_factory=dict)
 
     def hidden_size_of(self, cell: str) -> int:
         return self.hidden_sizes.get(cell, self.hidden_size)
 
 
 def lm_parameter_count(cell: str, vocab_size: int, hidden_size: int, cell_options: dict,
-                       num_layers: int = 1) -> int:
+                       num_layers: int = 1, tie_weights: bool = False, embed_size: int = 0) -> int:
     """Parameters of ``LanguageModel`` (embedding, recurrent stack, decoder), from the specs."""
     options = options_for(cell, cell_options)
     cfg = LMConfig(vocab_size=vocab_size, cell=cell, hidden_size=hidden_size, num_layers=num_layers,
-                   cell_options=options)
-    c = make_cell(cell, **options)
-    total = vocab_size * cfg.input_size + cfg.output_size * vocab_size + vocab_size
+                   embed_size=embed_size, cell_options=options)
+    c = make_cell(cell, **{k: v for k, v in options.items() if k in CELLS[cell].options})
+    decoder = 0 if tie_weights else cfg.output_size * vocab_size  # tied: the embedding's table
+    total = vocab_size * cfg.input_size + decoder + vocab_size
     layer_input = cfg.input_size
     for _ in range(num_layers):
         total += sum(math.prod(s.shape) for s in c.param_spec(layer_input, hidden_size))
@@ -68,7 +73,8 @@ def lm_run(cell: str, seed: int, config: LMCompareConfig, corpus, out_dir, on_ev
     hidden = config.hidden_size_of(cell)
     cfg = TrainConfig(data=config.data, level=config.level, seq_len=config.seq_len, batch_size=config.batch_size,
                       steps=config.steps, lr=config.lr, clip=config.clip, seed=seed, eval_every=config.eval_every,
-                      save_every=max(config.steps, 1), log_every=min(50, config.eval_every))
+                      save_every=max(config.steps, 1), log_every=min(50, config.eval_every),
+                      **config.train_options)
     curve_steps, curve, rates = [], [], []
 
     def callback(event):
@@ -80,7 +86,8 @@ def lm_run(cell: str, seed: int, config: LMCompareConfig, corpus, out_dir, on_ev
         elif event.kind == "log":
             rates.append(event.data["tokens_per_s"])
 
-    model_options = {"cell": cell, "hidden_size": hidden, "cell_options": options_for(cell, config.cell_options)}
+    model_options = {**config.model_options, "cell": cell, "hidden_size": hidden,
+                     "cell_options": options_for(cell, config.cell_options)}
     trainer = Trainer.new(cfg, model_options, out_dir, corpus=corpus, callback=callback)
     curve_steps.append(0)
     curve.append(trainer.validate()["loss"] / math.log(2))  # the untrained model: where curves start

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..cells import CELLS, make_cell
 from .functional import keep_dtypes
-from .modules import InputError, check_like_params, init_tensor
+from .modules import InputError, check_like_params, init_tensor, state_tuple
 from .ops import TORCH_OPS as ops
 from .regularisation import Regularisation, zoneout_step
 
@@ -86,15 +86,7 @@ class CellBase(nn.Module):
         B = x.shape[0]
         if hx is None:
             return tuple(x.new_zeros((B, size)) for size in self.state_sizes)
-        if self.cell.has_cell_state:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                got = f"a tensor of shape {tuple(hx.shape)}" if isinstance(hx, torch.Tensor) else type(hx).__name__
-                raise InputError(f"{name} expects hx as a tuple (h, c), got {got}")
-            hx = tuple(hx)
-        else:
-            if not isinstance(hx, torch.Tensor):
-                raise InputError(f"{name} expects hx as one tensor h, got {type(hx).__name__}")
-            hx = (hx,)
+        hx = state_tuple(name, self.cell, hx, ("h", "c"))
         out = []
         for s, size, sname in zip(hx, self.state_sizes, ("h", "c")):
             expected = (B, size) if batched else (size,)

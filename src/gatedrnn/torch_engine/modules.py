@@ -259,15 +259,7 @@ class RecurrentBase(nn.Module):
         if hx is None:
             return tuple(x.new_zeros((n, B, size)) for size in self.state_sizes)
         names = ("h_0", "c_0")[: len(self.state_sizes)]
-        if self.cell.has_cell_state:
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                got = f"a tensor of shape {tuple(hx.shape)}" if isinstance(hx, torch.Tensor) else repr(type(hx).__name__)
-                raise InputError(f"{name} expects hx as a tuple (h_0, c_0), got {got}")
-            hx = tuple(hx)
-        else:
-            if not isinstance(hx, torch.Tensor):
-                raise InputError(f"{name} expects hx as one tensor h_0, got {type(hx).__name__}")
-            hx = (hx,)
+        hx = state_tuple(name, self.cell, hx, names)
         out = []
         for s, size, sname in zip(hx, self.state_sizes, names):
             if not isinstance(s, torch.Tensor):
@@ -289,6 +281,18 @@ class RecurrentBase(nn.Module):
                                  f"expected the input's {x.dtype} on {x.device}")
             out.append(s)
         return tuple(out)
+
+
+def state_tuple(name, cell, hx, names) -> tuple:
+    """``hx`` as a tuple of state tensors: ``(h, c)`` for the LSTM family, ``h`` alone otherwise."""
+    if cell.has_cell_state:
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            got = f"a tensor of shape {tuple(hx.shape)}" if isinstance(hx, torch.Tensor) else type(hx).__name__
+            raise InputError(f"{name} expects hx as a tuple ({names[0]}, {names[1]}), got {got}")
+        return tuple(hx)
+    if not isinstance(hx, torch.Tensor):
+        raise InputError(f"{name} expects hx as one tensor {names[0]}, got {type(hx).__name__}")
+    return (hx,)
 
 
 def check_like_params(name, what, x, weight):

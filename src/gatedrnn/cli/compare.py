@@ -198,6 +198,12 @@ def run(args) -> int:
               f"{r.params} params  {r.seconds:.1f} s  {r.tokens_per_s:.0f} tokens/s", flush=True)
 
     runs = launch(report)
+    if args.task == "lm":
+        from ..training.compare_lm import convergence_table
+
+        table = convergence_table(runs)
+        print(table)
+        notes = table + "\n" + notes
     paths = write_results(runs, args.out, preamble=notes)
     print(f"wrote {paths['csv']}, {paths['md']}, {paths['png']}")
     return 0

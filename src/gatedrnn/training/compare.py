@@ -87,9 +87,10 @@ class RunResult:
     tokens_per_s: float
     curve_steps: list = field(default_factory=list)
     curve: list = field(default_factory=list)
+    curve_seconds: list = field(default_factory=list)  # training seconds at each point (LM runs)
 
     def row(self) -> dict:
-        row = {k: v for k, v in asdict(self).items() if k not in ("curve_steps", "curve")}
+        row = {k: v for k, v in asdict(self).items() if k not in ("curve_steps", "curve", "curve_seconds")}
         row["steps_to_solve"] = "" if self.steps_to_solve is None else self.steps_to_solve
         return row
 

@@ -75,12 +75,13 @@ def lm_run(cell: str, seed: int, config: LMCompareConfig, corpus, out_dir, on_ev
                       steps=config.steps, lr=config.lr, clip=config.clip, seed=seed, eval_every=config.eval_every,
                       save_every=max(config.steps, 1), log_every=min(50, config.eval_every),
                       **config.train_options)
-    curve_steps, curve, rates = [], [], []
+    curve_steps, curve, rates, seconds_at = [], [], [], []
 
     def callback(event):
         if event.kind == "valid":
             curve_steps.append(event.step)
             curve.append(event.data["loss"] / math.log(2))
+            seconds_at.append(float(event.data.get("elapsed", float("nan"))))
             if on_eval is not None:
                 on_eval(event.step, curve[-1])
         elif event.kind == "log":
@@ -91,6 +92,7 @@ def lm_run(cell: str, seed: int, config: LMCompareConfig, corpus, out_dir, on_ev
     trainer = Trainer.new(cfg, model_options, out_dir, corpus=corpus, callback=callback)
     curve_steps.append(0)
     curve.append(trainer.validate()["loss"] / math.log(2))  # the untrained model: where curves start
+    seconds_at.append(0.0)
     result = trainer.run()
     V = len(corpus.vocab)
     seconds = float(result["elapsed"])
@@ -99,7 +101,39 @@ def lm_run(cell: str, seed: int, config: LMCompareConfig, corpus, out_dir, on_ev
                      metric_name="valid_bits_per_token", chance=math.log2(V), solved_at=float("nan"),
                      steps=int(result["step"]), final_metric=curve[-1], steps_to_solve=None, seconds=seconds,
                      tokens_per_s=float(np.median(rates)) if rates else result["tokens"] / max(seconds, 1e-9),
-                     curve_steps=curve_steps, curve=curve)
+                     curve_steps=curve_steps, curve=curve, curve_seconds=seconds_at)
+
+
+def convergence_table(runs: list[RunResult], targets=None) -> str:
+    """Final held-out loss (bits and nats, mean ± standard deviation over seeds) apart from how
+    fast each cell got there: steps and seconds to first reach each target (median over the seeds
+    that reached it). Targets default to four evenly spaced levels between the worst and best
+    final losses' range, so every table has some that were reached."""
+    by_cell: dict[str, list[RunResult]] = {}
+    for r in runs:
+        by_cell.setdefault(r.cell, []).append(r)
+    finals = [r.final_metric for r in runs]
+    if targets is None:
+        hi, lo = max(r.curve[1] if len(r.curve) > 1 else r.curve[0] for r in runs), min(finals)
+        targets = [round(lo + (hi - lo) * f, 2) for f in (0.75, 0.5, 0.25, 0.0)]
+    lines = ["## held-out loss and convergence", "",
+             "final: the whole valid split, read as contiguous streams with the state carried across segments; mean ± standard deviation over seeds. "
+             "Steps (seconds): first evaluation at or under the target, median over the seeds that reached it.", "",
+             "| cell | params | seeds | bits/token | nats/token | " + " | ".join(f"to {t:g} bits" for t in targets) + " |",
+             "|---|---:|---:|---|---|" + "---|" * len(targets)]
+    for cell, rs in by_cell.items():
+        f = np.array([r.final_metric for r in rs])
+        sd = float(f.std(ddof=1)) if len(rs) > 1 else 0.0
+        cells = []
+        for t in targets:
+            hits = [next(((s, sec) for s, sec, v in zip(r.curve_steps, r.curve_seconds or [math.nan] * len(r.curve),
+                                                         r.curve) if v <= t), None) for r in rs]
+            got = [h for h in hits if h is not None]
+            cells.append(f"{np.median([h[0] for h in got]):.0f} ({np.median([h[1] for h in got]):.0f} s), "
+                         f"{len(got)}/{len(rs)}" if got else f"not reached, 0/{len(rs)}")
+        lines.append(f"| {cell} | {rs[0].params} | {len(rs)} | {f.mean():.4f} ± {sd:.4f} | "
+                     f"{f.mean() * math.log(2):.4f} ± {sd * math.log(2):.4f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def compare_lm(config: LMCompareConfig, out_dir, corpus=None, on_run=None) -> list[RunResult]:
@@ -117,4 +151,4 @@ def compare_lm(config: LMCompareConfig, out_dir, corpus=None, on_run=None) -> li
     return runs
 
 
-__all__ = ["LMCompareConfig", "compare_lm", "lm_run", "lm_parameter_count"]
+__all__ = ["LMCompareConfig", "compare_lm", "convergence_table", "lm_run", "lm_parameter_count"]

@@ -24,6 +24,7 @@ Rows (dicts), one per measurement, ``kind`` telling which:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -60,6 +61,10 @@ class BenchConfig:
     kinds: tuple = ("train", "forward", "generate", "memory")
     gen_tokens: int = 32  # tokens per generation round
     cell_options: dict = field(default_factory=dict)  # cell name -> options (mogrifier rounds, ...)
+    #: options given to every gatedrnn module measured (layer_norm, zoneout, ...); torch.nn takes none
+    module_options: dict = field(default_factory=dict)
+    #: None, or the dtype of ``torch.autocast`` around the timed calls ("bfloat16", "float16")
+    autocast: str | None = None
 
     def validate(self):
         for name in self.cells:
@@ -70,6 +75,8 @@ class BenchConfig:
             raise ValueError(f"unknown engine(s) {bad}: expected some of {', '.join(ENGINES)}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.autocast not in (None, "bfloat16", "float16"):
+            raise ValueError(f"autocast must be bfloat16 or float16, got {self.autocast!r}")
         for key in ("seq_len", "batch_size", "repeats", "gen_tokens"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
@@ -89,7 +96,7 @@ def make_module(engine: str, cell: str, size: int, cfg: BenchConfig, num_layers:
     from .torch_engine import layer
 
     return layer(cell, size, size, num_layers=num_layers, engine=engine, **factory,
-                 **cfg.cell_options.get(cell, {}))
+                 **{**cfg.module_options, **cfg.cell_options.get(cell, {})})
 
 
 def engines_for(cell: str, cfg: BenchConfig) -> list:
@@ -118,18 +125,26 @@ def ratio(times: dict, a: str, b: str):
     return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
 
-def _train_fn(module, x, gy):
+def autocast_context(cfg):
+    """``torch.autocast`` as the config asks, or a context that does nothing."""
+    if cfg.autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(cfg.device).type, dtype=getattr(torch, cfg.autocast))
+
+
+def _train_fn(module, x, gy, cfg):
     def step():
         module.zero_grad(set_to_none=True)
         x.grad = None
-        y, _ = module(x)
-        y.backward(gy)
+        with autocast_context(cfg):
+            y, _ = module(x)
+        y.backward(gy.to(y.dtype))
     return step
 
 
-def _forward_fn(module, x):
+def _forward_fn(module, x, cfg):
     def forward():
-        with torch.no_grad():
+        with torch.no_grad(), autocast_context(cfg):
             module(x)
     return forward
 
@@ -153,12 +168,22 @@ def bench_sequence(cell: str, size: int, cfg: BenchConfig) -> list:
     for kind in ("train", "forward"):
         if kind not in cfg.kinds:
             continue
-        fns = {e: (_train_fn(m, x, gy) if kind == "train" else _forward_fn(m, x)) for e, m in modules.items()}
+        fns = {e: (_train_fn(m, x, gy, cfg) if kind == "train" else _forward_fn(m, x, cfg)) for e, m in modules.items()}
+        failed = {}
+        for e, fn in list(fns.items()):
+            try:  # a kernel may refuse a configuration (torch.nn.LSTM under CPU bf16 autocast without AVX-512)
+                fn()
+            except RuntimeError as err:
+                failed[e] = str(err).splitlines()[0]
+                del fns[e]
         times = interleaved(fns, cfg.repeats)
         for e in engines:
-            rows.append({"kind": kind, "cell": cell, "size": size, "engine": e,
-                         "ms": 1e3 * statistics.median(times[e]),
-                         "vs_torch": ratio(times, e, "torch"), "vs_reference": ratio(times, e, "reference")})
+            row = {"kind": kind, "cell": cell, "size": size, "engine": e,
+                   "ms": 1e3 * statistics.median(times[e]) if e in times else None,
+                   "vs_torch": ratio(times, e, "torch"), "vs_reference": ratio(times, e, "reference")}
+            if e in failed:
+                row["error"] = failed[e]
+            rows.append(row)
     return rows
 
 
@@ -253,7 +278,7 @@ def _peak_child(spec: str) -> float | None:
     torch.manual_seed(0)
     module = make_module(s["engine"], s["cell"], s["size"], cfg)
     x, gy = _inputs(cfg, s["size"])
-    step = _train_fn(module, x, gy)
+    step = _train_fn(module, x, gy, cfg)
     step()  # one-time set-up (kernels, thread pools, gradient buffers) out of the measured step
     module.zero_grad(set_to_none=True)
     x.grad = None
@@ -323,7 +348,8 @@ def run_bench(cfg: BenchConfig, progress=None) -> list:
                 parts.append(bench_memory)
             for part in parts:
                 for row in part(cell, size, cfg):
-                    row.update(seq_len=cfg.seq_len, batch_size=cfg.batch_size, dtype=cfg.dtype, device=cfg.device)
+                    row.update(seq_len=cfg.seq_len, batch_size=cfg.batch_size, dtype=cfg.dtype, device=cfg.device,
+                               autocast=cfg.autocast or "", options=json.dumps(cfg.module_options, sort_keys=True))
                     rows.append(row)
                     if progress:
                         progress(row)

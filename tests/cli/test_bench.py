@@ -42,3 +42,21 @@ def test_bench_memory_rows(tmp_path):
 def test_bench_rejects_unknown_names(capsys):
     assert main(["bench", "--cells", "lstn", "--sizes", "8"]) == 2
     assert main(["bench", "--engines", "cudnn", "--sizes", "8"]) == 2
+
+
+def test_bench_autocast_and_module_options(tmp_path):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--cells", "lstm", "--sizes", "8", "--seq-len", "3", "--batch-size", "2", "--repeats", "1",
+                 "--engines", "fused,torch", "--kinds", "train,forward", "--autocast", "bfloat16",
+                 "--option", "layer_norm=true", "--option", "zoneout=0.1", "--json", str(out)])
+    assert code == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["kind"], r["engine"]) for r in rows} == {(k, e) for k in ("train", "forward") for e in ("fused", "torch")}
+    assert all(r["autocast"] == "bfloat16" and json.loads(r["options"]) == {"layer_norm": True, "zoneout": 0.1}
+               for r in rows)
+    for r in rows:  # torch.nn.LSTM may refuse CPU bf16 autocast (oneDNN without AVX-512): then the row says why
+        assert (r["ms"] > 0) if r["engine"] == "fused" else (r.get("error") or r["ms"] > 0)
+
+
+def test_bench_rejects_a_malformed_option():
+    assert main(["bench", "--cells", "lstm", "--sizes", "8", "--option", "layer_norm"]) == 2

@@ -28,9 +28,25 @@ def add_arguments(p):
     p.add_argument("--kinds", type=_list, default=KINDS, help=f"comma-separated among {','.join(KINDS)}")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--rounds", type=int, default=None, help="Mogrifier rounds (default: the cell's, 5)")
+    p.add_argument("--autocast", choices=("bfloat16", "float16"), default=None,
+                   help="time the calls under torch.autocast of this dtype (weights stay --dtype)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option for every gatedrnn module measured, e.g. layer_norm=true, zoneout=0.1 "
+                        "(repeatable; torch.nn's modules take none)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", metavar="PATH", help="write rows and machine info as JSON ('-': stdout)")
     out.add_argument("--csv", metavar="PATH", help="write rows as CSV ('-': stdout)")
+
+
+def _option(text, error):
+    """``KEY=VALUE`` with VALUE read as JSON where it parses (numbers, true/false), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise error(f"--option takes KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
 
 
 def run(args) -> int:
@@ -47,7 +63,8 @@ def run(args) -> int:
 
         torch.set_num_threads(args.threads)
     cell_options = {"mogrifier": {"rounds": args.rounds}} if args.rounds is not None else {}
-    cfg = BenchConfig(cells=args.cells, sizes=sizes, seq_len=args.seq_len, batch_size=args.batch_size,
+    module_options = dict(_option(text, UsageError) for text in args.option)
+    cfg = BenchConfig(autocast=args.autocast, module_options=module_options, cells=args.cells, sizes=sizes, seq_len=args.seq_len, batch_size=args.batch_size,
                       repeats=args.repeats, device=args.device, dtype=args.dtype, engines=args.engines,
                       kinds=args.kinds, cell_options=cell_options)
     cfg.validate()
@@ -55,7 +72,9 @@ def run(args) -> int:
     to_stdout = args.json == "-" or args.csv == "-"
     log = sys.stderr if to_stdout else sys.stdout
     print(f"# {info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['date']}; "
-          f"T={cfg.seq_len} B={cfg.batch_size} {cfg.dtype} {cfg.device}, {cfg.repeats} interleaved rounds",
+          f"T={cfg.seq_len} B={cfg.batch_size} {cfg.dtype}"
+          f"{' autocast ' + cfg.autocast if cfg.autocast else ''} {cfg.device}"
+          f"{' ' + json.dumps(cfg.module_options) if cfg.module_options else ''}, {cfg.repeats} interleaved rounds",
           file=log, flush=True)
     rows = run_bench(cfg, progress=lambda r: print(
         f"  {r['kind']:<8} {r['cell']:<10} {r['size']:>5} {r['engine']:<10} " + " ".join(

@@ -29,7 +29,7 @@ from . import fast
 from .ops import TORCH_OPS as ops
 
 
-def _mix(keep_t, prev, new):
+def mix_state(keep_t, prev, new):
     return tuple(new_s if k is None else torch.lerp(new_s, prev_s, k) for k, prev_s, new_s in zip(keep_t, prev, new))
 
 
@@ -64,7 +64,7 @@ def reference_layer(cell: Cell, params: dict, x, state, keep=None):
         new, _ = cell.step(ops, params, gx[t], state)
         if amp:
             new = keep_dtypes(new, state)
-        state = _mix(_keep_at(keep, t, len(state)), state, new)
+        state = mix_state(_keep_at(keep, t, len(state)), state, new)
         ys.append(state[0])
     y = torch.stack(ys) if ys else x.new_zeros((0, x.shape[1], state[0].shape[-1]))
     return y, state
@@ -88,7 +88,7 @@ class FusedLayer(torch.autograd.Function):
             new, cache = cell.step(ops, params, gx[t], state)
             if ctx.amp:
                 new = keep_dtypes(new, state)
-            state = _mix(_keep_at(keep, t, n_state), state, new)
+            state = mix_state(_keep_at(keep, t, n_state), state, new)
             caches.append(cache)
             ys.append(state[0])
         y = torch.stack(ys) if ys else x.new_zeros((0, x.shape[1], state[0].shape[-1]))

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..cells import CELLS, make_cell
-from .functional import keep_dtypes, run_layer
+from .functional import keep_dtypes, mix_state, run_layer
 from .native import native_forward, native_kernel
 from .ops import TORCH_OPS as ops
 from .regularisation import Regularisation, draw_masks
@@ -179,11 +179,7 @@ class RecurrentBase(nn.Module):
                 outs.append(y if d == 0 else reverse_padded(y, lengths))
                 for f, s in zip(finals, sn):
                     f.append(s)
-            layer_input = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
-            if self.dropout and self.training and k < self.num_layers - 1:
-                layer_input = nn.functional.dropout(layer_input, self.dropout, training=True)
-            if k < self.num_layers - 1 and masks.between and masks.between[k] is not None:
-                layer_input = layer_input * masks.between[k]
+            layer_input = self._between_layers(outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1), k, masks)
         if masks.output is not None:
             layer_input = layer_input * masks.output
         return layer_input, tuple(torch.stack(f) for f in finals)  # (T, B, D*R), each (D*L, B, size)
@@ -213,15 +209,11 @@ class RecurrentBase(nn.Module):
             gx, _ = self.cell.input_proj(ops, params, x)
             state = keep_dtypes(self.cell.step(ops, params, gx, prev)[0], prev)  # autocast: see keep_dtypes
             keep = masks.keep(k, len(self.state_sizes))
-            if keep is not None:  # zoneout, as run_layer mixes it
-                state = tuple(new if m is None else torch.lerp(new, old, m[0]) for m, old, new in zip(keep, prev, state))
+            if keep is not None:  # zoneout, mixed as run_layer mixes it
+                state = mix_state(tuple(None if m is None else m[0] for m in keep), prev, state)
             for f, s in zip(finals, state):
                 f.append(s)
-            x = state[0]
-            if self.dropout and self.training and k < self.num_layers - 1:
-                x = nn.functional.dropout(x, self.dropout, training=True)
-            if k < self.num_layers - 1 and masks.between and masks.between[k] is not None:
-                x = x * masks.between[k]
+            x = self._between_layers(state[0], k, masks)
         if masks.output is not None:
             x = x * masks.output
         state_n = tuple(torch.stack(f) for f in finals)  # each (L, B, size)
@@ -251,6 +243,16 @@ class RecurrentBase(nn.Module):
             raise InputError(f"{name}: input.size(-1) must be equal to input_size. "
                              f"Expected {self.input_size}, got {x.shape[-1]} (input shape {tuple(x.shape)})")
         check_like_params(name, what, x, self.weight_ih_l0)
+
+    def _between_layers(self, x, k, masks):
+        """What the output of layer ``k`` goes through before layer ``k + 1`` reads it."""
+        if k == self.num_layers - 1:
+            return x
+        if self.dropout and self.training:
+            x = nn.functional.dropout(x, self.dropout, training=True)
+        if masks.between and masks.between[k] is not None:
+            x = x * masks.between[k]
+        return x
 
     def _initial_state(self, hx, B, x, batched):
         """``hx`` validated against the input, as a tuple of ``(L*D, B, size)`` tensors."""

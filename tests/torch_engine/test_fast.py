@@ -18,7 +18,18 @@ CASES = [
     ("rnn", {"bias": False}),
     *[("mogrifier", {"rounds": r}) for r in range(0, 6)], ("mogrifier", {"rank": 2}),
     ("mogrifier", {"rounds": 4, "rank": 3, "bias": False}),
+    ("lstm", {"layer_norm": True}), ("lstm", {"layer_norm": True, "bias": False, "forget_bias": 1.0}),
+    ("peephole", {"layer_norm": True}), ("cifg", {"layer_norm": True}),
+    ("gru", {"layer_norm": True}), ("gru", {"layer_norm": True, "bias": False}),
+    ("rnn", {"layer_norm": True}), ("rnn", {"layer_norm": True, "nonlinearity": "relu"}),
+    ("mogrifier", {"rounds": 0, "layer_norm": True}),
 ]
+# with zoneout-like keep masks and state dropout (mask_hh)
+MASK_CASES = [("lstm", {}), ("peephole", {}), ("cifg", {}), ("gru", {}), ("rnn", {}),
+              ("rnn", {"nonlinearity": "relu"}), ("mogrifier", {"rounds": 3}), ("mogrifier", {"rounds": 4, "rank": 2}),
+              ("lstm", {"layer_norm": True}), ("peephole", {"layer_norm": True}), ("gru", {"layer_norm": True}),
+              ("rnn", {"layer_norm": True})]
+MASK_KINDS = ("zoneout", "zoneout-h", "expectation", "padding", "state-dropout", "zoneout+state-dropout")
 
 
 def _id(case):
@@ -38,9 +49,36 @@ def make_inputs(name, options, T=5, B=3, I=4, H=6, seed=0):
     return cell, params, x, state
 
 
+def make_masks(kind, cell, params, x, seed=2):
+    """``(params, keep)`` for one kind of mask: zoneout's random 0/1 keep masks (on every state
+    element, or on ``h`` alone), their expectation in evaluation, a padded batch's ``(T, B, 1)``
+    masks, or state dropout's ``mask_hh``."""
+    T, B, _ = x.shape
+    gen = torch.Generator().manual_seed(seed)
+    sizes = [s.shape[-1] for s in make_inputs(cell.name, cell.config, T=T, B=B)[3]]
+    keep = None
+    if "zoneout" in kind:
+        keep = tuple((torch.rand(T, B, n, generator=gen) < 0.3).double() for n in sizes)
+        if kind.startswith("zoneout-h"):
+            keep = (keep[0],) + (None,) * (len(sizes) - 1)
+    elif kind == "expectation":
+        keep = tuple(torch.full((T, 1, 1), 0.25, dtype=torch.float64) for _ in sizes)
+    elif kind == "padding":
+        lengths = torch.tensor([T, T - 2, 1])[:B]
+        valid = (torch.arange(T)[:, None] < lengths[None, :]).double()[..., None]
+        keep = tuple(1.0 - valid for _ in sizes)
+    if "state-dropout" in kind:
+        R = params["weight_hh"].shape[1]
+        mask = (torch.rand(B, R, generator=gen) >= 0.4).double() / 0.6
+        params = {**params, "mask_hh": mask}
+    return params, keep
+
+
 def outputs_and_grads(fn, cell, params, x, state, seed=1):
+    consts = {k: v for k, v in params.items() if k.startswith("mask_")}  # not parameters
+    params = {k: v for k, v in params.items() if k not in consts}
     leaves = [t.clone().requires_grad_() for t in (*params.values(), x, *state)]
-    p = dict(zip(params, leaves[: len(params)]))
+    p = {**dict(zip(params, leaves[: len(params)])), **consts}
     y, state_n = fn(cell, p, leaves[len(params)], tuple(leaves[len(params) + 1 :]))
     gen = torch.Generator().manual_seed(seed)
     loss = (y * torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y.dtype)).sum()
@@ -56,10 +94,10 @@ def fast_path(cell, p, x, state):
     return fast.run_fast(cell, p, x, state)
 
 
-def generic_path(cell, p, x, state):
+def generic_path(cell, p, x, state, keep=None):
     enabled, fast.ENABLED = fast.ENABLED, False
     try:
-        return run_layer(cell, p, x, state, engine="fused")
+        return run_layer(cell, p, x, state, keep, engine="fused")
     finally:
         fast.ENABLED = enabled
 
@@ -82,8 +120,31 @@ def test_fast_matches_generic_and_autograd(case):
             torch.testing.assert_close(g_fast[key], g_ref[key], rtol=1e-9, atol=1e-11, msg=f"{key} vs {twin.__name__}")
 
 
+@pytest.mark.parametrize("case", MASK_CASES, ids=[_id(c) for c in MASK_CASES])
+@pytest.mark.parametrize("kind", MASK_KINDS)
+def test_masks_match_generic_and_autograd(case, kind):
+    """Zoneout, padding and state dropout run in the specialised loops, equal to both twins."""
+    cell, params, x, state = make_inputs(*case)
+    params, keep = make_masks(kind, cell, params, x)
+    assert fast.supports(cell, params, x, keep, state)
+    out_fast, g_fast = outputs_and_grads(lambda c, p, x_, s: fast.run_fast(c, p, x_, s, keep), cell, params, x, state)
+    twins = (lambda c, p, x_, s: generic_path(c, p, x_, s, keep), lambda c, p, x_, s: reference_layer(c, p, x_, s, keep))
+    for twin in twins:
+        out_ref, g_ref = outputs_and_grads(twin, cell, params, x, state)
+        for a, b in zip(out_fast, out_ref):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        for key in g_ref:
+            torch.testing.assert_close(g_fast[key], g_ref[key], rtol=1e-9, atol=1e-11, msg=key)
+    with torch.no_grad():  # inference reuses its buffers and must give the same
+        y, sn = fast.run_fast(cell, params, x, state, keep)
+    torch.testing.assert_close(y, out_fast[0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(sn, out_fast[1:]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("case", [("lstm", {}), ("peephole", {}), ("cifg", {}), ("gru", {}), ("rnn", {}),
-                                  ("mogrifier", {"rounds": 5})], ids=_id)
+                                  ("mogrifier", {"rounds": 5}), ("lstm", {"layer_norm": True}),
+                                  ("gru", {"layer_norm": True})], ids=_id)
 @pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "plain"])
 def test_float32_matches_float64(case, onednn, monkeypatch):
     """float32 is where the oneDNN products run (when the build and processor have them);
@@ -133,20 +194,26 @@ def test_second_backward_with_retained_graph(case):
     torch.testing.assert_close(g3, g1, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("case", [("lstm", {"proj_size": 2}), ("lstm", {"layer_norm": True}),
+@pytest.mark.parametrize("case", [("lstm", {"proj_size": 2}), ("lstm", {"proj_size": 2, "layer_norm": True}),
                                   ("lstm", {"drop_gates": ("i",)}), ("lstm", {"output_activation": "identity"}),
-                                  ("gru", {"layer_norm": True}), ("rnn", {"layer_norm": True}),
-                                  ("mogrifier", {"proj_size": 2})], ids=_id)
+                                  ("peephole", {"input_activation": "identity"}),
+                                  ("mogrifier", {"layer_norm": True}), ("mogrifier", {"proj_size": 2})], ids=_id)
 def test_other_configurations_stay_generic(case):
     cell, params, x, state = make_inputs(*case)
     assert not fast.supports(cell, params, x)
 
 
-def test_masks_stay_generic():
+def test_odd_masks_stay_generic():
+    """Masks the loops do not take: on the input (``mask_ih``), of another dtype, a keep mask
+    that is not ``(T, B|1, size|1)``, a state-dropout mask of another shape."""
     cell, params, x, state = make_inputs("lstm", {})
-    keep = (torch.zeros(x.shape[0], x.shape[1], 1, dtype=x.dtype),) * 2
-    assert not fast.supports(cell, params, x, keep)
-    assert not fast.supports(cell, {**params, "mask_hh": torch.ones(3, 6, dtype=x.dtype)}, x)
+    T, B = x.shape[:2]
+    assert fast.supports(cell, params, x, (torch.zeros(T, B, 1, dtype=x.dtype),) * 2)
+    assert not fast.supports(cell, {**params, "mask_ih": torch.ones(B, 4, dtype=x.dtype)}, x)
+    assert not fast.supports(cell, params, x, (torch.zeros(T, B, 1, dtype=torch.float32),) * 2)
+    assert not fast.supports(cell, params, x, (torch.zeros(B, 1, dtype=x.dtype),) * 2)
+    assert not fast.supports(cell, {**params, "mask_hh": torch.ones(1, 6, dtype=x.dtype)}, x)
+    assert fast.supports(cell, {**params, "mask_hh": torch.ones(B, 6, dtype=x.dtype)}, x)
 
 
 def test_switch_off(monkeypatch):

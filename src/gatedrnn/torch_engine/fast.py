@@ -89,8 +89,8 @@ def _sum_rows(d):
 
 
 # -- which configurations run here ---------------------------------------------------------
-def _lstm_plain(cell) -> bool:
-    return (not cell.proj_size and not cell.layer_norm and not cell.config.get("drop_gates")
+def _lstm_fast(cell) -> bool:
+    return (not cell.proj_size and not cell.config.get("drop_gates")
             and cell.input_activation == "tanh" and cell.output_activation == "tanh")
 
 
@@ -98,16 +98,14 @@ def kernel_for(cell):
     """The specialised loop for ``cell``, or ``None`` where only the generic path is right."""
     name = cell.name
     if name in ("lstm", "peephole", "cifg"):
-        return LSTM_KERNEL if _lstm_plain(cell) else None
+        return LSTM_KERNEL if _lstm_fast(cell) else None
     if name == "mogrifier":
-        if not _lstm_plain(cell):
+        if not _lstm_fast(cell):
             return None
-        return MOGRIFIER_KERNEL if cell.rounds else LSTM_KERNEL
-    if name == "gru":
-        return None if cell.layer_norm else GRU_KERNEL
-    if name == "rnn":
-        return None if cell.layer_norm else RNN_KERNEL
-    return None
+        if not cell.rounds:
+            return LSTM_KERNEL
+        return None if cell.layer_norm else MOGRIFIER_KERNEL
+    return {"gru": GRU_KERNEL, "rnn": RNN_KERNEL}.get(name)
 
 
 def _autocast(x) -> bool:
@@ -123,18 +121,127 @@ def supports(cell, params, x, keep=None, state=()) -> bool:
     The loops write every buffer in ``x``'s dtype, so autocast (whose dtype policy the generic
     path implements) and mixed dtypes or devices go to the generic loop too.
     """
-    if not (ENABLED and keep is None and x.dim() == 3 and x.shape[0] > 0 and kernel_for(cell) is not None):
+    if not (ENABLED and x.dim() == 3 and x.shape[0] > 0 and kernel_for(cell) is not None):
         return False
-    if "mask_hh" in params or "mask_ih" in params or _autocast(x):
+    if "mask_ih" in params or _autocast(x):
         return False
-    return all(t.dtype == x.dtype and t.device == x.device for t in (*params.values(), *state))
+    masks = [k for k in (keep or ()) if k is not None]
+    mask = params.get("mask_hh")
+    if mask is not None and mask.shape != (x.shape[1], params["weight_hh"].shape[1]):
+        return False
+    if any(k.dim() != 3 for k in masks):
+        return False
+    return all(t.dtype == x.dtype and t.device == x.device for t in (*params.values(), *state, *masks))
+
+
+def _keep(keep, n):
+    """The keep mask of each state element (``None``: not mixed) and ``1 - keep``."""
+    keep = (None,) * n if keep is None else tuple(keep)
+    return keep, tuple(None if k is None else 1.0 - k for k in keep)
+
+
+# -- the two products every cell has, with state dropout and layer norm -----------------------
+def _input_forward(cell, p, x, bias):
+    """``gx = x W_ih^T + bias`` over all steps at once, layer-normalised (gain ``ln_weight_ih``)
+    when the cell says so; returns ``gx (T, B, N)`` and what the backward needs."""
+    T, B, _ = x.shape
+    w = p["weight_ih"]
+    if not cell.layer_norm:
+        return _hoisted(_rows(x), w, bias).view(T, B, -1), {}
+    ax = torch.mm(_rows(x), w.t())
+    out, mu, rstd = torch.native_layer_norm(ax, [w.shape[0]], p["ln_weight_ih"], bias, 1e-5)
+    return out.view(T, B, -1), {"in_a": ax, "in_mu": mu, "in_rstd": rstd}
+
+
+def _input_backward(cell, p, x, saved, dgx, need_dx, grads):
+    """Adds ``weight_ih`` (and ``ln_weight_ih``) gradients; ``dx`` into ``grads["x"]`` if asked."""
+    T, B, I = x.shape
+    w = p["weight_ih"]
+    d = _rows(dgx)
+    if cell.layer_norm:
+        d, grads["ln_weight_ih"], _ = torch.ops.aten.native_layer_norm_backward(
+            d, saved["in_a"], [w.shape[0]], saved["in_mu"], saved["in_rstd"], p["ln_weight_ih"], None,
+            [True, True, False])
+    grads["weight_ih"] = torch.mm(d.t(), _rows(x))
+    if need_dx:
+        grads["x"] = torch.mm(d, w).view(T, B, I)
+
+
+class Recurrent:
+    """Each step's ``(h * mask_hh) @ W_hh^T``: layer-normalised when the cell says so (gain
+    ``ln_weight_hh``, then ``ln_bias``), plus ``add`` (a bias, or the step's input pre-activation,
+    which oneDNN adds inside the product when there is no layer norm).
+
+    ``mask_hh`` ``(B, R)`` is variational dropout of the state that feeds the product (the other
+    uses of ``h`` see it undropped). With layer norm the forward keeps each step's product and
+    its statistics; the backward turns ``dL/d(output)`` into ``dL/dh`` per step and gives the
+    weight gradients as one product after the loop.
+    """
+
+    def __init__(self, cell, p, B, steps, like, saved=None, ln_bias=None, backward=False):
+        w = p["weight_hh"]
+        self.N = w.shape[0]
+        self.ln, self.mask = cell.layer_norm, p.get("mask_hh")
+        self.gain, self.ln_bias = p.get("ln_weight_hh"), ln_bias
+        self.prod = Product(w.t() if backward else w, B)
+        if backward:
+            self.R, self.Mu, self.Rs = (saved.get(k) for k in ("hh_a", "hh_mu", "hh_rstd"))
+            self.dR = like.new_empty(steps, B, self.N) if self.ln else None
+        else:
+            self.hm = like.new_empty(B, w.shape[1]) if self.mask is not None else None
+            if self.ln:
+                self.R, self.Mu, self.Rs = (like.new_empty(steps, B, n) for n in (self.N, 1, 1))
+
+    def saved(self):
+        return {"hh_a": self.R, "hh_mu": self.Mu, "hh_rstd": self.Rs} if self.ln else {}
+
+    def __call__(self, h, s, add=None):
+        if self.mask is not None:
+            h = torch.mul(h, self.mask, out=self.hm)
+        if not self.ln:
+            return self.prod(h, add)
+        r = self.prod(h)
+        out, mu, rstd = torch.native_layer_norm(r, [self.N], self.gain, self.ln_bias, 1e-5)
+        self.R[s], self.Mu[s], self.Rs[s] = r, mu, rstd
+        return out if add is None else out.add_(add)
+
+    def backward(self, d, t):
+        """``dL/dh_{t-1}`` from the gradient ``d`` of this step's output."""
+        if self.ln:
+            d = torch.ops.aten.native_layer_norm_backward(
+                d, self.R[t], [self.N], self.Mu[t], self.Rs[t], self.gain, None, [True, False, False])[0]
+            self.dR[t] = d
+        dh = self.prod(d)
+        return dh if self.mask is None else dh.mul_(self.mask)
+
+    def grads(self, dout, Hprev, grads):
+        """``weight_hh`` (and ``ln_weight_hh``) gradients from every step's output gradient."""
+        inp = Hprev if self.mask is None else Hprev * self.mask
+        if not self.ln:
+            grads["weight_hh"] = _weight_grad(dout, inp)
+            return
+        grads["weight_hh"] = _weight_grad(self.dR, inp)
+        r_hat = (self.R - self.Mu).mul_(self.Rs)
+        grads["ln_weight_hh"] = (_rows(dout) * _rows(r_hat)).sum(0)
+
+
+def _lerp_into(out, new, prev, k):
+    """``out = keep * prev + (1 - keep) * new`` (zoneout or a padded step), or ``new``."""
+    if k is None:
+        if out is not new:
+            out.copy_(new)
+    else:
+        torch.lerp(new, prev, k, out=out)
 
 
 # -- LSTM, peephole LSTM, CIFG (and Mogrifier with rounds = 0) ------------------------------
 def _combined_bias(cell, p, G, H, like):
-    """``bias_ih + bias_hh`` with ``forget_bias`` folded into the forget block, or ``None``."""
+    """``bias_ih + bias_hh`` (``+ ln_bias_hh``) with ``forget_bias`` folded into the forget
+    block, or ``None``: every constant added to the gates' pre-activations, added once."""
     bias = p["bias_ih"] + p["bias_hh"] if cell.bias else None
-    if cell.forget_bias:
+    if cell.layer_norm:
+        bias = p["ln_bias_hh"] if bias is None else bias + p["ln_bias_hh"]
+    if getattr(cell, "forget_bias", 0.0):
         if bias is None:
             bias = like.new_zeros(G * H)
         k = cell.gates.index("f")
@@ -143,32 +250,50 @@ def _combined_bias(cell, p, G, H, like):
     return bias
 
 
+def _bias_grads(cell, d, grads, *names):
+    """The gradient of each additive bias is the sum of its pre-activations' gradient."""
+    present = [n for n in names if (n.startswith("ln_") and cell.layer_norm) or (not n.startswith("ln_") and cell.bias)]
+    if present:
+        total = _sum_rows(d)
+        for k, n in enumerate(present):
+            grads[n] = total if k == 0 else total.clone()
+
+
 class LSTMKernel:
-    """Blocks ``i, f, g, o`` (``f, g, o`` for CIFG, with ``i = 1 - f``); peepholes on ``i, f, o``."""
+    """Blocks ``i, f, g, o`` (``f, g, o`` for CIFG, with ``i = 1 - f``); peepholes on ``i, f, o``;
+    with layer norm, ``tanh(LN(c))``. Zoneout mixes ``h`` and ``c`` after each step; the backward
+    reads the unmixed ``c_t`` where the cell does (its ``tanh``, the output peephole)."""
 
     @staticmethod
-    def forward(cell, p, x, state, save):
+    def forward(cell, p, x, state, save, keep=None):
         T, B, I = x.shape
         G = cell.num_gates
         H = p["weight_hh"].shape[0] // G
-        coupled, peep = cell.coupled, cell.peephole
+        coupled, peep, ln = cell.coupled, cell.peephole, cell.layer_norm
         fi, gi, oi = (0, 1, 2) if coupled else (1, 2, 3)
-        bias = _combined_bias(cell, p, G, H, x)
-        gx = _hoisted(_rows(x), p["weight_ih"], bias).view(T, B, G * H)
-        hh = Product(p["weight_hh"], B)
+        (kh, kc), _ = _keep(keep, 2)
+        S = T if save else 1
+        gx, saved = _input_forward(cell, p, x, _combined_bias(cell, p, G, H, x))
+        hh = Recurrent(cell, p, B, S, x)
         if peep:
             w_i, w_f, w_o = p["weight_peephole"].split(H)
         h0, c0 = state
         Hs = x.new_empty(T + 1, B, H)  # h_0 .. h_T; y is Hs[1:]
         Hs[0] = h0
-        C = x.new_empty(T + 1 if save else 2, B, H)
+        C = x.new_empty(T + 1 if save else 2, B, H)  # the state c, after zoneout
         C[0] = c0
-        Gs = x.new_empty(T if save else 1, B, G * H)  # post-activation gates
-        tc = x.new_empty(B, H)
+        Cn = C if kc is None else x.new_empty(C.shape)  # the cell's c_t, before zoneout
+        Gs = x.new_empty(S, B, G * H)  # post-activation gates
+        TC = x.new_empty(S if ln else 1, B, H)  # tanh(LN(c_t)) (saved with layer norm)
+        if ln:
+            CMu, CRs = x.new_empty(S, B, 1), x.new_empty(S, B, 1)
+        hnew = x.new_empty(B, H) if kh is not None else None
         for t in range(T):
-            a = hh(Hs[t], gx[t])  # (B, G*H), a fresh tensor
-            gt = Gs[t if save else 0]
-            cp, cn = (C[t], C[t + 1]) if save else (C[t % 2], C[(t + 1) % 2])
+            s = t if save else 0
+            a = hh(Hs[t], s, gx[t])  # (B, G*H), a fresh tensor
+            gt = Gs[s]
+            j, jn = (t, t + 1) if save else (t % 2, (t + 1) % 2)
+            cp, cn = C[j], Cn[jn]
             f, g, o = (gt[:, k * H : (k + 1) * H] for k in (fi, gi, oi))
             if peep:
                 a[:, :H].addcmul_(cp, w_i)
@@ -187,46 +312,76 @@ class LSTMKernel:
                 a_o = a[:, oi * H :]
                 a_o.addcmul_(cn, w_o)
                 torch.sigmoid(a_o, out=o)
-            torch.tanh(cn, out=tc)
-            torch.mul(o, tc, out=Hs[t + 1])
+            tc = TC[s if ln else 0]
+            if ln:
+                n, CMu[s], CRs[s] = torch.native_layer_norm(cn, [H], p["ln_weight_c"], p["ln_bias_c"], 1e-5)
+                torch.tanh(n, out=tc)
+            else:
+                torch.tanh(cn, out=tc)
+            if kh is None:
+                torch.mul(o, tc, out=Hs[t + 1])
+            else:
+                _lerp_into(Hs[t + 1], torch.mul(o, tc, out=hnew), Hs[t], kh[t])
+            if kc is not None:
+                _lerp_into(C[jn], cn, cp, kc[t])
         c_n = C[T] if save else C[T % 2]
-        saved = (Hs, C, Gs) if save else None
+        if not save:
+            return Hs[1:], (Hs[T].clone(), c_n.clone()), None
+        saved.update(Hs=Hs, C=C, Cn=Cn if kc is not None else None, Gs=Gs, **hh.saved())
+        if ln:
+            saved.update(TC=TC, CMu=CMu, CRs=CRs)
         return Hs[1:], (Hs[T].clone(), c_n.clone()), saved
 
     @staticmethod
-    def backward(cell, p, x, state, saved, dy, dstate, need_dx):
-        Hs, C, Gs = saved
+    def backward(cell, p, x, state, saved, dy, dstate, need_dx, keep=None):
+        Hs, C, Gs = saved["Hs"], saved["C"], saved["Gs"]
+        Cn = C if saved.get("Cn") is None else saved["Cn"]
         T, B, I = x.shape
         G = cell.num_gates
         H = p["weight_hh"].shape[0] // G
-        coupled, peep = cell.coupled, cell.peephole
+        coupled, peep, ln = cell.coupled, cell.peephole, cell.layer_norm
         ii, fi, gi, oi = (None, 0, 1, 2) if coupled else (0, 1, 2, 3)
+        (kh, kc), (nkh, nkc) = _keep(keep, 2)
         if peep:
             w_i, w_f, w_o = p["weight_peephole"].split(H)
-        hh_t = Product(p["weight_hh"].t(), B)  # da @ W_hh
+        hh = Recurrent(cell, p, B, T, x, saved, backward=True)
         dh_n, dc_n = dstate
         dc = torch.zeros_like(C[0]) if dc_n is None else dc_n.clone()
         dh = torch.zeros_like(C[0]) if dh_n is None else dh_n
         dA = x.new_empty(T, B, G * H)
+        dN = x.new_empty(T, B, H) if ln else None  # dL/d LN(c_t), for the gains
         dv = x.new_empty(B, G * H)
         tc, tmp = x.new_empty(B, H), x.new_empty(B, H)
         one = x.new_ones(())
+        blk = lambda m, k: m[:, k * H : (k + 1) * H]  # noqa: E731
         for t in reversed(range(T)):
             if dy is not None:
                 dh = dh + dy[t]
+            if kh is not None:  # zoneout: the kept share goes straight to the previous state
+                carry_h, dh = dh * kh[t], dh * nkh[t]
+            if kc is not None:
+                carry_c = dc * kc[t]
+                dc.mul_(nkc[t])
             gt, da = Gs[t], dA[t]
-            cp, cn = C[t], C[t + 1]
-            blk = lambda m, k: m[:, k * H : (k + 1) * H]  # noqa: E731
+            cp, cn = C[t], Cn[t + 1]
             f, g, o = blk(gt, fi), blk(gt, gi), blk(gt, oi)
             torch.addcmul(gt, gt, gt, value=-1.0, out=dv)  # sigma' = s (1 - s) ...
             torch.addcmul(one, g, g, value=-1.0, out=blk(dv, gi))  # ... and tanh' = 1 - g^2
-            torch.tanh(cn, out=tc)
+            if ln:
+                tc = saved["TC"][t]
+            else:
+                torch.tanh(cn, out=tc)
             da_o = blk(da, oi)
             torch.mul(dh, tc, out=da_o)
             da_o.mul_(blk(dv, oi))
             torch.addcmul(one, tc, tc, value=-1.0, out=tmp)
             tmp.mul_(o)
-            dc.addcmul_(dh, tmp)
+            if ln:
+                dn = torch.mul(dh, tmp, out=dN[t])
+                dc.add_(torch.ops.aten.native_layer_norm_backward(
+                    dn, cn, [H], saved["CMu"][t], saved["CRs"][t], p["ln_weight_c"], None, [True, False, False])[0])
+            else:
+                dc.addcmul_(dh, tmp)
             if peep:
                 dc.addcmul_(da_o, w_o)
             if coupled:  # dL/df = dc (c_prev - g), dL/dg = dc (1 - f)
@@ -244,21 +399,27 @@ class LSTMKernel:
             if peep:
                 dc.addcmul_(blk(da, ii), w_i)
                 dc.addcmul_(blk(da, fi), w_f)
-            dh = hh_t(da)
-        grads = {"weight_hh": _weight_grad(dA, Hs[:-1]), "weight_ih": _weight_grad(dA, x)}
-        if cell.bias:
-            grads["bias_ih"] = _sum_rows(dA)
-            grads["bias_hh"] = grads["bias_ih"].clone()
+            if kc is not None:
+                dc.add_(carry_c)
+            dh = hh.backward(da, t)
+            if kh is not None:
+                dh.add_(carry_h)
+        grads = {}
+        hh.grads(dA, Hs[:-1], grads)
+        _input_backward(cell, p, x, saved, dA, need_dx, grads)
+        _bias_grads(cell, dA, grads, "bias_ih", "bias_hh", "ln_bias_hh")
         if peep:
-            prev, cur = _rows(C[:-1]), _rows(C[1:])
+            prev, cur = _rows(C[:-1]), _rows(Cn[1:])
             dA2 = _rows(dA)
             grads["weight_peephole"] = torch.cat([
                 (dA2[:, ii * H : (ii + 1) * H] * prev).sum(0),
                 (dA2[:, fi * H : (fi + 1) * H] * prev).sum(0),
                 (dA2[:, oi * H : (oi + 1) * H] * cur).sum(0),
             ])
-        if need_dx:
-            grads["x"] = torch.mm(_rows(dA), p["weight_ih"]).view(T, B, I)
+        if ln:
+            c_hat = (Cn[1:] - saved["CMu"]).mul_(saved["CRs"])
+            grads["ln_weight_c"] = (_rows(dN) * _rows(c_hat)).sum(0)
+            grads["ln_bias_c"] = _sum_rows(dN)
         return grads, (dh, dc)
 
 
@@ -267,21 +428,28 @@ class GRUKernel:
     """Blocks ``r, z, n``; ``n = tanh(a_x,n + r * a_h,n)`` with ``b_hn`` inside ``a_h,n``."""
 
     @staticmethod
-    def forward(cell, p, x, state, save):
+    def forward(cell, p, x, state, save, keep=None):
         T, B, I = x.shape
         H = p["weight_hh"].shape[0] // 3
-        b_ih = p["bias_ih"] if cell.bias else None
+        (kh,), _ = _keep(keep, 1)
+        S = T if save else 1
         b_hh = p["bias_hh"] if cell.bias else None
-        gx = _hoisted(_rows(x), p["weight_ih"], b_ih).view(T, B, 3 * H)
-        hh = Product(p["weight_hh"], B)
+        if cell.layer_norm:  # the recurrent constants stay inside a_h (its n block meets r)
+            ln_bias, add = (p["ln_bias_hh"] if b_hh is None else p["ln_bias_hh"] + b_hh), None
+        else:
+            ln_bias, add = None, b_hh
+        gx, saved = _input_forward(cell, p, x, p["bias_ih"] if cell.bias else None)
+        hh = Recurrent(cell, p, B, S, x, ln_bias=ln_bias)
         (h0,) = state
         Hs = x.new_empty(T + 1, B, H)
         Hs[0] = h0
-        Gs = x.new_empty(T if save else 1, B, 3 * H)  # r, z, n
-        GHn = x.new_empty(T if save else 1, B, H)  # a_h,n, which the r gradient needs
+        Gs = x.new_empty(S, B, 3 * H)  # r, z, n
+        GHn = x.new_empty(S, B, H)  # a_h,n, which the r gradient needs
+        hnew = x.new_empty(B, H) if kh is not None else None
         for t in range(T):
-            gh = hh(Hs[t], b_hh)  # (B, 3H)
-            gt = Gs[t if save else 0]
+            s = t if save else 0
+            gh = hh(Hs[t], s, add)  # (B, 3H)
+            gt = Gs[s]
             rz = gt[:, : 2 * H]
             torch.add(gx[t, :, : 2 * H], gh[:, : 2 * H], out=rz)
             rz.sigmoid_()
@@ -290,18 +458,23 @@ class GRUKernel:
             n.tanh_()
             if save:
                 GHn[t].copy_(gh[:, 2 * H :])
-            hn = Hs[t + 1]  # h = n + z (h_prev - n)
+            hn = Hs[t + 1] if kh is None else hnew  # h = n + z (h_prev - n)
             torch.sub(Hs[t], n, out=hn)
             hn.mul_(gt[:, H : 2 * H]).add_(n)
-        saved = (Hs, Gs, GHn) if save else None
+            if kh is not None:
+                _lerp_into(Hs[t + 1], hn, Hs[t], kh[t])
+        if not save:
+            return Hs[1:], (Hs[T].clone(),), None
+        saved.update(Hs=Hs, Gs=Gs, GHn=GHn, **hh.saved())
         return Hs[1:], (Hs[T].clone(),), saved
 
     @staticmethod
-    def backward(cell, p, x, state, saved, dy, dstate, need_dx):
-        Hs, Gs, GHn = saved
+    def backward(cell, p, x, state, saved, dy, dstate, need_dx, keep=None):
+        Hs, Gs, GHn = saved["Hs"], saved["Gs"], saved["GHn"]
         T, B, I = x.shape
         H = p["weight_hh"].shape[0] // 3
-        hh_t = Product(p["weight_hh"].t(), B)
+        (kh,), (nkh,) = _keep(keep, 1)
+        hh = Recurrent(cell, p, B, T, x, saved, backward=True)
         (dh_n,) = dstate
         dh = torch.zeros_like(Hs[0]) if dh_n is None else dh_n
         dGX = x.new_empty(T, B, 3 * H)  # gradient w.r.t. the input pre-activations
@@ -311,6 +484,8 @@ class GRUKernel:
         for t in reversed(range(T)):
             if dy is not None:
                 dh = dh + dy[t]
+            if kh is not None:
+                carry_h, dh = dh * kh[t], dh * nkh[t]
             gt, dgx, dgh = Gs[t], dGX[t], dGH[t]
             r, z, n = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H :]
             dar, daz, dan = dgx[:, :H], dgx[:, H : 2 * H], dgx[:, 2 * H :]
@@ -325,39 +500,52 @@ class GRUKernel:
             dgx[:, : 2 * H].mul_(tmp)
             dgh.copy_(dgx)
             dgh[:, 2 * H :].mul_(r)
-            dh_prev = hh_t(dgh)
-            dh = dh_prev.addcmul_(dh, z)
-        grads = {"weight_hh": _weight_grad(dGH, Hs[:-1]), "weight_ih": _weight_grad(dGX, x)}
-        if cell.bias:
-            grads["bias_ih"] = _sum_rows(dGX)
-            grads["bias_hh"] = _sum_rows(dGH)
-        if need_dx:
-            grads["x"] = torch.mm(_rows(dGX), p["weight_ih"]).view(T, B, I)
+            dh = hh.backward(dgh, t).addcmul_(dh, z)
+            if kh is not None:
+                dh.add_(carry_h)
+        grads = {}
+        hh.grads(dGH, Hs[:-1], grads)
+        _input_backward(cell, p, x, saved, dGX, need_dx, grads)
+        _bias_grads(cell, dGX, grads, "bias_ih")
+        _bias_grads(cell, dGH, grads, "bias_hh", "ln_bias_hh")
         return grads, (dh,)
 
 
 # -- Elman RNN ------------------------------------------------------------------------------
 class RNNKernel:
     @staticmethod
-    def forward(cell, p, x, state, save):
+    def forward(cell, p, x, state, save, keep=None):
         T, B, I = x.shape
         H = p["weight_hh"].shape[0]
-        bias = p["bias_ih"] + p["bias_hh"] if cell.bias else None
-        gx = _hoisted(_rows(x), p["weight_ih"], bias).view(T, B, H)
-        hh = Product(p["weight_hh"], B)
+        (kh,), _ = _keep(keep, 1)
+        S = T if save else 1
+        gx, saved = _input_forward(cell, p, x, _combined_bias(cell, p, 1, H, x))
+        hh = Recurrent(cell, p, B, S, x)
         act = torch.tanh if cell.nonlinearity == "tanh" else torch.relu
         (h0,) = state
         Hs = x.new_empty(T + 1, B, H)
         Hs[0] = h0
+        A = x.new_empty(S, B, H) if kh is not None else None  # act(a_t), before zoneout
         for t in range(T):
-            Hs[t + 1] = act(hh(Hs[t], gx[t]))
-        return Hs[1:], (Hs[T].clone(),), ((Hs,) if save else None)
+            s = t if save else 0
+            a = act(hh(Hs[t], s, gx[t]))
+            if kh is None:
+                Hs[t + 1] = a
+            else:
+                A[s] = a
+                _lerp_into(Hs[t + 1], a, Hs[t], kh[t])
+        if not save:
+            return Hs[1:], (Hs[T].clone(),), None
+        saved.update(Hs=Hs, A=A, **hh.saved())
+        return Hs[1:], (Hs[T].clone(),), saved
 
     @staticmethod
-    def backward(cell, p, x, state, saved, dy, dstate, need_dx):
-        (Hs,) = saved
+    def backward(cell, p, x, state, saved, dy, dstate, need_dx, keep=None):
+        Hs = saved["Hs"]
+        A = Hs[1:] if saved.get("A") is None else saved["A"]
         T, B, I = x.shape
-        hh_t = Product(p["weight_hh"].t(), B)
+        (kh,), (nkh,) = _keep(keep, 1)
+        hh = Recurrent(cell, p, B, T, x, saved, backward=True)
         (dh_n,) = dstate
         dh = torch.zeros_like(Hs[0]) if dh_n is None else dh_n
         dA = x.new_empty(T, B, Hs.shape[-1])
@@ -366,19 +554,21 @@ class RNNKernel:
         for t in reversed(range(T)):
             if dy is not None:
                 dh = dh + dy[t]
-            h, da = Hs[t + 1], dA[t]
+            if kh is not None:
+                carry_h, dh = dh * kh[t], dh * nkh[t]
+            h, da = A[t], dA[t]
             if tanh:
                 torch.addcmul(one, h, h, value=-1.0, out=da)
             else:
                 torch.gt(h, 0, out=da)  # relu' from its output
             da.mul_(dh)
-            dh = hh_t(da)
-        grads = {"weight_hh": _weight_grad(dA, Hs[:-1]), "weight_ih": _weight_grad(dA, x)}
-        if cell.bias:
-            grads["bias_ih"] = _sum_rows(dA)
-            grads["bias_hh"] = grads["bias_ih"].clone()
-        if need_dx:
-            grads["x"] = torch.mm(_rows(dA), p["weight_ih"]).view(T, B, I)
+            dh = hh.backward(da, t)
+            if kh is not None:
+                dh.add_(carry_h)
+        grads = {}
+        hh.grads(dA, Hs[:-1], grads)
+        _input_backward(cell, p, x, saved, dA, need_dx, grads)
+        _bias_grads(cell, dA, grads, "bias_ih", "bias_hh", "ln_bias_hh")
         return grads, (dh,)
 
 
@@ -401,9 +591,11 @@ class MogrifierKernel:
     """
 
     @staticmethod
-    def forward(cell, p, x, state, save):
+    def forward(cell, p, x, state, save, keep=None):
         T, B, I = x.shape
         H = p["weight_hh"].shape[0] // 4
+        (kh, kc), _ = _keep(keep, 2)
+        mask = p.get("mask_hh")
         nq, nr = (cell.rounds + 1) // 2, cell.rounds // 2
         bias = _combined_bias(cell, p, 4, H, x)
         w_cat = torch.cat([p["weight_ih"], p["weight_hh"]], dim=1)  # (4H, I+H)
@@ -416,6 +608,8 @@ class MogrifierKernel:
         Hs[0] = h0
         C = x.new_empty(T + 1 if save else 2, B, H)
         C[0] = c0
+        Cn = C if kc is None else x.new_empty(C.shape)  # the cell's c_t, before zoneout
+        hnew = x.new_empty(B, H) if kh is not None else None
         Gs = x.new_empty(S, B, 4 * H)
         Xm, SQ = x.new_empty(S, nq, B, I), x.new_empty(S, nq, B, I)
         Hm, SR = x.new_empty(S, max(nr, 1), B, H), x.new_empty(S, max(nr, 1), B, H)
@@ -437,24 +631,37 @@ class MogrifierKernel:
                     hk = torch.mul(s, hk, out=Hm[s_, k]).mul_(2.0)
             xh = XH[s_]
             xh[:, :I] = xk
-            xh[:, I:] = hk
+            if mask is None:
+                xh[:, I:] = hk
+            else:  # state dropout: only the product sees the dropped h
+                torch.mul(hk, mask, out=xh[:, I:])
             a = lin(xh, bias) if bias is not None else lin(xh)
             gt = Gs[s_]
-            cp, cn = (C[t], C[t + 1]) if save else (C[t % 2], C[(t + 1) % 2])
+            j, jn = (t, t + 1) if save else (t % 2, (t + 1) % 2)
+            cp, cn = C[j], Cn[jn]
             torch.sigmoid(a, out=gt)
             g = gt[:, 2 * H : 3 * H]
             torch.tanh(a[:, 2 * H : 3 * H], out=g)
             torch.mul(gt[:, H : 2 * H], cp, out=cn)
             cn.addcmul_(gt[:, :H], g)
             torch.tanh(cn, out=tc)
-            torch.mul(gt[:, 3 * H :], tc, out=Hs[t + 1])
+            if kh is None:
+                torch.mul(gt[:, 3 * H :], tc, out=Hs[t + 1])
+            else:
+                _lerp_into(Hs[t + 1], torch.mul(gt[:, 3 * H :], tc, out=hnew), Hs[t], kh[t])
+            if kc is not None:
+                _lerp_into(C[jn], cn, cp, kc[t])
         c_n = C[T] if save else C[T % 2]
-        saved = (Hs, C, Gs, Xm, SQ, Hm, SR, XH) if save else None
+        saved = dict(Hs=Hs, C=C, Cn=Cn if kc is not None else None, Gs=Gs, Xm=Xm, SQ=SQ, Hm=Hm, SR=SR,
+                     XH=XH) if save else None
         return Hs[1:], (Hs[T].clone(), c_n.clone()), saved
 
     @staticmethod
-    def backward(cell, p, x, state, saved, dy, dstate, need_dx):
-        Hs, C, Gs, Xm, SQ, Hm, SR, XH = saved
+    def backward(cell, p, x, state, saved, dy, dstate, need_dx, keep=None):
+        Hs, C, Gs, Xm, SQ, Hm, SR, XH = (saved[k] for k in ("Hs", "C", "Gs", "Xm", "SQ", "Hm", "SR", "XH"))
+        Cn = C if saved.get("Cn") is None else saved["Cn"]
+        (kh, kc), (nkh, nkc) = _keep(keep, 2)
+        mask = p.get("mask_hh")
         T, B, I = x.shape
         H = p["weight_hh"].shape[0] // 4
         nq, nr = (cell.rounds + 1) // 2, cell.rounds // 2
@@ -478,8 +685,13 @@ class MogrifierKernel:
         for t in reversed(range(T)):
             if dy is not None:
                 dh = dh + dy[t]
+            if kh is not None:  # zoneout: the kept share goes straight to the previous state
+                carry_h, dh = dh * kh[t], dh * nkh[t]
+            if kc is not None:
+                carry_c = dc * kc[t]
+                dc.mul_(nkc[t])
             gt, da = Gs[t], dA[t]
-            cp, cn = C[t], C[t + 1]
+            cp, cn = C[t], Cn[t + 1]
             i, f, g, o = (gt[:, k * H : (k + 1) * H] for k in range(4))
             torch.addcmul(gt, gt, gt, value=-1.0, out=dv)
             torch.addcmul(one, g, g, value=-1.0, out=dv[:, 2 * H : 3 * H])
@@ -493,8 +705,12 @@ class MogrifierKernel:
             torch.mul(dc, i, out=da[:, 2 * H : 3 * H])
             da.mul_(dv)
             dc.mul_(f)
+            if kc is not None:
+                dc.add_(carry_c)
             dxh = lin_t(da)  # (B, I+H)
             dx, dh = dxh[:, :I].contiguous(), dxh[:, I:].contiguous()
+            if mask is not None:
+                dh.mul_(mask)
             for j in range(cell.rounds, 0, -1):
                 if j % 2:  # x^(k+1) = 2 s x^(k), s = sigma(h^(k) Q_k^T)
                     k = (j - 1) // 2
@@ -510,6 +726,8 @@ class MogrifierKernel:
                     dh.mul_(s).mul_(2.0)
                     dz.mul_(torch.addcmul(s, s, s, value=-1.0)).mul_(2.0)
                     dx.add_(rs_t[k](dz))
+            if kh is not None:
+                dh.add_(carry_h)
             dX[t] = dx
         dW = _weight_grad(dA, XH)
         grads = {"weight_ih": dW[:, :I].contiguous(), "weight_hh": dW[:, I:].contiguous()}
@@ -538,45 +756,47 @@ LSTM_KERNEL, GRU_KERNEL, RNN_KERNEL, MOGRIFIER_KERNEL = LSTMKernel(), GRUKernel(
 
 # -- the autograd Function ------------------------------------------------------------------
 class FastLayer(torch.autograd.Function):
-    """Forward: a specialised loop saving its buffers. Backward: its hand-written BPTT."""
+    """Forward: a specialised loop saving its buffers. Backward: its hand-written BPTT.
+    ``keep`` (zoneout, padding) is a tuple of constant masks, like ``FusedLayer``'s."""
 
     @staticmethod
-    def forward(ctx, kernel, cell, names, *tensors):
+    def forward(ctx, kernel, cell, names, keep, *tensors):
         n = len(names)
         params = dict(zip(names, tensors[:n]))
         x, state = tensors[n], tuple(tensors[n + 1 :])
-        y, state_n, saved = kernel.forward(cell, params, x, state, save=True)
-        ctx.kernel, ctx.cell, ctx.names, ctx.n_tensors = kernel, cell, names, len(tensors)
+        y, state_n, saved = kernel.forward(cell, params, x, state, save=True, keep=keep)
+        ctx.kernel, ctx.cell, ctx.names, ctx.keep, ctx.n_tensors = kernel, cell, names, keep, len(tensors)
+        ctx.buffer_names = tuple(saved)
         # through save_for_backward, so autograd frees the buffers after the backward
-        ctx.save_for_backward(*tensors, *saved)
+        ctx.save_for_backward(*tensors, *saved.values())
         return (y, *state_n)
 
     @staticmethod
     def backward(ctx, dy, *dstate):
         from .functional import _twin_grads
 
-        kernel, cell, names = ctx.kernel, ctx.cell, ctx.names
+        kernel, cell, names, keep = ctx.kernel, ctx.cell, ctx.names, ctx.keep
         saved = ctx.saved_tensors
-        tensors, buffers = saved[: ctx.n_tensors], saved[ctx.n_tensors :]
+        tensors, buffers = saved[: ctx.n_tensors], dict(zip(ctx.buffer_names, saved[ctx.n_tensors :]))
         n = len(names)
         params = dict(zip(names, tensors[:n]))
         x, state0 = tensors[n], tuple(tensors[n + 1 :])
         if torch.is_grad_enabled():  # a graph of the backward is wanted: go through the twin
-            return (None, None, None, *_twin_grads(cell, params, x, state0, None, dy, dstate, tensors))
-        need_dx = ctx.needs_input_grad[3 + n]
-        grads, dstate0 = kernel.backward(cell, params, x, state0, buffers, dy, dstate, need_dx)
-        dparams = [grads.get(k) if ctx.needs_input_grad[3 + j] else None for j, k in enumerate(names)]
-        return (None, None, None, *dparams, grads.get("x"), *dstate0)
+            return (None, None, None, None, *_twin_grads(cell, params, x, state0, keep, dy, dstate, tensors))
+        need_dx = ctx.needs_input_grad[4 + n]
+        grads, dstate0 = kernel.backward(cell, params, x, state0, buffers, dy, dstate, need_dx, keep=keep)
+        dparams = [grads.get(k) if ctx.needs_input_grad[4 + j] else None for j, k in enumerate(names)]
+        return (None, None, None, None, *dparams, grads.get("x"), *dstate0)
 
 
-def run_fast(cell, params: dict, x, state):
+def run_fast(cell, params: dict, x, state, keep=None):
     """``(y (T, B, R), state_n)`` through the specialised loop; call only where ``supports``."""
     kernel = kernel_for(cell)
     state = tuple(state)
     tensors = (*params.values(), x, *state)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        out = FastLayer.apply(kernel, cell, tuple(params), *tensors)
+        out = FastLayer.apply(kernel, cell, tuple(params), keep, *tensors)
         return out[0], tuple(out[1:])
     with torch.no_grad():  # inference: one set of reused buffers instead of saved ones
-        y, state_n, _ = kernel.forward(cell, params, x, state, save=False)
+        y, state_n, _ = kernel.forward(cell, params, x, state, save=False, keep=keep)
     return y, state_n

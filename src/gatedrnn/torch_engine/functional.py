@@ -171,7 +171,7 @@ def run_layer(cell: Cell, params: dict, x, state, keep=None, engine: str = "fuse
         raise ValueError("keep masks are constants to the fused engine, but one requires grad; "
                          "detach it, or use engine='reference' to differentiate through it")
     if fast.supports(cell, params, x, keep, state):  # a hand-specialised loop for the hot configurations
-        return fast.run_fast(cell, params, x, state)
+        return fast.run_fast(cell, params, x, state, keep)
     names = tuple(params)
     out = FusedLayer.apply(cell, names, len(state), keep, *params.values(), x, *state)
     return out[0], tuple(out[1:])

@@ -7,10 +7,15 @@ The generic ``FusedLayer`` runs a cell's ``step``/``step_backward`` through the 
 right for every option, but on CPU each step pays for dictionaries, concatenations, per-step
 weight-gradient products (``B`` rows each, a poor shape for a matrix kernel) and MKL's generic
 path on AMD processors. Here, for ``lstm``, ``peephole``, ``cifg``, ``gru``, ``rnn`` and
-``mogrifier`` without layer norm, projections, dropped gates, identity activations or masks:
+``mogrifier`` without projections, dropped gates or identity activations (and the Mogrifier
+without layer norm), with or without zoneout or padding (keep masks), state dropout
+(``mask_hh``) and layer norm:
 
 - the input product of all steps is one matrix product before the loop (both biases and
-  ``forget_bias`` folded into it);
+  ``forget_bias`` folded into it), layer-normalised there over all steps at once;
+- with layer norm, each step normalises its recurrent product with ``torch.native_layer_norm``
+  and the backward uses its saved statistics (``native_layer_norm_backward``); the gains'
+  gradients are one reduction over all steps after the loop;
 - each step is one recurrent product (the input added by the product's kernel) and a few
   in-place elementwise ops into preallocated buffers; the forward saves post-activation gates;
 - the backward runs the BPTT in reverse, one product per step for ``dh``, and computes every

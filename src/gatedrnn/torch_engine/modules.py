@@ -14,7 +14,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from ..cells import CELLS, make_cell
 from .functional import keep_dtypes, mix_state, run_layer
-from .native import native_forward, native_kernel
+from .native import native_forward, native_kernel, step_kernel
 from .ops import TORCH_OPS as ops
 from .regularisation import Regularisation, draw_masks
 
@@ -190,7 +190,9 @@ class RecurrentBase(nn.Module):
         as ``forward`` takes it; returns ``(output (B, R), h_n)`` or ``(output, (h_n, c_n))``.
 
         The same result as ``forward`` on a length-1 sequence, without the sequence machinery:
-        each layer's ``cell.step`` runs on parameter dicts built once and reused across calls.
+        each layer's ``cell.step`` runs on parameter dicts built once and reused across calls;
+        plain ``lstm``, ``gru`` and ``rnn`` layers (outside ``engine="reference"``) run PyTorch's
+        single-step kernels instead, the ones ``torch.nn.LSTMCell``/``GRUCell``/``RNNCell`` call.
         """
         if self.bidirectional:
             raise ValueError(f"{type(self).__name__}.step runs forward in time only; a bidirectional "
@@ -206,8 +208,12 @@ class RecurrentBase(nn.Module):
         for k, params in enumerate(self._step_params()):
             params = masks.layer_params(k, params)
             prev = tuple(s[k] for s in state0)
-            gx, _ = self.cell.input_proj(ops, params, x)
-            state = keep_dtypes(self.cell.step(ops, params, gx, prev)[0], prev)  # autocast: see keep_dtypes
+            kernel = step_kernel(self.cell, params, x) if self.engine != "reference" else None
+            if kernel is not None:  # torch.nn's single-step kernel computes this cell exactly
+                state = tuple(kernel(x, prev))
+            else:
+                gx, _ = self.cell.input_proj(ops, params, x)
+                state = keep_dtypes(self.cell.step(ops, params, gx, prev)[0], prev)  # autocast: see keep_dtypes
             keep = masks.keep(k, len(self.state_sizes))
             if keep is not None:  # zoneout, mixed as run_layer mixes it
                 state = mix_state(tuple(None if m is None else m[0] for m in keep), prev, state)

@@ -60,6 +60,33 @@ def native_kernel(module, x):
     return _VF.rnn_tanh if cell.nonlinearity == "tanh" else _VF.rnn_relu
 
 
+#: cell name -> the options under which ``torch._VF``'s single-step cell kernels compute ``step``
+STEP_OPTIONS = {"lstm": {"bias", "forget_bias_init"}, "gru": {"bias"}, "rnn": {"bias", "nonlinearity"}}
+
+
+def step_kernel(cell, params: dict, x):
+    """A function ``(x (B, I), state) -> state`` that computes ``cell.step`` on its projected
+    input with PyTorch's single-step kernel (what ``torch.nn.LSTMCell``/``GRUCell``/``RNNCell``
+    call), or ``None``: for plain ``lstm`` (no projection), ``gru`` and ``rnn`` only, without state
+    dropout (``mask_hh``) or CPU autocast, in the dtypes the sequence kernels take."""
+    allowed = STEP_OPTIONS.get(cell.name)
+    if allowed is None or "mask_hh" in params:
+        return None
+    defaults = type(cell).options
+    if any(value != defaults[key] for key, value in cell.config.items() if key not in allowed):
+        return None
+    if x.dtype not in NATIVE_DTYPES.get(x.device.type, ()):
+        return None
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        return None
+    w = (params["weight_ih"], params["weight_hh"], params.get("bias_ih"), params.get("bias_hh"))
+    if cell.name == "lstm":
+        return lambda x, state: _VF.lstm_cell(x, state, *w)
+    fn = _VF.gru_cell if cell.name == "gru" else (
+        _VF.rnn_tanh_cell if cell.nonlinearity == "tanh" else _VF.rnn_relu_cell)
+    return lambda x, state: (fn(x, state[0], *w),)
+
+
 def flat_weights(module) -> list:
     """The parameters in ``torch.nn``'s ``_flat_weights`` order."""
     return [getattr(module, s.name + suffix) for suffix, spec in module._specs for s in spec]

@@ -236,3 +236,17 @@ def test_product_kernels_agree(monkeypatch):
         torch.testing.assert_close(prod(x), expected, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(prod(x, bias), expected + bias, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(prod(x, add), expected + add, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+@pytest.mark.parametrize("case", [("mogrifier", {"rounds": 5}), ("mogrifier", {"rounds": 4, "rank": 2})], ids=_id)
+def test_mogrifier_backward_in_chunks(case, chunk, monkeypatch):
+    """The Mogrifier's backward sums its weight gradients chunk by chunk of steps: chunks that
+    do not divide ``T`` give the gradients of the whole sequence at once."""
+    monkeypatch.setattr(fast, "CHUNK", chunk)
+    cell, params, x, state = make_inputs(*case, T=7)
+    params, keep = make_masks("zoneout+state-dropout", cell, params, x)
+    _, g_fast = outputs_and_grads(lambda c, p, x_, s: fast.run_fast(c, p, x_, s, keep), cell, params, x, state)
+    _, g_ref = outputs_and_grads(lambda c, p, x_, s: reference_layer(c, p, x_, s, keep), cell, params, x, state)
+    for key in g_ref:
+        torch.testing.assert_close(g_fast[key], g_ref[key], rtol=1e-9, atol=1e-11, msg=key)

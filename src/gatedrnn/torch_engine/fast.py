@@ -39,6 +39,8 @@ import os
 import torch
 
 ENABLED = os.environ.get("GATEDRNN_FAST", "1") != "0"
+#: steps whose pre-activation gradients the Mogrifier's backward holds at once (see its backward)
+CHUNK = 16
 ONEDNN = os.environ.get("GATEDRNN_ONEDNN", "1") != "0"
 
 
@@ -56,13 +58,14 @@ class Product:
     """
 
     def __init__(self, w, rows: int):
-        self.wt = w.t()
         self.packed = None
         if _onednn_usable(w):
             try:
                 self.packed = torch.ops.mkldnn._reorder_linear_weight(w.detach().contiguous(), rows)
             except (RuntimeError, AttributeError):  # a build or processor without the kernel
                 self.packed = None
+        # with the packed copy, ``w`` itself is not held (it may be a temporary the caller built)
+        self.wt = w.t() if self.packed is None else None
 
     def __call__(self, x, add=None):
         if self.packed is not None:
@@ -603,8 +606,7 @@ class MogrifierKernel:
         mask = p.get("mask_hh")
         nq, nr = (cell.rounds + 1) // 2, cell.rounds // 2
         bias = _combined_bias(cell, p, 4, H, x)
-        w_cat = torch.cat([p["weight_ih"], p["weight_hh"]], dim=1)  # (4H, I+H)
-        lin = Product(w_cat, B)
+        lin = Product(torch.cat([p["weight_ih"], p["weight_hh"]], dim=1), B)  # [x, h] @ [W_ih, W_hh]^T
         qs = [Product(q, B) for q in _mog_matrices(cell, p, "q", nq)]
         rs = [Product(r, B) for r in _mog_matrices(cell, p, "r", nr)]
         h0, c0 = state
@@ -670,18 +672,39 @@ class MogrifierKernel:
         T, B, I = x.shape
         H = p["weight_hh"].shape[0] // 4
         nq, nr = (cell.rounds + 1) // 2, cell.rounds // 2
-        w_cat = torch.cat([p["weight_ih"], p["weight_hh"]], dim=1)
-        lin_t = Product(w_cat.t(), B)  # da @ [W_ih, W_hh]
+        lin_t = Product(torch.cat([p["weight_ih"], p["weight_hh"]], dim=1).t(), B)  # da @ [W_ih, W_hh]
         Qs, Rs = _mog_matrices(cell, p, "q", nq), _mog_matrices(cell, p, "r", nr)
         qs_t = [Product(q.t(), B) for q in Qs]  # dz @ Q_k
         rs_t = [Product(r.t(), B) for r in Rs]  # dz @ R_k
         dh_n, dc_n = dstate
         dc = torch.zeros_like(C[0]) if dc_n is None else dc_n.clone()
         dh = torch.zeros_like(C[0]) if dh_n is None else dh_n
-        dA = x.new_empty(T, B, 4 * H)
+        # the gradients of each step's pre-activations are kept for a chunk of L steps, whose
+        # weight gradients are then one product each (L*B rows): far less memory than all T steps
+        L = min(T, CHUNK)
+        dA = x.new_empty(L, B, 4 * H)
         dX = x.new_empty(T, B, I)
         # the saved buffers stay untouched: a retained graph may run this backward again
-        dZQ, dZR = torch.empty_like(SQ), torch.empty_like(SR)
+        dZQ, dZR = x.new_empty(L, *SQ.shape[1:]), x.new_empty(L, *SR.shape[1:])
+        W_in = (  # per name: its rounds, its dZ chunk, the inputs of round k's product over steps [a, b)
+            ("q", nq, dZQ, lambda k, a, b: Hs[a:b] if k == 0 else Hm[a:b, k - 1]),
+            ("r", nr, dZR, lambda k, a, b: Xm[a:b, k]),
+        )
+        acc = {"weight_ih": torch.zeros_like(p["weight_ih"]), "weight_hh": torch.zeros_like(p["weight_hh"]),
+               "bias": x.new_zeros(4 * H)}
+        for (name, n, _, _), mats in zip(W_in, (Qs, Rs)):
+            if n:
+                acc[name] = x.new_zeros(n, *mats[0].shape)  # the full Q_k (or R_k) of each round
+
+        def flush(a, b):  # the weight gradients of steps [a, b), whose buffers start at slot 0
+            dA2, XH2 = _rows(dA[: b - a]).t(), _rows(XH[a:b])
+            acc["weight_ih"].addmm_(dA2, XH2[:, :I])
+            acc["weight_hh"].addmm_(dA2, XH2[:, I:])
+            acc["bias"].add_(dA2.sum(1))
+            for name, n, dZ, inputs in W_in:
+                for k in range(n):
+                    acc[name][k].addmm_(_rows(dZ[: b - a, k]).t(), _rows(inputs(k, a, b)))
+
         dv = x.new_empty(B, 4 * H)
         tc, tmp = x.new_empty(B, H), x.new_empty(B, H)
         one = x.new_ones(())
@@ -695,7 +718,8 @@ class MogrifierKernel:
             if kc is not None:
                 carry_c = dc * kc[t]
                 dc.mul_(nkc[t])
-            gt, da = Gs[t], dA[t]
+            start = t - t % L  # this step's chunk is [start, min(start + L, T)), its slot t - start
+            gt, da = Gs[t], dA[t - start]
             cp, cn = C[t], Cn[t + 1]
             i, f, g, o = (gt[:, k * H : (k + 1) * H] for k in range(4))
             torch.addcmul(gt, gt, gt, value=-1.0, out=dv)
@@ -719,14 +743,14 @@ class MogrifierKernel:
             for j in range(cell.rounds, 0, -1):
                 if j % 2:  # x^(k+1) = 2 s x^(k), s = sigma(h^(k) Q_k^T)
                     k = (j - 1) // 2
-                    s, dz = SQ[t, k], dZQ[t, k]
+                    s, dz = SQ[t, k], dZQ[t - start, k]
                     torch.mul(dx, X_at(t, k), out=dz)
                     dx.mul_(s).mul_(2.0)
                     dz.mul_(torch.addcmul(s, s, s, value=-1.0)).mul_(2.0)
                     dh.add_(qs_t[k](dz))
                 else:  # h^(k+1) = 2 s h^(k), s = sigma(x^(k+1) R_k^T)
                     k = j // 2 - 1
-                    s, dz = SR[t, k], dZR[t, k]
+                    s, dz = SR[t, k], dZR[t - start, k]
                     torch.mul(dh, H_at(t, k), out=dz)
                     dh.mul_(s).mul_(2.0)
                     dz.mul_(torch.addcmul(s, s, s, value=-1.0)).mul_(2.0)
@@ -734,20 +758,17 @@ class MogrifierKernel:
             if kh is not None:
                 dh.add_(carry_h)
             dX[t] = dx
-        dW = _weight_grad(dA, XH)
-        grads = {"weight_ih": dW[:, :I].contiguous(), "weight_hh": dW[:, I:].contiguous()}
+            if t == start:
+                flush(start, min(start + L, T))
+        grads = {"weight_ih": acc["weight_ih"], "weight_hh": acc["weight_hh"]}
         if cell.bias:
-            grads["bias_ih"] = _sum_rows(dA)
-            grads["bias_hh"] = grads["bias_ih"].clone()
-        for name, n, dZ, inputs, mats in (
-            ("q", nq, dZQ, lambda k: Hs[:-1] if k == 0 else Hm[:, k - 1], Qs),
-            ("r", nr, dZR, lambda k: Xm[:, k], Rs),
-        ):
+            grads["bias_ih"], grads["bias_hh"] = acc["bias"], acc["bias"].clone()
+        for name, n, _, _ in W_in:
             if n == 0:
                 continue
-            per_k = [_weight_grad(dZ[:, k], inputs(k)) for k in range(n)]
+            per_k = acc[name]
             if cell.rank is None:
-                grads[f"weight_{name}"] = torch.stack(per_k)
+                grads[f"weight_{name}"] = per_k
             else:
                 left, right = p[f"weight_{name}_left"], p[f"weight_{name}_right"]
                 grads[f"weight_{name}_left"] = torch.stack([d @ right[k].t() for k, d in enumerate(per_k)])

@@ -1,6 +1,8 @@
 """``gatedrnn compare`` and ``gatedrnn gradflow`` from the command line: tiny runs, files, errors."""
 import csv
 
+import pytest
+
 from gatedrnn.cli import main
 
 TINY = ["--steps", "2", "--eval-every", "1", "--hidden-size", "6", "--batch-size", "3", "--seq-len", "5"]
@@ -81,3 +83,40 @@ def test_compare_lm_with_matched_parameters(tmp_path, capsys):
     assert [r["cell"] for r in rows] == ["lstm", "rnn"] and rows[0]["metric_name"] == "valid_bits_per_token"
     assert main(["compare", "--data", str(text), "--out", str(tmp_path / "x")]) == 2
     assert "--data and --level are for --task lm" in capsys.readouterr().err
+
+
+def test_threads_and_minutes_bound_the_runs(tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["compare", "--cells", "lstm", "--task", "adding", "--steps", "1000000", "--eval-every", "1000000",
+                     "--minutes", "0.01", "--threads", "1", "--hidden-size", "6", "--batch-size", "3",
+                     "--seq-len", "5", "--out", str(tmp_path)]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    (row,) = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert 0 < int(row["steps"]) < 1_000_000
+    text = tmp_path / "text.txt"
+    text.write_text("abc (def) 'g'\n" * 60)
+    assert main(["compare", "--task", "lm", "--data", str(text), "--cells", "lstm", "--steps", "100000",
+                 "--eval-every", "5", "--minutes", "0.02", "--seq-len", "8", "--batch-size", "2", "--hidden-size", "8",
+                 "--out", str(tmp_path / "lm")]) == 0
+    printed = capsys.readouterr().out
+    assert "100000 steps or 0.02 minutes per run" in printed and "of 1 seeds" in printed
+    (row,) = list(csv.DictReader(open(tmp_path / "lm" / "results.csv")))
+    assert 0 < int(row["steps"]) < 100000
+
+
+def test_bad_threads_and_minutes_are_one_line_errors(tmp_path, capsys):
+    for flags, message in ((["--threads", "0"], "--threads must be a positive integer, got 0"),
+                           (["--minutes", "0"], "--minutes must be positive, got 0"),
+                           (["--minutes", "-2.5"], "--minutes must be positive, got -2.5")):
+        assert main(["compare", *flags, "--out", str(tmp_path)]) == 2, flags
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("gatedrnn compare: error: ") and message in err and "\n" not in err, err
+    with pytest.raises(SystemExit) as exit_:  # argparse's refusal, one line too
+        main(["compare", "--threads", "two", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and "invalid int value: 'two'" in err and "\n" not in err, err

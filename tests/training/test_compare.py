@@ -95,3 +95,11 @@ def test_match_params_falls_back_to_the_closest_when_sizes_step_coarsely():
     task = make_task("adding")
     m = match_parameters(["lstm"], "rnn", 4, lambda c, h: parameter_count(c, task, h, {}))["lstm"]
     assert abs(m.deviation) > 0.01 and m.hidden_size >= 1
+
+
+def test_a_wall_clock_budget_ends_a_run_with_an_evaluation():
+    config = CompareConfig(cells=("lstm",), **{**TINY, "steps": 1_000_000, "eval_every": 1_000_000}, minutes=0.01)
+    r = train_run("lstm", 0, config)
+    assert 0 < r.steps < 1_000_000 and r.curve_steps == [0, r.steps] and r.final_metric == r.curve[-1]
+    with pytest.raises(ValueError, match="minutes must be positive"):
+        CompareConfig(minutes=-1.0).validate()

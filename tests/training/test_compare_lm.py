@@ -36,3 +36,54 @@ def test_a_tiny_lm_comparison(tmp_path):
         assert math.isfinite(r.final_metric) and r.chance == pytest.approx(math.log2(13))  # 12 symbols + <unk>
         assert (tmp_path / "out" / "runs" / f"{r.cell}-seed0" / "latest.pt").exists() or \
                (tmp_path / "out" / "runs" / f"{r.cell}-seed0" / "best.pt").exists()
+
+
+def _run(cell, seed, curve_steps, curve, curve_seconds):
+    from gatedrnn.training.compare import RunResult
+
+    return RunResult(cell=cell, seed=seed, task="lm", seq_len=8, hidden_size=8, params=100,
+                     metric_name="valid_bits_per_token", chance=7.0, solved_at=math.nan, steps=curve_steps[-1],
+                     final_metric=curve[-1], steps_to_solve=None, seconds=curve_seconds[-1], tokens_per_s=1.0,
+                     curve_steps=curve_steps, curve=curve, curve_seconds=curve_seconds)
+
+
+def test_convergence_table_gives_mean_and_sd_of_steps_and_seconds_and_counts_the_misses():
+    from gatedrnn.training.compare_lm import convergence_table, first_reached
+
+    steps = [0, 100, 200, 300]
+    runs = [_run("mogrifier", 0, steps, [7.0, 4.0, 3.0, 2.5], [0, 10, 20, 30]),
+            _run("mogrifier", 1, steps, [7.0, 4.5, 3.2, 2.9], [0, 12, 24, 36]),
+            _run("mogrifier", 2, steps, [7.0, 5.0, 3.4, 3.1], [0, 14, 28, 42]),
+            _run("lstm", 0, steps, [7.0, 4.2, 3.5, 3.3], [0, 5, 10, 15]),
+            _run("lstm", 1, steps, [7.0, 4.4, 3.6, 3.4], [0, 5, 10, 15])]
+    assert first_reached(runs[0], 3.0) == (200, 20) and first_reached(runs[3], 3.0) is None
+    table = convergence_table(runs, targets=[4.5, 3.0, 1.0])
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): [c.strip() for c in line.strip("|").split("|")]
+            for line in table.splitlines() if line.startswith("| ")}
+    # 4.5 bits: mogrifier seeds at steps 100, 100, 200 (10, 12, 28 s); the LSTM's both at 100 (5 s)
+    assert rows[("4.5", "mogrifier")][2:] == ["3 of 3 seeds", "133 ± 58", "17 ± 10",
+                                              "100 (10 s), 100 (12 s), 200 (28 s)"]
+    assert rows[("4.5", "lstm")][2:] == ["2 of 2 seeds", "100 ± 0", "5 ± 0", "100 (5 s), 100 (5 s)"]
+    # 3.0 bits: two of the three Mogrifier seeds (200 at 20 s, 300 at 36 s); the third counted, not averaged
+    assert rows[("3", "mogrifier")][2:] == ["2 of 3 seeds", "250 ± 71", "28 ± 11", "200 (20 s), 300 (36 s), -"]
+    assert rows[("3", "lstm")][2:] == ["0 of 2 seeds", "not reached", "not reached", "-, -"]
+    assert rows[("1", "mogrifier")][2] == "0 of 3 seeds"
+    # the final losses: mean ± sd over seeds, with the steps and seconds the runs took
+    final = rows[("mogrifier", "100")]
+    assert final[2:6] == ["3", "300 ± 0", "36 ± 6", "2.8333 ± 0.3055"]
+
+
+def test_a_single_seed_reaching_a_target_has_no_spread():
+    from gatedrnn.training.compare_lm import convergence_table
+
+    table = convergence_table([_run("lstm", 0, [0, 10], [7.0, 4.0], [0.0, 3.0])], targets=[5.0])
+    assert "| 5 | lstm | 1 of 1 seeds | 10 | 3 | 10 (3 s) |" in table
+
+
+def test_a_wall_clock_budget_ends_an_lm_run(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("abc (def) 'g'\n" * 60)
+    config = LMCompareConfig(cells=("lstm",), data=str(text), seq_len=8, steps=10_000, batch_size=2, eval_every=5,
+                             hidden_size=8, minutes=0.02)
+    (r,) = compare_lm(config, tmp_path / "out", load_corpus(str(text)))
+    assert 0 < r.steps < 10_000 and r.seconds < 5 and r.curve_steps[-1] == r.steps

@@ -68,6 +68,11 @@ def add_arguments(p):
     p.add_argument("--seq-len", type=int, default=None, help="sequence length or lag (default: the task's; lm: BPTT window 100)")
     p.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="task option, e.g. symbols=4")
     p.add_argument("--steps", type=int, default=1500, help="training steps per run (default 1500)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock budget of each run (cell and seed), evaluations included; a run ends at its "
+                        "steps or its minutes, whichever comes first (default: no limit)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for the runs (default 1: on a machine shared with other jobs, more threads thrash)")
     p.add_argument("--seeds", default=(0,), type=parse_seeds, help="count (3 = seeds 0,1,2) or list (default 1)")
     p.add_argument("--hidden-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-2; 3e-3 for lm)")
@@ -137,6 +142,14 @@ def run(args) -> int:
                                     write_results)
 
     recipe_model, recipe_train = apply_recipe(args)
+    if args.threads <= 0:
+        raise UsageError(f"--threads must be a positive integer, got {args.threads}")
+    if args.minutes is not None and not args.minutes > 0:
+        raise UsageError(f"--minutes must be positive, got {args.minutes:g}")
+    minutes = args.minutes or 0.0
+    import torch
+
+    torch.set_num_threads(args.threads)
     if args.task != "lm" and (args.data is not None or args.level is not None):
         raise UsageError(f"--data and --level are for --task lm, got --task {args.task}")
     if args.reference is not None and not args.match_params:
@@ -149,8 +162,8 @@ def run(args) -> int:
                                  seq_len=args.seq_len or defaults.seq_len, steps=args.steps, seeds=args.seeds,
                                  hidden_size=args.hidden_size, lr=args.lr or defaults.lr,
                                  batch_size=args.batch_size, clip=args.clip,
-                                 eval_every=args.eval_every or defaults.eval_every, cell_options=cell_options(args),
-                                 model_options=recipe_model, train_options=recipe_train)
+                                 eval_every=args.eval_every or defaults.eval_every, minutes=minutes,
+                                 cell_options=cell_options(args), model_options=recipe_model, train_options=recipe_train)
         CompareConfig(cells=config.cells, steps=config.steps, hidden_size=config.hidden_size,
                       batch_size=config.batch_size, eval_every=config.eval_every, lr=config.lr).validate()
         corpus = load(config)
@@ -160,7 +173,8 @@ def run(args) -> int:
                                                 num_layers=recipe_model.get("num_layers", 1),
                                                 tie_weights=bool(recipe_model.get("tie_weights")),
                                                 embed_size=recipe_model.get("embed_size", 0))
-        headline = (f"lm: {len(config.cells)} cell(s) x {len(config.seeds)} seed(s), {config.steps} steps, "
+        headline = (f"lm: {len(config.cells)} cell(s) x {len(config.seeds)} seed(s), {config.steps} steps"
+                    f"{f' or {minutes:g} minutes' if minutes else ''} per run, "
                     f"BPTT {config.seq_len}; held-out bits per token, chance log2({V}) = {math.log2(V):.3g}")
         launch = lambda report: compare_lm(config, args.out, corpus, on_run=report)  # noqa: E731
     else:
@@ -169,7 +183,8 @@ def run(args) -> int:
                                seeds=args.seeds, hidden_size=args.hidden_size, lr=args.lr or CompareConfig.lr,
                                batch_size=args.batch_size, clip=args.clip,
                                eval_every=args.eval_every or CompareConfig.eval_every,
-                               stop_when_solved=args.stop_when_solved, cell_options=cell_options(args))
+                               stop_when_solved=args.stop_when_solved, minutes=minutes,
+                               cell_options=cell_options(args))
         config.validate()
         task = make_task(config.task, config.seq_len, **config.task_options)
         count = lambda c, h: parameter_count(c, task, h, config.cell_options)  # noqa: E731

@@ -47,6 +47,8 @@ class CompareConfig:
     eval_batch_size: int = 512
     #: stop a run at the first evaluation that solves the task (the curve ends there)
     stop_when_solved: bool = False
+    #: wall-clock budget of each run in minutes, evaluations included; 0: none
+    minutes: float = 0.0
     #: cell options, each passed to the cells that accept it
     cell_options: dict = field(default_factory=dict)
 
@@ -64,6 +66,8 @@ class CompareConfig:
             raise ValueError("need at least one seed, got none")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if not self.minutes >= 0:
+            raise ValueError(f"minutes must be positive (or 0 for no limit), got {self.minutes!r}")
         make_task(self.task, self.seq_len, **self.task_options)
 
 
@@ -141,7 +145,9 @@ def train_run(cell: str, seed: int, config: CompareConfig, task: Task | None = N
     curve_steps, curve = [0], [evaluate()]
     solved_step = 0 if task.is_solved(curve[0]) else None
     train_seconds, tokens, step = 0.0, 0, 0
-    while step < config.steps and not (config.stop_when_solved and solved_step is not None):
+    began = time.perf_counter()
+    out_of_time = lambda: config.minutes and time.perf_counter() - began >= config.minutes * 60  # noqa: E731
+    while step < config.steps and not (config.stop_when_solved and solved_step is not None) and not out_of_time():
         batch = task.sample(config.batch_size, rng)
         start = time.perf_counter()
         loss = task.loss(model(batch.x), batch)
@@ -153,7 +159,7 @@ def train_run(cell: str, seed: int, config: CompareConfig, task: Task | None = N
         train_seconds += time.perf_counter() - start
         tokens += batch.tokens
         step += 1
-        if step % config.eval_every == 0 or step == config.steps:
+        if step % config.eval_every == 0 or step == config.steps or out_of_time():
             value = evaluate()
             if not math.isfinite(value):
                 raise FloatingPointError(f"{cell} seed {seed}: metric is {value} at step {step}")

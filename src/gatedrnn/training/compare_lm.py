@@ -38,6 +38,8 @@ class LMCompareConfig:
     batch_size: int = 32
     clip: float = 1.0
     eval_every: int = 250
+    #: wall-clock budget of each run in minutes (the final evaluation included); 0: none
+    minutes: float = 0.0
     cell_options: dict = field(default_factory=dict)
     #: further LMConfig settings (num_layers, sum_layer_outputs, tie_weights, ...), from a recipe
     model_options: dict = field(default_factory=dict)
@@ -72,7 +74,7 @@ def lm_run(cell: str, seed: int, config: LMCompareConfig, corpus, out_dir, on_ev
     """One language model trained by ``Trainer`` into ``out_dir``; its held-out curve."""
     hidden = config.hidden_size_of(cell)
     cfg = TrainConfig(data=config.data, level=config.level, seq_len=config.seq_len, batch_size=config.batch_size,
-                      steps=config.steps, lr=config.lr, clip=config.clip, seed=seed, eval_every=config.eval_every,
+                      steps=config.steps, minutes=config.minutes, lr=config.lr, clip=config.clip, seed=seed, eval_every=config.eval_every,
                       save_every=max(config.steps, 1), log_every=min(50, config.eval_every),
                       **config.train_options)
     curve_steps, curve, rates, seconds_at = [], [], [], []
@@ -104,35 +106,62 @@ def lm_run(cell: str, seed: int, config: LMCompareConfig, corpus, out_dir, on_ev
                      curve_steps=curve_steps, curve=curve, curve_seconds=seconds_at)
 
 
+def first_reached(run: RunResult, target: float):
+    """(step, seconds) of the first evaluation at or under ``target``, or None."""
+    seconds = run.curve_seconds or [math.nan] * len(run.curve)
+    return next(((s, sec) for s, sec, v in zip(run.curve_steps, seconds, run.curve) if v <= target), None)
+
+
+def _mean_sd(values, digits: int = 0) -> str:
+    """``mean ± sd`` (sample standard deviation; one value: the value alone)."""
+    a = np.asarray(values, dtype=float)
+    if len(a) == 1:
+        return f"{a[0]:.{digits}f}"
+    return f"{a.mean():.{digits}f} ± {a.std(ddof=1):.{digits}f}"
+
+
+def default_targets(runs: list[RunResult]) -> list[float]:
+    """Four evenly spaced levels from the worst first evaluation after step 0 to the best final
+    loss, so every table has some targets that were reached."""
+    hi = max(r.curve[1] if len(r.curve) > 1 else r.curve[0] for r in runs)
+    lo = min(r.final_metric for r in runs)
+    return [round(lo + (hi - lo) * f, 2) for f in (0.75, 0.5, 0.25, 0.0)]
+
+
 def convergence_table(runs: list[RunResult], targets=None) -> str:
     """Final held-out loss (bits and nats, mean ± standard deviation over seeds) apart from how
-    fast each cell got there: steps and seconds to first reach each target (median over the seeds
-    that reached it). Targets default to four evenly spaced levels between the worst and best
-    final losses' range, so every table has some that were reached."""
+    fast each cell got there: for each target, the steps and the training seconds to the first
+    evaluation at or under it, mean ± standard deviation over the seeds that reached it, how many
+    of the seeds did, and each seed's value ("-" where it never got there)."""
     by_cell: dict[str, list[RunResult]] = {}
     for r in runs:
         by_cell.setdefault(r.cell, []).append(r)
-    finals = [r.final_metric for r in runs]
     if targets is None:
-        hi, lo = max(r.curve[1] if len(r.curve) > 1 else r.curve[0] for r in runs), min(finals)
-        targets = [round(lo + (hi - lo) * f, 2) for f in (0.75, 0.5, 0.25, 0.0)]
+        targets = default_targets(runs)
     lines = ["## held-out loss and convergence", "",
-             "final: the whole valid split, read as contiguous streams with the state carried across segments; mean ± standard deviation over seeds. "
-             "Steps (seconds): first evaluation at or under the target, median over the seeds that reached it.", "",
-             "| cell | params | seeds | bits/token | nats/token | " + " | ".join(f"to {t:g} bits" for t in targets) + " |",
-             "|---|---:|---:|---|---|" + "---|" * len(targets)]
+             "Final: the whole valid split, read as contiguous streams with the state carried across segments; "
+             "mean ± standard deviation over seeds.", "",
+             "| cell | params | seeds | steps | seconds | bits/token | nats/token |",
+             "|---|---:|---:|---|---|---|---|"]
     for cell, rs in by_cell.items():
         f = np.array([r.final_metric for r in rs])
         sd = float(f.std(ddof=1)) if len(rs) > 1 else 0.0
-        cells = []
-        for t in targets:
-            hits = [next(((s, sec) for s, sec, v in zip(r.curve_steps, r.curve_seconds or [math.nan] * len(r.curve),
-                                                         r.curve) if v <= t), None) for r in rs]
+        lines.append(f"| {cell} | {rs[0].params} | {len(rs)} | {_mean_sd([r.steps for r in rs])} | "
+                     f"{_mean_sd([r.seconds for r in rs])} | {f.mean():.4f} ± {sd:.4f} | "
+                     f"{f.mean() * math.log(2):.4f} ± {sd * math.log(2):.4f} |")
+    lines += ["", "To a target: the first evaluation at or under it, in steps and training seconds; mean ± "
+              "standard deviation over the seeds that reached it (a seed that never did is counted, not averaged), "
+              "then each seed's steps (seconds), in seed order.", "",
+              "| target bits/token | cell | reached | steps | seconds | per seed: steps (seconds) |",
+              "|---:|---|---|---|---|---|"]
+    for t in targets:
+        for cell, rs in by_cell.items():
+            hits = [first_reached(r, t) for r in rs]
             got = [h for h in hits if h is not None]
-            cells.append(f"{np.median([h[0] for h in got]):.0f} ({np.median([h[1] for h in got]):.0f} s), "
-                         f"{len(got)}/{len(rs)}" if got else f"not reached, 0/{len(rs)}")
-        lines.append(f"| {cell} | {rs[0].params} | {len(rs)} | {f.mean():.4f} ± {sd:.4f} | "
-                     f"{f.mean() * math.log(2):.4f} ± {sd * math.log(2):.4f} | " + " | ".join(cells) + " |")
+            per_seed = ", ".join(f"{h[0]} ({h[1]:.0f} s)" if h is not None else "-" for h in hits)
+            steps = _mean_sd([h[0] for h in got]) if got else "not reached"
+            seconds = _mean_sd([h[1] for h in got]) if got else "not reached"
+            lines.append(f"| {t:g} | {cell} | {len(got)} of {len(rs)} seeds | {steps} | {seconds} | {per_seed} |")
     return "\n".join(lines) + "\n"
 
 
@@ -151,4 +180,5 @@ def compare_lm(config: LMCompareConfig, out_dir, corpus=None, on_run=None) -> li
     return runs
 
 
-__all__ = ["LMCompareConfig", "compare_lm", "convergence_table", "lm_run", "lm_parameter_count"]
+__all__ = ["LMCompareConfig", "compare_lm", "convergence_table", "default_targets", "first_reached", "lm_run",
+           "lm_parameter_count"]

@@ -368,7 +368,10 @@ def test_step_reuses_its_parameter_dicts_until_a_parameter_is_replaced():
     module.load_state_dict(gatedrnn.LSTM(I, H, num_layers=2).state_dict())  # copies in place
     assert module._step_params() is first
     module.weight_hh_l1 = torch.nn.Parameter(torch.zeros(4 * H, H))
-    assert module._step_params()[1]["weight_hh"] is module.weight_hh_l1
+    assert module._step_params()[0][1]["weight_hh"] is module.weight_hh_l1
+    module.double()  # moved in place: the single-step kernels are rebuilt for the new dtype
+    out, _ = module.step(torch.randn(B, I, dtype=F64))
+    assert out.dtype == F64 and module._step_params()[1][0] is not None
 
 
 def test_step_refuses_bidirectional():

@@ -27,7 +27,7 @@ def _module(name, options, engine):
 @pytest.mark.parametrize("case", TAKEN, ids=_id)
 def test_step_kernel_equals_the_cells_step(case):
     fast, slow = _module(*case, "fused"), _module(*case, "reference")
-    assert step_kernel(fast.cell, fast._step_params()[0], torch.zeros(2, 5, dtype=torch.float64)) is not None
+    assert step_kernel(fast.cell, fast._step_params()[0][0], torch.zeros(2, 5, dtype=torch.float64)) is not None
     x = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
     outs = []
     for module in (fast, slow):

@@ -14,7 +14,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from ..cells import CELLS, make_cell
 from .functional import keep_dtypes, mix_state, run_layer
-from .native import native_forward, native_kernel, step_kernel
+from .native import cpu_autocast, native_forward, native_kernel, step_kernel
 from .ops import TORCH_OPS as ops
 from .regularisation import Regularisation, draw_masks
 
@@ -205,11 +205,12 @@ class RecurrentBase(nn.Module):
         if masks.input is not None:
             x = x * masks.input
         finals = [[] for _ in self.state_sizes]
-        for k, params in enumerate(self._step_params()):
+        native = self.engine != "reference" and not cpu_autocast(x)
+        for k, (params, kernel) in enumerate(zip(*self._step_params())):
             params = masks.layer_params(k, params)
             prev = tuple(s[k] for s in state0)
-            kernel = step_kernel(self.cell, params, x) if self.engine != "reference" else None
-            if kernel is not None:  # torch.nn's single-step kernel computes this cell exactly
+            if native and kernel is not None and "mask_hh" not in params and x.dtype == params["weight_ih"].dtype:
+                # torch.nn's single-step kernel computes this cell exactly
                 state = tuple(kernel(x, prev))
             else:
                 gx, _ = self.cell.input_proj(ops, params, x)
@@ -228,12 +229,16 @@ class RecurrentBase(nn.Module):
             state_n = tuple(s.squeeze(1) for s in state_n)
         return x, (state_n if self.cell.has_cell_state else state_n[0])
 
-    def _step_params(self) -> list:
-        """Per-layer parameter dicts, rebuilt only when a parameter object was replaced."""
+    def _step_params(self) -> tuple:
+        """Per-layer parameter dicts and single-step kernels (``native.step_kernel``, ``None``
+        where the cell's own step runs), rebuilt only when a parameter object was replaced or
+        moved (``.to()`` of a dtype or device)."""
         current = tuple(self._parameters.values())
+        key = (tuple(map(id, current)), current[0].dtype, current[0].device)  # .to() moves them all
         cached = self.__dict__.get("_step_cache")
-        if cached is None or len(cached[0]) != len(current) or any(a is not b for a, b in zip(cached[0], current)):
-            cached = (current, [self.layer_params(k) for k in range(self.num_layers)])
+        if cached is None or cached[0] != key:
+            dicts = [self.layer_params(k) for k in range(self.num_layers)]
+            cached = (key, (dicts, [step_kernel(self.cell, d) for d in dicts]))
             self.__dict__["_step_cache"] = cached
         return cached[1]
 

@@ -64,27 +64,33 @@ def native_kernel(module, x):
 STEP_OPTIONS = {"lstm": {"bias", "forget_bias_init"}, "gru": {"bias"}, "rnn": {"bias", "nonlinearity"}}
 
 
-def step_kernel(cell, params: dict, x):
+def step_kernel(cell, params: dict, x=None):
     """A function ``(x (B, I), state) -> state`` that computes ``cell.step`` on its projected
     input with PyTorch's single-step kernel (what ``torch.nn.LSTMCell``/``GRUCell``/``RNNCell``
     call), or ``None``: for plain ``lstm`` (no projection), ``gru`` and ``rnn`` only, without state
-    dropout (``mask_hh``) or CPU autocast, in the dtypes the sequence kernels take."""
+    dropout (``mask_hh``), in the dtypes the sequence kernels take, and, given the input ``x``,
+    outside CPU autocast (without ``x``, the caller checks autocast at each call)."""
     allowed = STEP_OPTIONS.get(cell.name)
     if allowed is None or "mask_hh" in params:
         return None
     defaults = type(cell).options
     if any(value != defaults[key] for key, value in cell.config.items() if key not in allowed):
         return None
-    if x.dtype not in NATIVE_DTYPES.get(x.device.type, ()):
-        return None
-    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-        return None
     w = (params["weight_ih"], params["weight_hh"], params.get("bias_ih"), params.get("bias_hh"))
+    if any(t is not None and t.dtype not in NATIVE_DTYPES.get(t.device.type, ()) for t in w):
+        return None
+    if x is not None and (x.dtype != w[0].dtype or cpu_autocast(x)):
+        return None
     if cell.name == "lstm":
         return lambda x, state: _VF.lstm_cell(x, state, *w)
     fn = _VF.gru_cell if cell.name == "gru" else (
         _VF.rnn_tanh_cell if cell.nonlinearity == "tanh" else _VF.rnn_relu_cell)
     return lambda x, state: (fn(x, state[0], *w),)
+
+
+def cpu_autocast(x) -> bool:
+    """Whether ``x`` is computed under CPU autocast, whose dtype policy the fused engine keeps."""
+    return x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
 
 
 def flat_weights(module) -> list:

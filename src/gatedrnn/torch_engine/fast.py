@@ -233,6 +233,16 @@ class Recurrent:
         grads["ln_weight_hh"] = (_rows(dout) * _rows(r_hat)).sum(0)
 
 
+def _summed_products_grads(cell, p, x, saved, hh, dA, Hs, need_dx) -> dict:
+    """Gradients of both products and every bias where the input and recurrent pre-activations
+    are summed (the LSTM family, the Elman RNN): ``dA`` is the gradient of that sum."""
+    grads = {}
+    hh.grads(dA, Hs[:-1], grads)
+    _input_backward(cell, p, x, saved, dA, need_dx, grads)
+    _bias_grads(cell, dA, grads, "bias_ih", "bias_hh", "ln_bias_hh")
+    return grads
+
+
 def _lerp_into(out, new, prev, k):
     """``out = keep * prev + (1 - keep) * new`` (zoneout or a padded step), or ``new``."""
     if k is None:
@@ -412,10 +422,7 @@ class LSTMKernel:
             dh = hh.backward(da, t)
             if kh is not None:
                 dh.add_(carry_h)
-        grads = {}
-        hh.grads(dA, Hs[:-1], grads)
-        _input_backward(cell, p, x, saved, dA, need_dx, grads)
-        _bias_grads(cell, dA, grads, "bias_ih", "bias_hh", "ln_bias_hh")
+        grads = _summed_products_grads(cell, p, x, saved, hh, dA, Hs, need_dx)
         if peep:
             prev, cur = _rows(C[:-1]), _rows(Cn[1:])
             dA2 = _rows(dA)
@@ -573,10 +580,7 @@ class RNNKernel:
             dh = hh.backward(da, t)
             if kh is not None:
                 dh.add_(carry_h)
-        grads = {}
-        hh.grads(dA, Hs[:-1], grads)
-        _input_backward(cell, p, x, saved, dA, need_dx, grads)
-        _bias_grads(cell, dA, grads, "bias_ih", "bias_hh", "ln_bias_hh")
+        grads = _summed_products_grads(cell, p, x, saved, hh, dA, Hs, need_dx)
         return grads, (dh,)
 
 

@@ -142,9 +142,12 @@ def supports(cell, params, x, keep=None, state=()) -> bool:
     return all(t.dtype == x.dtype and t.device == x.device for t in (*params.values(), *state, *masks))
 
 
-def _keep(keep, n):
-    """The keep mask of each state element (``None``: not mixed) and ``1 - keep``."""
+def _keep(keep, n, complement=False):
+    """The keep mask of each state element (``None``: not mixed), and with ``complement`` also
+    ``1 - keep`` (the backward's share of the gradient that goes through the step)."""
     keep = (None,) * n if keep is None else tuple(keep)
+    if not complement:
+        return keep
     return keep, tuple(None if k is None else 1.0 - k for k in keep)
 
 
@@ -289,7 +292,7 @@ class LSTMKernel:
         H = p["weight_hh"].shape[0] // G
         coupled, peep, ln = cell.coupled, cell.peephole, cell.layer_norm
         fi, gi, oi = (0, 1, 2) if coupled else (1, 2, 3)
-        (kh, kc), _ = _keep(keep, 2)
+        kh, kc = _keep(keep, 2)
         S = T if save else 1
         gx, saved = _input_forward(cell, p, x, _combined_bias(cell, p, G, H, x))
         hh = Recurrent(cell, p, B, S, x)
@@ -359,7 +362,7 @@ class LSTMKernel:
         H = p["weight_hh"].shape[0] // G
         coupled, peep, ln = cell.coupled, cell.peephole, cell.layer_norm
         ii, fi, gi, oi = (None, 0, 1, 2) if coupled else (0, 1, 2, 3)
-        (kh, kc), (nkh, nkc) = _keep(keep, 2)
+        (kh, kc), (nkh, nkc) = _keep(keep, 2, complement=True)
         if peep:
             w_i, w_f, w_o = p["weight_peephole"].split(H)
         hh = Recurrent(cell, p, B, T, x, saved, backward=True)
@@ -446,7 +449,7 @@ class GRUKernel:
     def forward(cell, p, x, state, save, keep=None):
         T, B, I = x.shape
         H = p["weight_hh"].shape[0] // 3
-        (kh,), _ = _keep(keep, 1)
+        (kh,) = _keep(keep, 1)
         S = T if save else 1
         b_hh = p["bias_hh"] if cell.bias else None
         if cell.layer_norm:  # the recurrent constants stay inside a_h (its n block meets r)
@@ -488,7 +491,7 @@ class GRUKernel:
         Hs, Gs, GHn = saved["Hs"], saved["Gs"], saved["GHn"]
         T, B, I = x.shape
         H = p["weight_hh"].shape[0] // 3
-        (kh,), (nkh,) = _keep(keep, 1)
+        (kh,), (nkh,) = _keep(keep, 1, complement=True)
         hh = Recurrent(cell, p, B, T, x, saved, backward=True)
         (dh_n,) = dstate
         dh = torch.zeros_like(Hs[0]) if dh_n is None else dh_n
@@ -532,7 +535,7 @@ class RNNKernel:
     def forward(cell, p, x, state, save, keep=None):
         T, B, I = x.shape
         H = p["weight_hh"].shape[0]
-        (kh,), _ = _keep(keep, 1)
+        (kh,) = _keep(keep, 1)
         S = T if save else 1
         gx, saved = _input_forward(cell, p, x, _combined_bias(cell, p, 1, H, x))
         hh = Recurrent(cell, p, B, S, x)
@@ -559,7 +562,7 @@ class RNNKernel:
         Hs = saved["Hs"]
         A = Hs[1:] if saved.get("A") is None else saved["A"]
         T, B, I = x.shape
-        (kh,), (nkh,) = _keep(keep, 1)
+        (kh,), (nkh,) = _keep(keep, 1, complement=True)
         hh = Recurrent(cell, p, B, T, x, saved, backward=True)
         (dh_n,) = dstate
         dh = torch.zeros_like(Hs[0]) if dh_n is None else dh_n
@@ -606,7 +609,7 @@ class MogrifierKernel:
     def forward(cell, p, x, state, save, keep=None):
         T, B, I = x.shape
         H = p["weight_hh"].shape[0] // 4
-        (kh, kc), _ = _keep(keep, 2)
+        kh, kc = _keep(keep, 2)
         mask = p.get("mask_hh")
         nq, nr = (cell.rounds + 1) // 2, cell.rounds // 2
         bias = _combined_bias(cell, p, 4, H, x)
@@ -671,7 +674,7 @@ class MogrifierKernel:
     def backward(cell, p, x, state, saved, dy, dstate, need_dx, keep=None):
         Hs, C, Gs, Xm, SQ, Hm, SR, XH = (saved[k] for k in ("Hs", "C", "Gs", "Xm", "SQ", "Hm", "SR", "XH"))
         Cn = C if saved.get("Cn") is None else saved["Cn"]
-        (kh, kc), (nkh, nkc) = _keep(keep, 2)
+        (kh, kc), (nkh, nkc) = _keep(keep, 2, complement=True)
         mask = p.get("mask_hh")
         T, B, I = x.shape
         H = p["weight_hh"].shape[0] // 4

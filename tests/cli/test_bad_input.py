@@ -8,8 +8,10 @@ case snapshots the working directory (paths, sizes, mtimes, SHA-256) before and 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -172,6 +174,14 @@ def test_unknown_cell_suggests_close_names(workdir, capsys):
 def test_output_folder_holding_a_run_is_never_overwritten(workdir, capsys):
     line = refused(train(workdir, "--data", str(workdir / "corpus.txt"), "--out", str(workdir / "run")), workdir, capsys)
     assert "already holds a run" in line and "--resume" in line
+
+
+def test_resume_while_another_trainer_writes_the_run(workdir, capsys):
+    root = copy_run(workdir, "busy")
+    lock = root / "run" / ".lock"  # held by a live process on this host: this one
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": "now"}))
+    line = refused(["train", "--resume", str(root / "run"), "--steps", "4"], root, capsys)
+    assert "another trainer" in line and str(os.getpid()) in line
 
 
 def test_resume_on_a_folder_without_a_run(workdir, capsys):

@@ -20,6 +20,7 @@ import io
 import json
 import math
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from .checkpoint import BEST, LATEST, CheckpointError, atomic_write, load_checkp
 from .config import TrainConfig
 from .evaluate import evaluate
 from .plots import plot_metrics
+from .runlock import RunLock
 
 METRICS_FIELDS = ("step", "tokens", "elapsed_s", "lr", "split", "loss", "bits_per_token")
 #: training settings a resumed run may change; the others define the run
@@ -110,6 +112,9 @@ class Trainer:
         self.state = None
         self.last_eval_s = 0.0
         self.saved_step = -1
+        # the run folder is this trainer's while it sets it up and while it runs (runlock.py)
+        self.lock = RunLock(self.out)
+        weakref.finalize(self, self.lock.release)
         if checkpoint is not None:
             self._load(checkpoint)
 
@@ -127,6 +132,7 @@ class Trainer:
             D.dist.barrier()  # every rank has checked the folder before rank 0 fills it
         if info.is_writer:
             out.mkdir(parents=True, exist_ok=True)
+            trainer.lock.acquire()  # a second trainer that raced for the same new folder stops here
             trainer._write_run_json()
         return trainer
 
@@ -174,6 +180,7 @@ class Trainer:
                              f"other data; restore the corpus or start a new run")
         trainer = cls(cfg, model_cfg, corpus, out, checkpoint=ckpt, callback=callback, info=info, device=device)
         if trainer.info.is_writer:
+            trainer.lock.acquire()  # before anything is written: a live trainer there stops us
             for stale in out.glob(".*.tmp-*"):  # a save cut off by a kill: atomic_write never renamed it
                 stale.unlink(missing_ok=True)
             trainer._truncate_metrics()
@@ -304,7 +311,16 @@ class Trainer:
         return result
 
     def run(self, until: int | None = None) -> dict:
-        """Train until the budget (or step ``until``) is reached; returns the final metrics."""
+        """Train until the budget (or step ``until``) is reached; returns the final metrics.
+        The run folder stays locked while this runs and is released when it returns."""
+        if self.info.is_writer:
+            self.lock.acquire()
+        try:
+            return self._run(until)
+        finally:
+            self.lock.release()
+
+    def _run(self, until: int | None) -> dict:
         cfg = self.cfg
         n_params = sum(p.numel() for p in self.model.parameters())
         self.callback(Event("start", self.step, {

@@ -11,8 +11,10 @@ path on AMD processors. Here, for ``lstm``, ``peephole``, ``cifg``, ``gru``, ``r
 without layer norm), with or without zoneout or padding (keep masks), state dropout
 (``mask_hh``) and layer norm:
 
-- the input product of all steps is one matrix product before the loop (both biases and
-  ``forget_bias`` folded into it), layer-normalised there over all steps at once;
+- the input product of all steps is one matrix product before the loop (both biases,
+  ``ln_bias_hh`` and ``forget_bias`` folded into it where they add up; the GRU keeps its
+  recurrent biases in the recurrent product, whose ``n`` block meets ``r``), layer-normalised
+  there over all steps at once;
 - with layer norm, each step normalises its recurrent product with ``torch.native_layer_norm``
   and the backward uses its saved statistics (``native_layer_norm_backward``); the gains'
   gradients are one reduction over all steps after the loop;

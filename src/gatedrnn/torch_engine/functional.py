@@ -170,6 +170,10 @@ def run_layer(cell: Cell, params: dict, x, state, keep=None, engine: str = "fuse
     if keep is not None and torch.is_grad_enabled() and any(k is not None and k.requires_grad for k in keep):
         raise ValueError("keep masks are constants to the fused engine, but one requires grad; "
                          "detach it, or use engine='reference' to differentiate through it")
+    mask = params.get("mask_hh")
+    if mask is not None and torch.is_grad_enabled() and mask.requires_grad:
+        raise ValueError("mask_hh (state dropout) is a constant to the fused engine, but it requires grad; "
+                         "detach it, or use engine='reference' to differentiate through it")
     if fast.supports(cell, params, x, keep, state):  # a hand-specialised loop for the hot configurations
         return fast.run_fast(cell, params, x, state, keep)
     names = tuple(params)

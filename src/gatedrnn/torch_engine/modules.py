@@ -193,6 +193,8 @@ class RecurrentBase(nn.Module):
         each layer's ``cell.step`` runs on parameter dicts built once and reused across calls;
         plain ``lstm``, ``gru`` and ``rnn`` layers (outside ``engine="reference"``) run PyTorch's
         single-step kernels instead, the ones ``torch.nn.LSTMCell``/``GRUCell``/``RNNCell`` call.
+        In training mode each call is a sequence of its own: the variational masks (dropouts,
+        ``weight_drop``) are drawn anew per call, not once for the steps of a sequence.
         """
         if self.bidirectional:
             raise ValueError(f"{type(self).__name__}.step runs forward in time only; a bidirectional "

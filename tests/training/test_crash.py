@@ -173,3 +173,25 @@ def test_killed_and_stopped_at_random_moments_resumes_exactly(corpus, uninterrup
     assert train_losses(run) == uninterrupted  # every step once, each with the uninterrupted loss
     leftovers = [p.name for p in run.iterdir() if ".tmp" in p.name]
     assert not leftovers, f"temporary files left in the run folder: {leftovers}"
+
+
+def test_a_second_signal_stops_at_once(corpus):
+    """The first SIGINT asks for a stop after the current step; a second one, sent while that
+    step still runs, stops at once (``gatedrnn train: interrupted``, exit 130) without finishing
+    the step, and the folder still loads at its last checkpoint. Steps of a wide model take long
+    enough that the second signal lands inside one (or inside the save after it)."""
+    run = corpus / "twice"
+    slow = ["--cell", "lstm", "--hidden-size", "1024", "--seq-len", "128", "--batch-size", "32", "--device", "cpu",
+            "--steps", "1000", "--save-every", "1", "--eval-every", "1000", "--log-every", "1", "--sample-length", "0"]
+    child = Child(["--data", str(corpus / "corpus.txt"), *slow, "--out", str(run)], corpus)
+    assert child.wait_for_step(2), "the run ended before it could be stopped:\n" + "\n".join(child.seen)
+    step_seen = child.last_step  # its checkpoint may be being written; the previous step's is done
+    child.proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    child.proc.send_signal(signal.SIGINT)
+    code, lines = child.finish()
+    text = "\n".join(lines)
+    assert code == 130, text
+    assert "gatedrnn train: interrupted" in text, text  # the second signal's way out ...
+    assert "interrupted at step" not in text, text  # ... not the first one's, after a finished step
+    assert check_loads(run) >= step_seen - 1  # a save cut off by the second signal leaves the one before

@@ -212,6 +212,7 @@ def test_odd_masks_stay_generic():
     assert not fast.supports(cell, {**params, "mask_ih": torch.ones(B, 4, dtype=x.dtype)}, x)
     assert not fast.supports(cell, params, x, (torch.zeros(T, B, 1, dtype=torch.float32),) * 2)
     assert not fast.supports(cell, params, x, (torch.zeros(B, 1, dtype=x.dtype),) * 2)
+    assert not fast.supports(cell, params, x, (torch.zeros(T + 1, B, 1, dtype=x.dtype),) * 2)
     assert not fast.supports(cell, {**params, "mask_hh": torch.ones(1, 6, dtype=x.dtype)}, x)
     assert fast.supports(cell, {**params, "mask_hh": torch.ones(B, 6, dtype=x.dtype)}, x)
 

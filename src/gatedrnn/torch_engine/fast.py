@@ -40,6 +40,8 @@ import os
 
 import torch
 
+from ..cells.base import LN_EPS
+
 ENABLED = os.environ.get("GATEDRNN_FAST", "1") != "0"
 #: steps whose pre-activation gradients the Mogrifier's backward holds at once (see its backward)
 CHUNK = 16
@@ -139,7 +141,7 @@ def supports(cell, params, x, keep=None, state=()) -> bool:
     mask = params.get("mask_hh")
     if mask is not None and mask.shape != (x.shape[1], params["weight_hh"].shape[1]):
         return False
-    if any(k.dim() != 3 for k in masks):
+    if any(k.dim() != 3 or k.shape[0] != x.shape[0] for k in masks):
         return False
     return all(t.dtype == x.dtype and t.device == x.device for t in (*params.values(), *state, *masks))
 
@@ -162,7 +164,7 @@ def _input_forward(cell, p, x, bias):
     if not cell.layer_norm:
         return _hoisted(_rows(x), w, bias).view(T, B, -1), {}
     ax = torch.mm(_rows(x), w.t())
-    out, mu, rstd = torch.native_layer_norm(ax, [w.shape[0]], p["ln_weight_ih"], bias, 1e-5)
+    out, mu, rstd = torch.native_layer_norm(ax, [w.shape[0]], p["ln_weight_ih"], bias, LN_EPS)
     return out.view(T, B, -1), {"in_a": ax, "in_mu": mu, "in_rstd": rstd}
 
 
@@ -214,7 +216,7 @@ class Recurrent:
         if not self.ln:
             return self.prod(h, add)
         r = self.prod(h)
-        out, mu, rstd = torch.native_layer_norm(r, [self.N], self.gain, self.ln_bias, 1e-5)
+        out, mu, rstd = torch.native_layer_norm(r, [self.N], self.gain, self.ln_bias, LN_EPS)
         self.R[s], self.Mu[s], self.Rs[s] = r, mu, rstd
         return out if add is None else out.add_(add)
 
@@ -337,7 +339,7 @@ class LSTMKernel:
                 torch.sigmoid(a_o, out=o)
             tc = TC[s if ln else 0]
             if ln:
-                n, CMu[s], CRs[s] = torch.native_layer_norm(cn, [H], p["ln_weight_c"], p["ln_bias_c"], 1e-5)
+                n, CMu[s], CRs[s] = torch.native_layer_norm(cn, [H], p["ln_weight_c"], p["ln_bias_c"], LN_EPS)
                 torch.tanh(n, out=tc)
             else:
                 torch.tanh(cn, out=tc)

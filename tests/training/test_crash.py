@@ -176,22 +176,30 @@ def test_killed_and_stopped_at_random_moments_resumes_exactly(corpus, uninterrup
 
 
 def test_a_second_signal_stops_at_once(corpus):
-    """The first SIGINT asks for a stop after the current step; a second one, sent while that
-    step still runs, stops at once (``gatedrnn train: interrupted``, exit 130) without finishing
-    the step, and the folder still loads at its last checkpoint. Steps of a wide model take long
-    enough that the second signal lands inside one (or inside the save after it)."""
+    """The first SIGINT asks for a stop after the current step; a second one, sent once the first
+    is acknowledged and while that step still runs, stops at once (``gatedrnn train:
+    interrupted``, exit 130): the step is not finished and no checkpoint is written for it.
+    Steps of a wide model take long enough (0.3 s or more on any CPU) for the second signal to
+    land inside one; no checkpoint is due during the run, so the step after the reported one is
+    under way when the first signal comes."""
     run = corpus / "twice"
     slow = ["--cell", "lstm", "--hidden-size", "1024", "--seq-len", "128", "--batch-size", "32", "--device", "cpu",
-            "--steps", "1000", "--save-every", "1", "--eval-every", "1000", "--log-every", "1", "--sample-length", "0"]
+            "--steps", "1000", "--save-every", "1000", "--eval-every", "1000", "--log-every", "1",
+            "--sample-length", "0"]
     child = Child(["--data", str(corpus / "corpus.txt"), *slow, "--out", str(run)], corpus)
-    assert child.wait_for_step(2), "the run ended before it could be stopped:\n" + "\n".join(child.seen)
-    step_seen = child.last_step  # its checkpoint may be being written; the previous step's is done
+    assert child.wait_for_step(1), "the run ended before it could be stopped:\n" + "\n".join(child.seen)
     child.proc.send_signal(signal.SIGINT)
-    time.sleep(0.05)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the first signal's handler has run: its message is out
+        line = child.lines.get(timeout=60)
+        assert line is not None, "the run ended before the first signal was acknowledged:\n" + "\n".join(child.seen)
+        child.seen.append(line)
+        if "stopping after this step" in line:
+            break
     child.proc.send_signal(signal.SIGINT)
     code, lines = child.finish()
     text = "\n".join(lines)
     assert code == 130, text
     assert "gatedrnn train: interrupted" in text, text  # the second signal's way out ...
     assert "interrupted at step" not in text, text  # ... not the first one's, after a finished step
-    assert check_loads(run) >= step_seen - 1  # a save cut off by the second signal leaves the one before
+    assert not (run / "latest.pt").exists()  # the stop's checkpoint was never written

@@ -39,9 +39,10 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 class Child:
     """``python -m gatedrnn train ...`` with its progress lines read as they come."""
 
-    def __init__(self, argv, cwd):
+    def __init__(self, argv, cwd, preexec_fn=None):
         self.proc = subprocess.Popen([sys.executable, "-m", "gatedrnn", "train", *argv], cwd=cwd, env=ENV,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     preexec_fn=preexec_fn)
         self.lines: queue.Queue = queue.Queue()
         self.seen: list[str] = []
         self.last_step = 0
@@ -175,18 +176,25 @@ def test_killed_and_stopped_at_random_moments_resumes_exactly(corpus, uninterrup
     assert not leftovers, f"temporary files left in the run folder: {leftovers}"
 
 
-def test_a_second_signal_stops_at_once(corpus):
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("started", ["plain", "sigint-ignored"])
+def test_a_second_signal_stops_at_once(corpus, started):
     """The first SIGINT asks for a stop after the current step; a second one, sent once the first
     is acknowledged and while that step still runs, stops at once (``gatedrnn train:
     interrupted``, exit 130): the step is not finished and no checkpoint is written for it.
     Steps of a wide model take long enough (0.3 s or more on any CPU) for the second signal to
     land inside one; no checkpoint is due during the run, so the step after the reported one is
-    under way when the first signal comes."""
-    run = corpus / "twice"
+    under way when the first signal comes. A process started with SIGINT ignored (a background
+    job of a shell) stops the same way."""
+    run = corpus / f"twice-{started}"
     slow = ["--cell", "lstm", "--hidden-size", "1024", "--seq-len", "128", "--batch-size", "32", "--device", "cpu",
             "--steps", "1000", "--save-every", "1000", "--eval-every", "1000", "--log-every", "1",
             "--sample-length", "0"]
-    child = Child(["--data", str(corpus / "corpus.txt"), *slow, "--out", str(run)], corpus)
+    child = Child(["--data", str(corpus / "corpus.txt"), *slow, "--out", str(run)], corpus,
+                  preexec_fn=_ignore_sigint if started == "sigint-ignored" else None)
     assert child.wait_for_step(1), "the run ended before it could be stopped:\n" + "\n".join(child.seen)
     child.proc.send_signal(signal.SIGINT)
     deadline = time.monotonic() + 60

@@ -181,9 +181,14 @@ def run(args) -> int:
             trainer = Trainer.new(cfg, model, out, callback=Printer(say), info=info, device=device)
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
+        def stop_now(signum, frame):  # a second signal: out of the step at once, nothing saved
+            raise KeyboardInterrupt
+
         def stop(signum, frame):
-            for s, handler in previous.items():  # a second signal stops at once
-                signal.signal(s, handler)
+            # not the previous handlers: a process started with SIGINT ignored (a background job)
+            # would ignore the second one too
+            for s in previous:
+                signal.signal(s, stop_now)
             say(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
                 "(again to stop at once)", flush=True)
             trainer.request_stop()

@@ -74,7 +74,8 @@ def lm_run(cell: str, seed: int, config: LMCompareConfig, corpus, out_dir, on_ev
     """One language model trained by ``Trainer`` into ``out_dir``; its held-out curve."""
     hidden = config.hidden_size_of(cell)
     cfg = TrainConfig(data=config.data, level=config.level, seq_len=config.seq_len, batch_size=config.batch_size,
-                      steps=config.steps, minutes=config.minutes, lr=config.lr, clip=config.clip, seed=seed, eval_every=config.eval_every,
+                      steps=config.steps, minutes=config.minutes, lr=config.lr, clip=config.clip, seed=seed,
+                      eval_every=config.eval_every,
                       save_every=max(config.steps, 1), log_every=min(50, config.eval_every),
                       **config.train_options)
     curve_steps, curve, rates, seconds_at = [], [], [], []

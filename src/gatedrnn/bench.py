@@ -12,9 +12,15 @@ Rows (dicts), one per measurement, ``kind`` telling which:
   ``(T, B, I=H)``; ``forward``: the same forward without gradients. Per engine: ``ms`` (median),
   ``vs_torch`` (against ``torch.nn.LSTM``/``GRU``/``RNN`` of the same size: for every LSTM variant
   ``torch.nn.LSTM`` is the yardstick) and ``vs_reference`` (against the autograd loop).
+- ``products`` (an engine of the ``train`` and ``forward`` rows): only the matrix products the
+  fused engine runs for that step, as it runs them (``products_only``): a floor under the fused
+  engine on these kernels, so ``fused / products`` is what the rest of its work costs and
+  ``reference / products`` bounds how much faster than the autograd loop any engine built on
+  these products can be.
 - ``generate``: per-token latency of a 2-layer model stepped one token at a time with batch 1
   (the module's ``step``), against two ``torch.nn.LSTMCell``/``GRUCell``/``RNNCell`` stepped the
-  same way, no gradients.
+  same way, no gradients; ``weights_mib`` and ``weights_vs_torch``: the bytes of weights each
+  token reads, which bound the latency from below where they do not fit in the caches.
 - ``memory``: the peak memory of one training step, two ways: ``peak_mib``, the rise of the
   process's peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``) over its
   resident set just before a second step, each engine in a fresh subprocess with glibc returning
@@ -42,8 +48,9 @@ from .cells import CELLS
 YARDSTICK = {"lstm": "LSTM", "peephole": "LSTM", "cifg": "LSTM", "mogrifier": "LSTM", "gru": "GRU", "rnn": "RNN"}
 STEP_CELL = {"LSTM": "LSTMCell", "GRU": "GRUCell", "RNN": "RNNCell"}
 #: engines a user can name; ``torch`` is the yardstick, ``auto`` only differs from ``fused``
-#: for the plain lstm/gru/rnn that engine="auto" hands to torch's kernels
-ENGINES = ("fused", "reference", "torch", "auto")
+#: for the plain lstm/gru/rnn that engine="auto" hands to torch's kernels; ``products`` is the
+#: fused engine's matrix products alone (``train`` and ``forward`` rows only)
+ENGINES = ("fused", "reference", "torch", "auto", "products")
 AUTO_CELLS = ("lstm", "gru", "rnn")
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
@@ -99,8 +106,10 @@ def make_module(engine: str, cell: str, size: int, cfg: BenchConfig, num_layers:
                  **{**cfg.module_options, **cfg.cell_options.get(cell, {})})
 
 
-def engines_for(cell: str, cfg: BenchConfig) -> list:
-    return [e for e in cfg.engines if e != "auto" or cell in AUTO_CELLS]
+def engines_for(cell: str, cfg: BenchConfig, products: bool = False) -> list:
+    """The engines measured for ``cell``: ``auto`` for the cells it hands to torch.nn's kernels,
+    ``products`` where asked for (the sequence rows)."""
+    return [e for e in cfg.engines if (e != "auto" or cell in AUTO_CELLS) and (e != "products" or products)]
 
 
 def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
@@ -149,6 +158,68 @@ def _forward_fn(module, x, cfg):
     return forward
 
 
+def products_only(module, x, backward: bool):
+    """A function running only the matrix products the fused engine runs for one layer of
+    ``module`` on ``x`` ``(T, B, I)``, with the same kernels (``fast.Product``: oneDNN with its
+    weight packing where usable, else MKL; ``torch.mm`` for the products over all steps), on random
+    operands of the right shapes. No nonlinearity, no elementwise work, no bookkeeping.
+
+    Per step, in sequence (each step's depends on the one before): the recurrent products, and
+    for the Mogrifier every round's product and the joint ``[x, h]`` product. Over all ``T*B``
+    rows at once: the input product (not for the Mogrifier, whose input is gated per step) and,
+    with ``backward``, the input gradient and every weight gradient (the cheapest way to do them).
+    """
+    from .torch_engine.fast import Product, _mog_matrices
+
+    cell, p = module.cell, {k: v.detach() for k, v in module.layer_params(0).items()}
+    T, B, _ = x.shape
+    rounds = getattr(cell, "rounds", 0)
+    mogrifier = cell.name == "mogrifier" and rounds
+    nq, nr = (rounds + 1) // 2, rounds // 2
+
+    def weights():  # (stepped, hoisted); the Mogrifier with ``rank`` builds Q_k, R_k from factors
+        if mogrifier:
+            return ([torch.cat([p["weight_ih"], p["weight_hh"]], dim=1),
+                     *_mog_matrices(cell, p, "q", nq), *_mog_matrices(cell, p, "r", nr)], [])
+        return [p["weight_hh"]] + ([p["weight_hr"]] if "weight_hr" in p else []), [p["weight_ih"]]
+
+    with torch.no_grad():
+        stepped, hoisted = weights()
+    rand = lambda *shape: torch.randn(*shape, dtype=x.dtype, device=x.device)  # noqa: E731
+    step_in = [rand(B, w.shape[1]) for w in stepped]
+    step_grad = [rand(B, w.shape[0]) for w in stepped]
+    rows_in = [rand(T * B, w.shape[1]) for w in stepped + hoisted]
+    rows_grad = [rand(T * B, w.shape[0]) for w in stepped + hoisted]
+    factors = [(p[f"weight_{n}_left"][k], p[f"weight_{n}_right"][k]) for n, count in (("q", nq), ("r", nr))
+               for k in range(count)] if mogrifier and cell.rank is not None else []
+    factor_grads = [rand(left.shape[0], right.shape[1]) for left, right in factors]
+
+    def run():
+        with torch.no_grad():
+            stepped, hoisted = weights()
+            for w, r in zip(hoisted, rows_in[len(stepped):]):
+                torch.mm(r, w.t())
+            fwd = [Product(w, B) for w in stepped]
+            for _ in range(T):
+                for prod, a in zip(fwd, step_in):
+                    prod(a)
+            if not backward:
+                return
+            stepped, hoisted = weights()
+            bwd = [Product(w.t(), B) for w in stepped]
+            for _ in range(T):
+                for prod, d in zip(bwd, step_grad):
+                    prod(d)
+            for w, d in zip(hoisted, rows_grad[len(stepped):]):
+                torch.mm(d, w)  # the input gradient
+            for d, a in zip(rows_grad, rows_in):
+                torch.mm(d.t(), a)  # the weight gradients
+            for (left, right), d in zip(factors, factor_grads):  # the Mogrifier's factors, from d Q_k
+                torch.mm(d, right.t())
+                torch.mm(left.t(), d)
+    return run
+
+
 def _inputs(cfg, size, seed=0):
     gen = torch.Generator().manual_seed(seed)
     dtype = DTYPES[cfg.dtype]
@@ -161,14 +232,15 @@ def _inputs(cfg, size, seed=0):
 def bench_sequence(cell: str, size: int, cfg: BenchConfig) -> list:
     """``train`` and ``forward`` rows for one cell and size."""
     torch.manual_seed(0)
-    engines = engines_for(cell, cfg)
-    modules = {e: make_module(e, cell, size, cfg) for e in engines}
+    engines = engines_for(cell, cfg, products=True)
+    modules = {e: make_module("fused" if e == "products" else e, cell, size, cfg) for e in engines}
     x, gy = _inputs(cfg, size)
     rows = []
     for kind in ("train", "forward"):
         if kind not in cfg.kinds:
             continue
-        fns = {e: (_train_fn(m, x, gy, cfg) if kind == "train" else _forward_fn(m, x, cfg)) for e, m in modules.items()}
+        fns = {e: (products_only(m, x, backward=kind == "train") if e == "products" else
+                   _train_fn(m, x, gy, cfg) if kind == "train" else _forward_fn(m, x, cfg)) for e, m in modules.items()}
         failed = {}
         for e, fn in list(fns.items()):
             try:  # a kernel may refuse a configuration (torch.nn.LSTM under CPU bf16 autocast without AVX-512)
@@ -180,7 +252,8 @@ def bench_sequence(cell: str, size: int, cfg: BenchConfig) -> list:
         for e in engines:
             row = {"kind": kind, "cell": cell, "size": size, "engine": e,
                    "ms": 1e3 * statistics.median(times[e]) if e in times else None,
-                   "vs_torch": ratio(times, e, "torch"), "vs_reference": ratio(times, e, "reference")}
+                   "vs_torch": ratio(times, e, "torch"), "vs_reference": ratio(times, e, "reference"),
+                   "vs_products": ratio(times, e, "products")}
             if e in failed:
                 row["error"] = failed[e]
             rows.append(row)
@@ -219,13 +292,21 @@ def bench_generation(cell: str, size: int, cfg: BenchConfig) -> list:
 
     times = interleaved({"fused": ours, "torch": theirs}, cfg.repeats)
     via = "step" if step is not None else "forward on length-1 inputs"
+    # at batch 1 a step reads every weight once and does little else with it: the weights' bytes
+    # set the pace where they do not stay in the caches
+    weights = {"fused": _mib(model.parameters()), "torch": _mib(p for c in cells for p in c.parameters())}
     rows = []
     for e in ("fused", "torch"):
         rows.append({"kind": "generate", "cell": cell, "size": size, "engine": e,
                      "ms": 1e3 * statistics.median(times[e]) / cfg.gen_tokens,
                      "vs_torch": ratio(times, e, "torch"), "via": via if e == "fused" else STEP_CELL[YARDSTICK[cell]],
+                     "weights_mib": weights[e], "weights_vs_torch": weights[e] / weights["torch"],
                      "layers": 2, "batch": 1, "has_cell_state": has_c})
     return rows
+
+
+def _mib(tensors) -> float:
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
 
 def saved_bytes(module, x, gy) -> int:
@@ -360,8 +441,9 @@ def format_table(rows: list) -> str:
     """The rows as aligned text, one block per kind."""
     out = []
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-    for kind, cols in (("train", ("ms", "vs_torch", "vs_reference")), ("forward", ("ms", "vs_torch", "vs_reference")),
-                       ("generate", ("ms", "vs_torch")),
+    seq_cols = ("ms", "vs_torch", "vs_reference", "vs_products")
+    for kind, cols in (("train", seq_cols), ("forward", seq_cols),
+                       ("generate", ("ms", "vs_torch", "weights_mib", "weights_vs_torch")),
                        ("memory", ("saved_mib", "saved_vs_torch", "peak_mib", "peak_vs_torch"))):
         sel = [r for r in rows if r["kind"] == kind]
         if not sel:

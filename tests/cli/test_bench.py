@@ -21,11 +21,17 @@ def test_bench_json_rows(tmp_path):
             for engine in ("fused", "reference", "torch"):
                 assert (kind, cell, engine) in seen
         assert ("generate", cell, "fused") in seen and ("generate", cell, "torch") in seen
+    gen = {(r["cell"], r["engine"]): r for r in rows if r["kind"] == "generate"}
+    assert gen["lstm", "fused"]["weights_mib"] == pytest.approx(gen["lstm", "torch"]["weights_mib"])
+    assert gen["mogrifier", "fused"]["weights_vs_torch"] > 1  # the rounds' matrices on top of the LSTM's
     assert ("train", "lstm", "auto") in seen and ("train", "mogrifier", "auto") not in seen
+    assert ("train", "mogrifier", "products") in seen and ("generate", "lstm", "products") not in seen
     for r in rows:
         assert r["ms"] > 0 and r["size"] == 8 and r["seq_len"] == 3 and r["batch_size"] == 2
         if r["engine"] == "torch":
             assert r["vs_torch"] == pytest.approx(1.0)
+        if r["engine"] == "products":
+            assert r["vs_products"] == pytest.approx(1.0)
 
 
 def test_bench_memory_rows(tmp_path):

@@ -633,6 +633,8 @@ class MogrifierKernel:
         Hm, SR = x.new_empty(S, max(nr, 1), B, H), x.new_empty(S, max(nr, 1), B, H)
         XH = x.new_empty(S, B, I + H)  # the mogrified [x, h] each step's product reads
         tc = x.new_empty(B, H)
+        zero = x.new_zeros(())  # addcmul(zero, a, b, value=2.0): 2 a b in one pass (a Python scalar
+        # given to mul_ costs a conversion of its own per call)
         for t in range(T):
             s_ = t if save else 0
             xk, hk = x[t], Hs[t]
@@ -641,12 +643,12 @@ class MogrifierKernel:
                     k = (j - 1) // 2
                     s = SQ[s_, k]
                     torch.sigmoid(qs[k](hk), out=s)
-                    xk = torch.mul(s, xk, out=Xm[s_, k]).mul_(2.0)
+                    xk = torch.addcmul(zero, s, xk, value=2.0, out=Xm[s_, k])
                 else:
                     k = j // 2 - 1
                     s = SR[s_, k]
                     torch.sigmoid(rs[k](xk), out=s)
-                    hk = torch.mul(s, hk, out=Hm[s_, k]).mul_(2.0)
+                    hk = torch.addcmul(zero, s, hk, value=2.0, out=Hm[s_, k])
             xh = XH[s_]
             xh[:, :I] = xk
             if mask is None:
@@ -718,7 +720,8 @@ class MogrifierKernel:
 
         dv = x.new_empty(B, 4 * H)
         tc, tmp = x.new_empty(B, H), x.new_empty(B, H)
-        one = x.new_ones(())
+        one, zero = x.new_ones(()), x.new_zeros(())
+        dsq, dsr = x.new_empty(B, I), x.new_empty(B, H)  # sigma' of a round's gate
         X_at = lambda t, k: x[t] if k == 0 else Xm[t, k - 1]  # noqa: E731
         H_at = lambda t, k: Hs[t] if k == 0 else Hm[t, k - 1]  # noqa: E731
         for t in reversed(range(T)):
@@ -756,15 +759,15 @@ class MogrifierKernel:
                     k = (j - 1) // 2
                     s, dz = SQ[t, k], dZQ[t - start, k]
                     torch.mul(dx, X_at(t, k), out=dz)
-                    dx.mul_(s).mul_(2.0)
-                    dz.mul_(torch.addcmul(s, s, s, value=-1.0)).mul_(2.0)
+                    torch.addcmul(zero, dx, s, value=2.0, out=dx)
+                    torch.addcmul(zero, dz, torch.addcmul(s, s, s, value=-1.0, out=dsq), value=2.0, out=dz)
                     dh.add_(qs_t[k](dz))
                 else:  # h^(k+1) = 2 s h^(k), s = sigma(x^(k+1) R_k^T)
                     k = j // 2 - 1
                     s, dz = SR[t, k], dZR[t - start, k]
                     torch.mul(dh, H_at(t, k), out=dz)
-                    dh.mul_(s).mul_(2.0)
-                    dz.mul_(torch.addcmul(s, s, s, value=-1.0)).mul_(2.0)
+                    torch.addcmul(zero, dh, s, value=2.0, out=dh)
+                    torch.addcmul(zero, dz, torch.addcmul(s, s, s, value=-1.0, out=dsr), value=2.0, out=dz)
                     dx.add_(rs_t[k](dz))
             if kh is not None:
                 dh.add_(carry_h)

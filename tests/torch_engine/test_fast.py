@@ -150,6 +150,7 @@ def test_float32_matches_float64(case, onednn, monkeypatch):
     """float32 is where the oneDNN products run (when the build and processor have them);
     ``ONEDNN = False`` is the plain fallback. float32 rounding bounds the tolerances."""
     monkeypatch.setattr(fast, "ONEDNN", onednn)
+    monkeypatch.setattr(fast, "ONEDNN_MIN_WEIGHT", 0)  # these small weights too
     cell, params, x, state = make_inputs(*case, T=4, B=5, I=8, H=16)
     out64, g64 = outputs_and_grads(fast_path, cell, params, x, state)
     p32 = {k: v.float() for k, v in params.items()}
@@ -229,6 +230,7 @@ def test_product_kernels_agree(monkeypatch):
     w, x, add = (torch.randn(s, generator=gen) for s in ((12, 7), (5, 7), (5, 12)))
     bias = torch.randn(12, generator=gen)
     expected = x @ w.T
+    monkeypatch.setattr(fast, "ONEDNN_MIN_WEIGHT", 0)
     products = [fast.Product(w, 5)]
     monkeypatch.setattr(fast, "ONEDNN", False)
     products.append(fast.Product(w, 5))
@@ -237,6 +239,17 @@ def test_product_kernels_agree(monkeypatch):
         torch.testing.assert_close(prod(x), expected, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(prod(x, bias), expected + bias, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(prod(x, add), expected + add, rtol=1e-5, atol=1e-5)
+
+
+def test_small_weights_run_on_mkl():
+    """Below ``ONEDNN_MIN_WEIGHT`` elements a product keeps the plain kernel; from it on, oneDNN
+    where this build and processor take it."""
+    small = torch.zeros(fast.ONEDNN_MIN_WEIGHT // 512 - 1, 512)
+    big = torch.zeros(fast.ONEDNN_MIN_WEIGHT // 512, 512)
+    assert fast.Product(small, 32).packed is None
+    assert (fast.Product(big, 32).packed is not None) == fast._onednn_usable(big)
+    assert fast._onednn_usable(big) == (torch.backends.mkldnn.is_available()
+                                        and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3])

@@ -22,12 +22,13 @@ without layer norm), with or without zoneout or padding (keep masks), state drop
   in-place elementwise ops into preallocated buffers; the forward saves post-activation gates;
 - the backward runs the BPTT in reverse, one product per step for ``dh``, and computes every
   weight gradient as one product over all steps after the loop;
-- the per-step products (``B`` rows) go through oneDNN with the weight reordered once per call
-  (``torch.ops.mkldnn._reorder_linear_weight`` / ``_linear_pointwise``, what ``torch.compile``
-  emits on CPU), which measured 1.3-3x faster than ``torch.addmm`` per step on the AMD machines
-  here (benchmarks/RESULTS.md). These are internal entry points: anything they refuse (float64,
-  bfloat16 without AVX-512, CUDA, a torch without them) falls back to ``torch.addmm``, and
-  ``GATEDRNN_ONEDNN=0`` (or ``ONEDNN = False``) turns them off.
+- the per-step products (``B`` rows) of weights of ``ONEDNN_MIN_WEIGHT`` elements or more go
+  through oneDNN with the weight reordered once per call (``torch.ops.mkldnn._reorder_linear_weight``
+  / ``_linear_pointwise``, what ``torch.compile`` emits on CPU); smaller weights, where oneDNN's
+  per-call cost outweighs it, through ``torch.addmm`` (benchmarks/product_kernels.py measures
+  both; benchmarks/RESULTS.md has the figures). These are internal entry points: anything they
+  refuse (float64, bfloat16 without AVX-512, CUDA, a torch without them) falls back to
+  ``torch.addmm``, and ``GATEDRNN_ONEDNN=0`` (or ``ONEDNN = False``) turns them off.
 
 The loops are tested against the generic fused path and the autograd twin (float64, every
 output and gradient, tests/torch_engine/test_fast.py). ``GATEDRNN_FAST=0`` (or ``ENABLED =
@@ -46,11 +47,15 @@ ENABLED = os.environ.get("GATEDRNN_FAST", "1") != "0"
 #: steps whose pre-activation gradients the Mogrifier's backward holds at once (see its backward)
 CHUNK = 16
 ONEDNN = os.environ.get("GATEDRNN_ONEDNN", "1") != "0"
+#: the smallest weight (elements) whose per-step products run on oneDNN. At 32 rows on an AVX2
+#: Zen 3 (benchmarks/RESULTS.md, "Which kernel runs a step's product"), oneDNN took 1.06-3.0x
+#: MKL's time below 512 x 512 elements, 0.90-1.01x at it and 0.80-0.96x above it.
+ONEDNN_MIN_WEIGHT = 512 * 512
 
 
 # -- products -------------------------------------------------------------------------------
 def _onednn_usable(w) -> bool:
-    return (ONEDNN and w.device.type == "cpu" and w.dtype == torch.float32
+    return (ONEDNN and w.device.type == "cpu" and w.dtype == torch.float32 and w.numel() >= ONEDNN_MIN_WEIGHT
             and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 

@@ -1,0 +1,82 @@
+"""Which kernel should run a recurrent step's product ``x @ w.T``: oneDNN with its packed weight
+(``fast.Product``) or MKL (``torch.mm``)? Per weight shape ``(N, K)``, both are timed on the same
+``(rows, K)`` input, interleaved round by round; the ratio is the median of per-round ratios.
+
+    python benchmarks/product_kernels.py --threads 1 --rows 32 --json out.json
+
+The packing (``_reorder_linear_weight``) happens once per layer call in the fused engine, not
+per step, so it is left out here; ``--repeat`` products per round amortise the call overhead
+the way one sequence's steps do.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from gatedrnn.bench import machine_info
+from gatedrnn.torch_engine import fast
+
+SHAPES = ((128, 128), (256, 256), (512, 256), (256, 512), (768, 256), (256, 768), (1024, 256), (256, 1024),
+          (512, 512), (1536, 512), (512, 1536), (2048, 512), (512, 2048), (1024, 1024), (2048, 1024),
+          (1024, 2048), (4096, 1024), (1024, 4096))
+
+
+def measure(n: int, k: int, rows: int, rounds: int, repeat: int) -> dict:
+    w, x = torch.randn(n, k), torch.randn(rows, k)
+    saved = fast.ONEDNN_MIN_WEIGHT
+    fast.ONEDNN_MIN_WEIGHT = 0
+    try:
+        packed = fast.Product(w, rows)
+    finally:
+        fast.ONEDNN_MIN_WEIGHT = saved
+    if packed.packed is None:
+        return {"n": n, "k": k, "rows": rows, "error": "oneDNN's packed product is not available here"}
+    wt = w.t()
+    fns = {"onednn": lambda: packed(x), "mkl": lambda: torch.mm(x, wt)}
+    times = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()
+    for r in range(rounds):
+        for name in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
+            start = time.perf_counter()
+            for _ in range(repeat):
+                fns[name]()
+            times[name].append((time.perf_counter() - start) / repeat)
+    return {"n": n, "k": k, "rows": rows, "onednn_us": 1e6 * statistics.median(times["onednn"]),
+            "mkl_us": 1e6 * statistics.median(times["mkl"]),
+            "onednn_vs_mkl": statistics.median(a / b for a, b in zip(times["onednn"], times["mkl"]))}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=32, help="rows of x: the batch (default 32)")
+    p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--repeat", type=int, default=200, help="products per round and kernel")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", metavar="PATH")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    print(f"{'N':>5} {'K':>5} {'N*K':>8} {'oneDNN us':>10} {'MKL us':>10} {'oneDNN/MKL':>11}")
+    for n, k in SHAPES:
+        r = measure(n, k, args.rows, args.rounds, args.repeat)
+        rows.append(r)
+        if "error" in r:
+            print(f"{n:>5} {k:>5} {r['error']}", file=sys.stderr)
+            continue
+        print(f"{n:>5} {k:>5} {n * k:>8} {r['onednn_us']:>10.1f} {r['mkl_us']:>10.1f} {r['onednn_vs_mkl']:>11.2f}",
+              flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine_info(), "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

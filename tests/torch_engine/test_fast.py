@@ -281,3 +281,47 @@ def test_masks_that_require_grad_are_refused():
         run_layer(cell, {**params, "mask_hh": mask}, x, state)
     y, _ = run_layer(cell, {**params, "mask_hh": mask}, x, state, engine="reference")
     assert torch.autograd.grad(y.sum(), mask)[0].abs().sum() > 0  # the twin differentiates it
+
+
+STEP_TAKEN = [("lstm", {"forget_bias": 1.0}), ("lstm", {"bias": False, "forget_bias": 0.5}), ("peephole", {}),
+              ("peephole", {"bias": False}), ("peephole", {"forget_bias_init": 1.0}), ("cifg", {}),
+              ("cifg", {"forget_bias": 1.0}), ("mogrifier", {}), ("mogrifier", {"rounds": 4, "rank": 2}),
+              ("mogrifier", {"rounds": 1, "bias": False}), ("mogrifier", {"rounds": 0})]
+STEP_LEFT = [("lstm", {"layer_norm": True}), ("lstm", {"proj_size": 3}), ("lstm", {"drop_gates": ("i",)}),
+             ("lstm", {"output_activation": "identity"}), ("peephole", {"layer_norm": True}),
+             ("mogrifier", {"layer_norm": True}), ("gru", {}), ("rnn", {})]
+
+
+@pytest.mark.parametrize("case", STEP_TAKEN, ids=_id)
+def test_lstm_step_equals_the_cells_step(case):
+    """``lstm_step`` behind the modules' ``step()`` against the cell's own step (the reference
+    engine's), four steps from a random state: outputs and every gradient, float64."""
+    from gatedrnn.torch_engine import layer
+
+    modules = []
+    for engine in ("fused", "reference"):
+        torch.manual_seed(0)
+        modules.append(layer(case[0], 5, 6, num_layers=2, engine=engine, dtype=torch.float64, **case[1]))
+    fast_module, slow = modules
+    assert fast.lstm_step(fast_module.cell, fast_module._step_params()[0][0]) is not None
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 3, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    hx = tuple(torch.randn(2, 3, 6, dtype=torch.float64, generator=gen, requires_grad=True) for _ in range(2))
+    outs = []
+    for module in modules:
+        state, ys = hx, []
+        for t in range(4):
+            y, state = module.step(x[t], state)
+            ys.append(y)
+        loss = torch.stack(ys).pow(2).sum() + state[1].sum()
+        outs.append((torch.stack(ys), torch.autograd.grad(loss, [x, *hx, *module.parameters()])))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(outs[0][1], outs[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", STEP_LEFT, ids=_id)
+def test_lstm_step_leaves_other_configurations_to_the_cell(case):
+    cell = make_cell(case[0], **case[1])
+    params = {s.name: torch.zeros(s.shape) for s in cell.param_spec(5, 6)}
+    assert fast.lstm_step(cell, params) is None

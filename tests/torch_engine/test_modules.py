@@ -490,3 +490,24 @@ def test_trains_under_distributed_data_parallel(cell_name, options, tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-6)  # one rank: the average is the gradient
     for (name, a), b in zip(plain.named_parameters(), wrapped.parameters()):
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "gru"])
+@pytest.mark.parametrize("option", ["weight_drop", "dropout_state"])
+def test_step_in_training_sees_the_dropped_weights(cell, option):
+    """In training mode ``weight_drop`` and ``dropout_state`` change what a step computes; the
+    single-step kernels, built on the undropped parameters, must not run then. Same seed, same
+    masks: the fused step equals the reference step, and differs from evaluation mode."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 5, dtype=torch.float64, generator=gen)
+    hx = torch.randn(2, 3, 6, dtype=torch.float64, generator=gen)
+    hx = (hx, torch.randn(2, 3, 6, dtype=torch.float64, generator=gen)) if cell != "gru" else hx
+    outs = {}
+    for engine in ("fused", "reference"):
+        torch.manual_seed(0)
+        module = gatedrnn.layer(cell, 5, 6, num_layers=2, engine=engine, dtype=torch.float64, **{option: 0.5})
+        torch.manual_seed(5)
+        outs[engine] = module.step(x, hx)[0]
+    module.eval()
+    torch.testing.assert_close(outs["fused"], outs["reference"], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(outs["fused"], module.step(x, hx)[0])

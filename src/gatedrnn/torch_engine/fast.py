@@ -125,6 +125,55 @@ def kernel_for(cell):
     return {"gru": GRU_KERNEL, "rnn": RNN_KERNEL}.get(name)
 
 
+def lstm_step(cell, p):
+    """One step ``(x (B, I), (h, c)) -> (h, c)`` of an LSTM-family layer without layer norm,
+    projection, dropped gates or identity activations (the configurations ``torch._VF.lstm_cell``
+    does not compute: peepholes, CIFG, ``forget_bias``, the Mogrifier's rounds), in a handful of
+    out-of-place operations, so autograd sees through it; or ``None``. For ``step()``: the cell's
+    own step does the same with its cache and block dicts, which at batch 1 cost more than the
+    arithmetic. ``p`` holds the parameters themselves, so updates in place are seen."""
+    if cell.name not in ("lstm", "peephole", "cifg", "mogrifier") or cell.layer_norm or not _lstm_fast(cell):
+        return None
+    G = cell.num_gates
+    H = p["weight_hh"].shape[0] // G
+    w_ih, w_hh = p["weight_ih"].t(), p["weight_hh"].t()
+    peep = p["weight_peephole"].split(H) if cell.peephole else None  # w_i, w_f, w_o
+    rounds = getattr(cell, "rounds", 0)
+
+    def mog(v, name, k):  # v @ Q_k^T (R_k^T); with ``rank``, through the two thin factors
+        if cell.rank is None:
+            return v @ p[f"weight_{name}"][k].t()
+        return (v @ p[f"weight_{name}_right"][k].t()) @ p[f"weight_{name}_left"][k].t()
+
+    def step(x, state):
+        h, c = state
+        if rounds:
+            zero = x.new_zeros(())
+            for j in range(1, rounds + 1):  # 2 sigma(.) * v in one addcmul
+                if j % 2:
+                    x = torch.addcmul(zero, torch.sigmoid(mog(h, "q", (j - 1) // 2)), x, value=2.0)
+                else:
+                    h = torch.addcmul(zero, torch.sigmoid(mog(x, "r", j // 2 - 1)), h, value=2.0)
+        bias = _combined_bias(cell, p, G, H, x)
+        a = x @ w_ih if bias is None else torch.addmm(bias, x, w_ih)
+        a = a.addmm(h, w_hh)
+        if cell.coupled:  # f, g, o; c = f c_prev + (1 - f) g = g + f (c_prev - g)
+            f, g, o = a.chunk(3, 1)
+            f, g = torch.sigmoid(f), torch.tanh(g)
+            c = torch.addcmul(g, f, c - g)
+        else:
+            i, f, g, o = a.chunk(4, 1)
+            if peep is not None:
+                i, f = torch.addcmul(i, c, peep[0]), torch.addcmul(f, c, peep[1])
+            i, f, g = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g)
+            c = torch.addcmul(f * c, i, g)
+        if peep is not None:
+            o = torch.addcmul(o, c, peep[-1])
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+    return step
+
+
 def _autocast(x) -> bool:
     try:
         return torch.is_autocast_enabled(x.device.type)

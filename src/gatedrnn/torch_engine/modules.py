@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..cells import CELLS, make_cell
+from .fast import lstm_step
 from .functional import keep_dtypes, mix_state, run_layer
 from .native import cpu_autocast, native_forward, native_kernel, step_kernel
 from .ops import TORCH_OPS as ops
@@ -190,9 +191,10 @@ class RecurrentBase(nn.Module):
         as ``forward`` takes it; returns ``(output (B, R), h_n)`` or ``(output, (h_n, c_n))``.
 
         The same result as ``forward`` on a length-1 sequence, without the sequence machinery:
-        each layer's ``cell.step`` runs on parameter dicts built once and reused across calls;
-        plain ``lstm``, ``gru`` and ``rnn`` layers (outside ``engine="reference"``) run PyTorch's
-        single-step kernels instead, the ones ``torch.nn.LSTMCell``/``GRUCell``/``RNNCell`` call.
+        each layer's ``cell.step`` runs on parameter dicts built once and reused across calls.
+        Outside ``engine="reference"``, plain ``lstm``, ``gru`` and ``rnn`` layers run PyTorch's
+        single-step kernels instead, the ones ``torch.nn.LSTMCell``/``GRUCell``/``RNNCell`` call,
+        and the other LSTM-family layers ``fast.lstm_step``, the same step in fewer operations.
         In training mode each call is a sequence of its own: the variational masks (dropouts,
         ``weight_drop``) are drawn anew per call, not once for the steps of a sequence.
         """
@@ -208,11 +210,12 @@ class RecurrentBase(nn.Module):
             x = x * masks.input
         finals = [[] for _ in self.state_sizes]
         native = self.engine != "reference" and not cpu_autocast(x)
-        for k, (params, kernel) in enumerate(zip(*self._step_params())):
-            params = masks.layer_params(k, params)
-            prev = tuple(s[k] for s in state0)
-            if native and kernel is not None and "mask_hh" not in params and x.dtype == params["weight_ih"].dtype:
-                # torch.nn's single-step kernel computes this cell exactly
+        layers = zip(*(s.unbind(0) for s in state0))  # per layer, its (h, c)
+        for k, (cached, kernel, prev) in enumerate(zip(*self._step_params(), layers)):
+            params = masks.layer_params(k, cached)
+            # the kernels hold the cached parameters: not for weights this call drops (weight_drop,
+            # dropout_state), which come as a new dict
+            if native and kernel is not None and params is cached and x.dtype == params["weight_ih"].dtype:
                 state = tuple(kernel(x, prev))
             else:
                 gx, _ = self.cell.input_proj(ops, params, x)
@@ -232,15 +235,15 @@ class RecurrentBase(nn.Module):
         return x, (state_n if self.cell.has_cell_state else state_n[0])
 
     def _step_params(self) -> tuple:
-        """Per-layer parameter dicts and single-step kernels (``native.step_kernel``, ``None``
-        where the cell's own step runs), rebuilt only when a parameter object was replaced or
-        moved (``.to()`` of a dtype or device)."""
+        """Per-layer parameter dicts and single-step kernels (``native.step_kernel``, else
+        ``fast.lstm_step``; ``None`` where the cell's own step runs), rebuilt only when a
+        parameter object was replaced or moved (``.to()`` of a dtype or device)."""
         current = tuple(self._parameters.values())
         key = (tuple(map(id, current)), current[0].dtype, current[0].device)  # .to() moves them all
         cached = self.__dict__.get("_step_cache")
         if cached is None or cached[0] != key:
             dicts = [self.layer_params(k) for k in range(self.num_layers)]
-            cached = (key, (dicts, [step_kernel(self.cell, d) for d in dicts]))
+            cached = (key, (dicts, [step_kernel(self.cell, d) or lstm_step(self.cell, d) for d in dicts]))
             self.__dict__["_step_cache"] = cached
         return cached[1]
 

@@ -74,6 +74,9 @@ class BenchConfig:
     autocast: str | None = None
 
     def validate(self):
+        from .training.distributed import resolve_device
+
+        self.device = str(resolve_device(self.device))  # a ValueError for one this process lacks
         for name in self.cells:
             if name not in CELLS:
                 raise ValueError(f"unknown cell {name!r}: expected some of {', '.join(CELLS)}")

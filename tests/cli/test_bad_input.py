@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from gatedrnn.cli import main
 
@@ -281,3 +282,16 @@ def test_refusal_through_the_real_process(workdir):
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("gatedrnn train: error: ")
     assert snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("command", ["sample", "eval", "bench"])
+def test_a_device_this_process_cannot_use(workdir, capsys, command):
+    """A misspelt device, or CUDA on a torch that sees none: one line, before anything runs."""
+    root = workdir
+    target = [] if command == "bench" else [str(root / "run")]
+    extra = ["--sizes", "8", "--cells", "lstm"] if command == "bench" else []
+    line = refused([command, *target, "--device", "cdua", *extra], root, capsys)
+    assert "cpu, cuda, cuda:N or auto" in line and "'cdua'" in line
+    if not torch.cuda.is_available():
+        line = refused([command, *target, "--device", "cuda", *extra], root, capsys)
+        assert "sees no CUDA device" in line

@@ -37,7 +37,13 @@ class DistInfo:
         return slice(self.rank * share, (self.rank + 1) * share)
 
 
-def resolve_device(name: str, info: DistInfo) -> torch.device:
+def resolve_device(name, info: DistInfo | None = None) -> torch.device:
+    """``name`` (``cpu``, ``cuda``, ``cuda:N``, ``auto`` or a ``torch.device``) as a device this
+    process can use; a ``ValueError`` saying why otherwise. ``cuda`` alone is the process's
+    local rank under torchrun (``info``), the current device otherwise."""
+    info = info or DistInfo()
+    if isinstance(name, torch.device):
+        name = str(name)
     if name in ("", "auto"):
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:

@@ -450,6 +450,7 @@ def load_model(run, which: str = "best", device="cpu"):
 
     ``which`` picks ``best`` or ``latest`` in a folder (falling back to the other if missing).
     """
+    device = D.resolve_device(device)
     run = Path(run)
     if run.is_dir():
         names = [BEST, LATEST] if which == "best" else [LATEST, BEST]

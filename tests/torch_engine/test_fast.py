@@ -10,6 +10,8 @@ from gatedrnn.cells import make_cell
 from gatedrnn.torch_engine import fast
 from gatedrnn.torch_engine.functional import reference_layer, run_layer
 
+from .stepping import assert_steps_match, module_pair
+
 CASES = [
     ("lstm", {}), ("lstm", {"forget_bias": 1.0}), ("lstm", {"bias": False}),
     ("lstm", {"bias": False, "forget_bias": 0.5}),
@@ -296,28 +298,9 @@ STEP_LEFT = [("lstm", {"layer_norm": True}), ("lstm", {"proj_size": 3}), ("lstm"
 def test_lstm_step_equals_the_cells_step(case):
     """``lstm_step`` behind the modules' ``step()`` against the cell's own step (the reference
     engine's), four steps from a random state: outputs and every gradient, float64."""
-    from gatedrnn.torch_engine import layer
-
-    modules = []
-    for engine in ("fused", "reference"):
-        torch.manual_seed(0)
-        modules.append(layer(case[0], 5, 6, num_layers=2, engine=engine, dtype=torch.float64, **case[1]))
-    fast_module, slow = modules
+    fast_module, slow = module_pair(*case)
     assert fast.lstm_step(fast_module.cell, fast_module._step_params()[0][0]) is not None
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(4, 3, 5, dtype=torch.float64, generator=gen, requires_grad=True)
-    hx = tuple(torch.randn(2, 3, 6, dtype=torch.float64, generator=gen, requires_grad=True) for _ in range(2))
-    outs = []
-    for module in modules:
-        state, ys = hx, []
-        for t in range(4):
-            y, state = module.step(x[t], state)
-            ys.append(y)
-        loss = torch.stack(ys).pow(2).sum() + state[1].sum()
-        outs.append((torch.stack(ys), torch.autograd.grad(loss, [x, *hx, *module.parameters()])))
-    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-12, atol=1e-12)
-    for a, b in zip(outs[0][1], outs[1][1]):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert_steps_match(fast_module, slow)
 
 
 @pytest.mark.parametrize("case", STEP_LEFT, ids=_id)

@@ -3,9 +3,10 @@ and that they compute what the cell's own step computes, value and gradient, in 
 import pytest
 import torch
 
-import gatedrnn
 from gatedrnn.cells import make_cell
 from gatedrnn.torch_engine.native import step_kernel
+
+from .stepping import assert_steps_match, module_pair
 
 TAKEN = [("lstm", {}), ("lstm", {"bias": False}), ("lstm", {"forget_bias_init": 1.0}), ("gru", {}),
          ("gru", {"bias": False}), ("rnn", {}), ("rnn", {"nonlinearity": "relu"}), ("rnn", {"bias": False})]
@@ -18,28 +19,11 @@ def _id(case):
     return case[0] + "".join(f"-{k}={v}" for k, v in case[1].items())
 
 
-def _module(name, options, engine):
-    torch.manual_seed(0)
-    cls = {"lstm": gatedrnn.LSTM, "gru": gatedrnn.GRU, "rnn": gatedrnn.RNN}[name]
-    return cls(5, 6, num_layers=2, engine=engine, dtype=torch.float64, **options)
-
-
 @pytest.mark.parametrize("case", TAKEN, ids=_id)
 def test_step_kernel_equals_the_cells_step(case):
-    fast, slow = _module(*case, "fused"), _module(*case, "reference")
+    fast, slow = module_pair(*case)
     assert step_kernel(fast.cell, fast._step_params()[0][0], torch.zeros(2, 5, dtype=torch.float64)) is not None
-    x = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
-    outs = []
-    for module in (fast, slow):
-        state, ys = None, []
-        for t in range(4):
-            y, state = module.step(x[t], state)
-            ys.append(y)
-        loss = torch.stack(ys).pow(2).sum()
-        outs.append((torch.stack(ys), torch.autograd.grad(loss, [x, *module.parameters()])))
-    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-12, atol=1e-12)
-    for a, b in zip(outs[0][1], outs[1][1]):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert_steps_match(fast, slow)
 
 
 @pytest.mark.parametrize("case", LEFT, ids=_id)

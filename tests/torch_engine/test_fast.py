@@ -308,3 +308,18 @@ def test_lstm_step_leaves_other_configurations_to_the_cell(case):
     cell = make_cell(case[0], **case[1])
     params = {s.name: torch.zeros(s.shape) for s in cell.param_spec(5, 6)}
     assert fast.lstm_step(cell, params) is None
+
+
+def test_lstm_step_sees_a_replaced_data():
+    """``param.data = ...`` keeps the parameter object (so ``step()``'s cache stays) but swaps its
+    storage: the next step must compute with the new values."""
+    fast_module, slow = module_pair("peephole", {})
+    x = torch.randn(3, 5, dtype=torch.float64)
+    fast_module.step(x)
+    for module in (fast_module, slow):
+        for name in ("weight_hh_l0", "weight_peephole_l0"):
+            param = getattr(module, name)
+            param.data = param.data * 2.0
+    hx = tuple(torch.randn(2, 3, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) for _ in range(2))
+    with torch.no_grad():
+        torch.testing.assert_close(fast_module.step(x, hx)[0], slow.step(x, hx)[0], rtol=1e-12, atol=1e-12)

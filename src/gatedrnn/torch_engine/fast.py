@@ -131,13 +131,12 @@ def lstm_step(cell, p):
     does not compute: peepholes, CIFG, ``forget_bias``, the Mogrifier's rounds), in a handful of
     out-of-place operations, so autograd sees through it; or ``None``. For ``step()``: the cell's
     own step does the same with its cache and block dicts, which at batch 1 cost more than the
-    arithmetic. ``p`` holds the parameters themselves, so updates in place are seen."""
+    arithmetic. ``p`` holds the parameters themselves, and every view of them is taken per call,
+    so updates in place and a replaced ``.data`` are both seen."""
     if cell.name not in ("lstm", "peephole", "cifg", "mogrifier") or cell.layer_norm or not _lstm_fast(cell):
         return None
     G = cell.num_gates
     H = p["weight_hh"].shape[0] // G
-    w_ih, w_hh = p["weight_ih"].t(), p["weight_hh"].t()
-    peep = p["weight_peephole"].split(H) if cell.peephole else None  # w_i, w_f, w_o
     rounds = getattr(cell, "rounds", 0)
 
     def mog(v, name, k):  # v @ Q_k^T (R_k^T); with ``rank``, through the two thin factors
@@ -155,6 +154,8 @@ def lstm_step(cell, p):
                 else:
                     h = torch.addcmul(zero, torch.sigmoid(mog(x, "r", j // 2 - 1)), h, value=2.0)
         bias = _combined_bias(cell, p, G, H, x)
+        w_ih, w_hh = p["weight_ih"].t(), p["weight_hh"].t()
+        peep = p["weight_peephole"].split(H) if cell.peephole else None  # w_i, w_f, w_o
         a = x @ w_ih if bias is None else torch.addmm(bias, x, w_ih)
         a = a.addmm(h, w_hh)
         if cell.coupled:  # f, g, o; c = f c_prev + (1 - f) g = g + f (c_prev - g)

@@ -21,27 +21,27 @@ def add_arguments(p):
 def run(args) -> int:
     from . import UsageError
     from ..data import encode_file, load_corpus
-    from ..training import evaluate, load_model
+    from ..training.run import load
 
     if args.streams <= 0 or args.seq_len <= 0:
         raise UsageError(f"--streams and --seq-len must be positive, got {args.streams} and {args.seq_len}")
-    model, vocab, ckpt = load_model(args.run, args.checkpoint, args.device)
-    train = ckpt["train_config"]
+    trained = load(args.run, args.checkpoint, args.device)
+    vocab, train = trained.vocab, trained.config.train.to_dict()
     if args.data and Path(args.data).is_file():
         tokens, what = encode_file(args.data, vocab), f"{args.data} (whole file)"
     else:
         source = args.data or train.get("data") or None
         corpus = load_corpus(source, vocab.level, vocab=vocab)
         tokens, what = corpus[args.split], f"{corpus.description.get('name')} {args.split} split"
-        saved = ckpt.get("corpus", {})
+        saved = trained.corpus
         if not args.data and saved.get("sha256") and saved["sha256"] != corpus.description.get("sha256"):
             print(f"note: this Python's built-in corpus (Python {corpus.description.get('python')}) differs from "
                   f"the one the run trained on (Python {saved.get('python')})", file=sys.stderr)
     if len(tokens) < 2:
         raise UsageError(f"{what} has {len(tokens)} token(s); evaluation needs at least 2")
-    result = evaluate(model, tokens, seq_len=args.seq_len, streams=args.streams, device=args.device)
-    unk = int((tokens == vocab.unk).sum()) if vocab.unk is not None else 0
-    out = {**result, "step": int(ckpt["step"]), "data": what, "level": vocab.level, "unknown_tokens": unk}
+    result = trained.score_tokens(tokens, seq_len=args.seq_len, streams=args.streams)  # what Run.score gives
+    unk = result["unknown_tokens"]
+    out = {**result, "step": trained.step, "data": what, "level": vocab.level}
     if args.json:
         print(json.dumps(out))
     else:

@@ -5,6 +5,7 @@ import sys
 
 
 def add_arguments(p):
+    # the defaults are those of gatedrnn.training.run.Run.sample (a test checks they agree)
     p.add_argument("run", metavar="RUN", help="run folder (or a checkpoint file)")
     p.add_argument("--prompt", default="", help="text the sample continues (default: a new line)")
     p.add_argument("--length", type=int, default=500, help="tokens to generate (default 500)")
@@ -17,16 +18,14 @@ def add_arguments(p):
 
 def run(args) -> int:
     from . import UsageError
-    from ..training import generate, load_model
+    from ..training.run import load
 
     if args.length < 0 or args.temperature < 0 or args.top_k < 0:
         raise UsageError(f"--length, --temperature and --top-k must not be negative, got "
                          f"{args.length}, {args.temperature:g}, {args.top_k}")
-    model, vocab, _ = load_model(args.run, args.checkpoint, args.device)
-    stream = generate(model, vocab, args.prompt, args.length, args.temperature, args.top_k, args.seed)
-    first = next(stream, "")  # a prompt outside the vocabulary fails before anything is printed
-    sys.stdout.write(args.prompt + first)
-    for text in stream:
+    trained = load(args.run, args.checkpoint, args.device)
+    # the same text as Run.sample, printed as it comes (a prompt outside the vocabulary fails first)
+    for text in trained.stream(args.prompt, args.length, args.temperature, args.top_k, args.seed):
         sys.stdout.write(text)
         sys.stdout.flush()
     sys.stdout.write("\n")

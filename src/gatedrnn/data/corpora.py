@@ -129,6 +129,11 @@ def read_file(path: Path, level: str):
     except UnicodeDecodeError as err:
         raise ValueError(f"{path} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
                          f"read it at --level byte, or convert it to UTF-8") from None
+    return clean_text(text)
+
+
+def clean_text(text: str) -> str:
+    """Text as every file is read: a leading byte-order mark dropped, Windows line ends as ``\\n``."""
     text = text.removeprefix("\ufeff")
     if "\r" in text:
         text = text.replace("\r\n", "\n")

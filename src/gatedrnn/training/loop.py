@@ -445,20 +445,25 @@ def _norm(value):
     return value
 
 
+def checkpoint_path(run, which: str = "best") -> Path:
+    """The checkpoint file of a run folder (``best`` or ``latest``, else the other), or ``run`` itself."""
+    run = Path(run)
+    if not run.is_dir():
+        return run
+    names = [BEST, LATEST] if which == "best" else [LATEST, BEST]
+    path = next((run / n for n in names if (run / n).is_file()), None)
+    if path is None:
+        raise FileNotFoundError(f"{run} holds no checkpoint (expected {BEST} or {LATEST})")
+    return path
+
+
 def load_model(run, which: str = "best", device="cpu"):
     """A trained model, its vocabulary and its checkpoint from a run folder or checkpoint file.
 
     ``which`` picks ``best`` or ``latest`` in a folder (falling back to the other if missing).
     """
     device = D.resolve_device(device)
-    run = Path(run)
-    if run.is_dir():
-        names = [BEST, LATEST] if which == "best" else [LATEST, BEST]
-        path = next((run / n for n in names if (run / n).is_file()), None)
-        if path is None:
-            raise FileNotFoundError(f"{run} holds no checkpoint (expected {BEST} or {LATEST})")
-    else:
-        path = run
+    path = checkpoint_path(run, which)
     ckpt = load_checkpoint(path)
     model_cfg = LMConfig.from_dict(ckpt["model_config"])
     model = LanguageModel(model_cfg)

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from gatedrnn.bench import machine_info
+from gatedrnn.experiments.bench import machine_info
 from gatedrnn.torch_engine import fast
 
 SHAPES = ((128, 128), (256, 256), (512, 256), (256, 512), (768, 256), (256, 768), (1024, 256), (256, 1024),

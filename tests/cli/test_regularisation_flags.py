@@ -18,7 +18,7 @@ def test_compare_passes_every_option_to_the_cells_that_take_it():
     from gatedrnn.cli import build_parser
     from gatedrnn.cli.compare import cell_options
     from gatedrnn.data.tasks import make_task
-    from gatedrnn.training.compare import build_model
+    from gatedrnn.experiments.compare import build_model
 
     args = build_parser().parse_args([
         "compare", "--cells", "gru,lstm", "--zoneout", "0.1", "--dropout-state", "0.2", "--weight-drop", "0.3",

@@ -9,8 +9,8 @@ import torch
 from gatedrnn.cli import build_parser
 from gatedrnn.cli.train import apply_recipe
 from gatedrnn.models.lm import LanguageModel, LMConfig
-from gatedrnn.training.compare import match_parameters
-from gatedrnn.training.compare_lm import lm_parameter_count
+from gatedrnn.experiments.compare import match_parameters
+from gatedrnn.experiments.compare_lm import lm_parameter_count
 from gatedrnn.training.evaluate import evaluate
 from gatedrnn.training.recipes import RecipeError, load_recipe, recipe_names
 

@@ -1,12 +1,12 @@
 """``gatedrnn bench``: training-step, forward, generation and memory cost of each engine against
-torch.nn's recurrent kernels, timed interleaved round by round (see ``gatedrnn.bench``)."""
+torch.nn's recurrent kernels, timed interleaved round by round (see ``gatedrnn.experiments.bench``)."""
 from __future__ import annotations
 
 import csv
 import json
 import sys
 
-from ..bench import DTYPES, ENGINES, BenchConfig, format_table, machine_info, run_bench
+from ..experiments.bench import DTYPES, ENGINES, BenchConfig, format_table, machine_info, run_bench
 from ..cells import CELLS
 
 KINDS = ("train", "forward", "generate", "memory")

@@ -138,7 +138,7 @@ def apply_recipe(args) -> tuple[dict, dict]:
 def run(args) -> int:
     from . import UsageError
 
-    from ..training.compare import (CompareConfig, compare, match_parameters, parameter_count,
+    from ..experiments.compare import (CompareConfig, compare, match_parameters, parameter_count,
                                     write_results)
 
     recipe_model, recipe_train = apply_recipe(args)
@@ -155,7 +155,7 @@ def run(args) -> int:
     if args.reference is not None and not args.match_params:
         raise UsageError("--reference needs --match-params")
     if args.task == "lm":
-        from ..training.compare_lm import LMCompareConfig, compare_lm, lm_parameter_count, load
+        from ..experiments.compare_lm import LMCompareConfig, compare_lm, lm_parameter_count, load
 
         defaults = LMCompareConfig()
         config = LMCompareConfig(cells=args.cells, data=args.data or "", level=args.level or "",
@@ -214,7 +214,7 @@ def run(args) -> int:
 
     runs = launch(report)
     if args.task == "lm":
-        from ..training.compare_lm import convergence_table
+        from ..experiments.compare_lm import convergence_table
 
         table = convergence_table(runs)
         print(table)

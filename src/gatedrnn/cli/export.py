@@ -20,7 +20,7 @@ def run(args) -> int:
     except ImportError:
         raise UsageError("exporting needs the onnx package: pip install onnx (and onnxruntime to run the graph)") from None
     from ..training import load_model
-    from ..training.export import export_lm, io_names
+    from ..experiments.export import export_lm, io_names
 
     if args.seq_len <= 0:
         raise UsageError(f"--seq-len must be positive, got {args.seq_len}")

@@ -21,7 +21,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..cells import make_cell
-    from ..training.gradflow import gradient_flow, write_flow
+    from ..experiments.gradflow import gradient_flow, write_flow
 
     for c in args.cells:
         make_cell(c)

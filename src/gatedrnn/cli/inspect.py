@@ -18,7 +18,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from ..training.inspect import inspect_text
+    from ..experiments.inspect import inspect_text
     from ..training.loop import load_model
     from . import UsageError
 

@@ -200,6 +200,11 @@ def run(args) -> int:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+        if info.is_writer and (trainer.out / "metrics.csv").exists():
+            from ..experiments.plots import plot_metrics
+
+            if plot_metrics(trainer.out / "metrics.csv", trainer.out / "loss.png"):
+                say(f"loss curve: {trainer.out / 'loss.png'}")
         if info.is_writer and args.sample_length and result["reason"] != "interrupted":
             from ..training import generate
 
@@ -281,5 +286,3 @@ class Printer:
                 best = {"loss": d["best_valid_loss"], "bits_per_token": d["best_valid_loss"] / 0.6931471805599453}
                 valid = f"; valid {self.per_token(v)} (best {self.per_token(best)})"
             say(f"done: {event.step} steps, {d['tokens']:,} tokens in {clock(d['elapsed'])} ({why}){valid}")
-            if d["plot"]:
-                say(f"loss curve: {d['plot']}")

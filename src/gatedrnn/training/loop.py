@@ -7,7 +7,8 @@
 Each step reads the next window of ``T`` tokens of ``B`` contiguous streams, starts from the state
 the previous window ended in (detached: gradients stop at the window's start), and takes one
 optimizer step. Progress is reported through ``callback(event)``; this module writes the run folder
-(checkpoints, ``metrics.csv``, ``run.json``, ``loss.png``) and never prints.
+(checkpoints, ``metrics.csv``, ``run.json``) and never prints; ``gatedrnn train`` draws ``loss.png``
+from ``metrics.csv`` afterwards (``gatedrnn.experiments.plots``).
 
 ``steps`` and ``minutes`` are totals for the run: a resumed run goes on to the same end. With
 ``--steps`` the learning-rate schedule follows the step count and a run is reproducible bit for
@@ -33,7 +34,6 @@ from . import distributed as D
 from .checkpoint import BEST, LATEST, CheckpointError, atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .evaluate import evaluate
-from .plots import plot_metrics
 from .runlock import RunLock
 
 METRICS_FIELDS = ("step", "tokens", "elapsed_s", "lr", "split", "loss", "bits_per_token")
@@ -408,11 +408,8 @@ class Trainer:
         self.elapsed = time.monotonic() - clock
         if best or self.saved_step != self.step:
             self.save(best=best)
-        plotted = False
-        if self.info.is_writer and (self.out / "metrics.csv").exists():
-            plotted = plot_metrics(self.out / "metrics.csv", self.out / "loss.png")
         result = {"step": self.step, "reason": reason, "elapsed": self.elapsed, "tokens": self.tokens,
-                  "valid": last_valid, "best_valid_loss": self.best, "plot": str(self.out / "loss.png") if plotted else None}
+                  "valid": last_valid, "best_valid_loss": self.best}
         self.callback(Event("end", self.step, result))
         return result
 

@@ -8,7 +8,7 @@ import torch
 
 from gatedrnn.data.tokenizers import Vocabulary
 from gatedrnn.models.lm import LanguageModel, LMConfig
-from gatedrnn.training.inspect import activations, correlate, inspect_text, text_features
+from gatedrnn.experiments.inspect import activations, correlate, inspect_text, text_features
 
 TEXT = 'print("a (b)", x)\nif (y): z = \'q\'\n'
 

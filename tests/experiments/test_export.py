@@ -9,7 +9,7 @@ pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from gatedrnn.models.lm import LanguageModel, LMConfig, state_tensors  # noqa: E402
-from gatedrnn.training.export import export_lm, io_names  # noqa: E402
+from gatedrnn.experiments.export import export_lm, io_names  # noqa: E402
 
 V = 20
 CONFIGS = [

@@ -3,7 +3,7 @@ import csv
 
 import numpy as np
 
-from gatedrnn.training.gradflow import gradient_flow, write_flow
+from gatedrnn.experiments.gradflow import gradient_flow, write_flow
 
 
 def test_gradflow_smoke(tmp_path):
@@ -26,8 +26,8 @@ def test_gradflow_norms_match_a_whole_sequence_backward():
     import torch
 
     from gatedrnn.data.tasks import make_task
-    from gatedrnn.training.compare import build_model
-    from gatedrnn.training.gradflow import hidden_gradient_norms
+    from gatedrnn.experiments.compare import build_model
+    from gatedrnn.experiments.gradflow import hidden_gradient_norms
 
     torch.manual_seed(0)
     task = make_task("adding", seq_len=5)

@@ -1,6 +1,6 @@
 """The promise of the README: with ``gatedrnn compare``'s defaults the LSTM solves the adding
 problem at T=50 (MSE below 0.05, chance 0.167) within 1500 steps."""
-from gatedrnn.training.compare import CompareConfig, train_run
+from gatedrnn.experiments.compare import CompareConfig, train_run
 
 
 def test_lstm_solves_adding_at_T50_with_the_defaults():

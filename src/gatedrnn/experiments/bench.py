@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .cells import CELLS
+from ..cells import CELLS
 
 #: the torch.nn module each cell is measured against
 YARDSTICK = {"lstm": "LSTM", "peephole": "LSTM", "cifg": "LSTM", "mogrifier": "LSTM", "gru": "GRU", "rnn": "RNN"}
@@ -74,7 +74,7 @@ class BenchConfig:
     autocast: str | None = None
 
     def validate(self):
-        from .training.distributed import resolve_device
+        from ..training.distributed import resolve_device
 
         self.device = str(resolve_device(self.device))  # a ValueError for one this process lacks
         for name in self.cells:
@@ -103,7 +103,7 @@ def make_module(engine: str, cell: str, size: int, cfg: BenchConfig, num_layers:
     factory = {"device": cfg.device, "dtype": DTYPES[cfg.dtype]}
     if engine == "torch":
         return getattr(torch.nn, YARDSTICK[cell])(size, size, num_layers, **factory)
-    from .torch_engine import layer
+    from ..torch_engine import layer
 
     return layer(cell, size, size, num_layers=num_layers, engine=engine, **factory,
                  **{**cfg.module_options, **cfg.cell_options.get(cell, {})})
@@ -172,7 +172,7 @@ def products_only(module, x, backward: bool):
     rows at once: the input product (not for the Mogrifier, whose input is gated per step) and,
     with ``backward``, the input gradient and every weight gradient (the cheapest way to do them).
     """
-    from .torch_engine.fast import Product, _mog_matrices
+    from ..torch_engine.fast import Product
 
     cell, p = module.cell, {k: v.detach() for k, v in module.layer_params(0).items()}
     T, B, _ = x.shape
@@ -180,10 +180,14 @@ def products_only(module, x, backward: bool):
     mogrifier = cell.name == "mogrifier" and rounds
     nq, nr = (rounds + 1) // 2, rounds // 2
 
-    def weights():  # (stepped, hoisted); the Mogrifier with ``rank`` builds Q_k, R_k from factors
+    def mog(name, n):  # Q_k (I, R) / R_k (R, I), k < n; with ``rank``, the product of the two factors
+        if cell.rank is None:
+            return [p[f"weight_{name}"][k] for k in range(n)]
+        return [p[f"weight_{name}_left"][k] @ p[f"weight_{name}_right"][k] for k in range(n)]
+
+    def weights():  # (stepped, hoisted)
         if mogrifier:
-            return ([torch.cat([p["weight_ih"], p["weight_hh"]], dim=1),
-                     *_mog_matrices(cell, p, "q", nq), *_mog_matrices(cell, p, "r", nr)], [])
+            return [torch.cat([p["weight_ih"], p["weight_hh"]], dim=1), *mog("q", nq), *mog("r", nr)], []
         return [p["weight_hh"]] + ([p["weight_hr"]] if "weight_hr" in p else []), [p["weight_ih"]]
 
     with torch.no_grad():
@@ -334,7 +338,7 @@ def _peak_in_subprocess(engine, cell, size, cfg) -> float | None:
     """MiB: the rise of the resident set's peak over its level before one training step, in a
     fresh interpreter (see ``_peak_child``); ``None`` where that cannot be measured."""
     spec = json.dumps({"engine": engine, "cell": cell, "size": size, "cfg": asdict(cfg)})
-    code = "import sys, json; from gatedrnn.bench import _peak_child; print(json.dumps(_peak_child(sys.argv[1])))"
+    code = "import sys, json; from gatedrnn.experiments.bench import _peak_child; print(json.dumps(_peak_child(sys.argv[1])))"
     # a fixed mmap threshold: glibc then hands every large tensor back to the system when freed,
     # so a step's peak shows in the resident set instead of hiding in memory kept from before
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": str(torch.get_num_threads())}

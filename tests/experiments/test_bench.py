@@ -1,4 +1,4 @@
-"""The products floor of ``gatedrnn.bench``: it must run exactly the matrix products the fused
+"""The products floor of ``gatedrnn.experiments.bench``: it must run exactly the matrix products the fused
 engine runs, no more and no fewer, or it is not the floor it claims to be. Checked by counting
 floating-point operations (``torch.utils.flop_counter``) in a training step and a forward of the
 fused engine against ``products_only``, with oneDNN off so that every product is an ATen ``mm``
@@ -8,7 +8,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import gatedrnn.torch_engine.fast as fast
-from gatedrnn.bench import products_only
+from gatedrnn.experiments.bench import products_only
 from gatedrnn.torch_engine import layer
 
 CASES = [("lstm", {}), ("peephole", {}), ("cifg", {}), ("gru", {}), ("rnn", {}), ("mogrifier", {}),

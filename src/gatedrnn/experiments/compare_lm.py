@@ -19,9 +19,9 @@ import numpy as np
 from ..cells import CELLS, make_cell
 from ..data import load_corpus
 from ..models.lm import LMConfig
+from ..training.config import TrainConfig
+from ..training.loop import Trainer
 from .compare import RunResult, options_for
-from .config import TrainConfig
-from .loop import Trainer
 
 
 @dataclass

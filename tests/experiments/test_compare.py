@@ -4,7 +4,7 @@ import csv
 import pytest
 
 from gatedrnn.data.tasks import make_task
-from gatedrnn.training.compare import (CompareConfig, compare, match_parameters, parameter_count,
+from gatedrnn.experiments.compare import (CompareConfig, compare, match_parameters, parameter_count,
                                        train_run, write_results)
 
 TINY = dict(steps=4, eval_every=2, hidden_size=8, batch_size=4, eval_batch_size=8, seq_len=6)
@@ -83,7 +83,7 @@ def test_match_params_gives_the_largest_size_within_one_percent(reference, hidde
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "peephole", "cifg", "mogrifier"])
 def test_parameter_count_is_the_built_model_s(cell):
-    from gatedrnn.training.compare import build_model
+    from gatedrnn.experiments.compare import build_model
     from gatedrnn.models.heads import count_parameters
 
     task = make_task("copy")

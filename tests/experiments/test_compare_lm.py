@@ -6,8 +6,8 @@ import pytest
 from gatedrnn.data import load_corpus
 from gatedrnn.models.heads import count_parameters
 from gatedrnn.models.lm import LanguageModel, LMConfig
-from gatedrnn.training.compare import match_parameters
-from gatedrnn.training.compare_lm import LMCompareConfig, compare_lm, lm_parameter_count
+from gatedrnn.experiments.compare import match_parameters
+from gatedrnn.experiments.compare_lm import LMCompareConfig, compare_lm, lm_parameter_count
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru", "peephole", "cifg", "mogrifier"])
@@ -39,7 +39,7 @@ def test_a_tiny_lm_comparison(tmp_path):
 
 
 def _run(cell, seed, curve_steps, curve, curve_seconds):
-    from gatedrnn.training.compare import RunResult
+    from gatedrnn.experiments.compare import RunResult
 
     return RunResult(cell=cell, seed=seed, task="lm", seq_len=8, hidden_size=8, params=100,
                      metric_name="valid_bits_per_token", chance=7.0, solved_at=math.nan, steps=curve_steps[-1],
@@ -48,7 +48,7 @@ def _run(cell, seed, curve_steps, curve, curve_seconds):
 
 
 def test_convergence_table_gives_mean_and_sd_of_steps_and_seconds_and_counts_the_misses():
-    from gatedrnn.training.compare_lm import convergence_table, first_reached
+    from gatedrnn.experiments.compare_lm import convergence_table, first_reached
 
     steps = [0, 100, 200, 300]
     runs = [_run("mogrifier", 0, steps, [7.0, 4.0, 3.0, 2.5], [0, 10, 20, 30]),
@@ -74,7 +74,7 @@ def test_convergence_table_gives_mean_and_sd_of_steps_and_seconds_and_counts_the
 
 
 def test_a_single_seed_reaching_a_target_has_no_spread():
-    from gatedrnn.training.compare_lm import convergence_table
+    from gatedrnn.experiments.compare_lm import convergence_table
 
     table = convergence_table([_run("lstm", 0, [0, 10], [7.0, 4.0], [0.0, 3.0])], targets=[5.0])
     assert "| 5 | lstm | 1 of 1 seeds | 10 | 3 | 10 (3 s) |" in table

@@ -9,12 +9,18 @@ cast to the buffer's dtype.
 """
 from __future__ import annotations
 
+import os
+
 import triton
 import triton.language as tl
-from triton import knobs
 
-#: the kernels were decorated under ``TRITON_INTERPRET=1`` and so run on CPU tensors
-INTERPRETED = bool(knobs.runtime.interpret)
+try:
+    from triton import knobs
+
+    #: the kernels were decorated under ``TRITON_INTERPRET=1`` and so run on CPU tensors
+    INTERPRETED = bool(knobs.runtime.interpret)
+except ImportError:  # a triton before its knobs module reads the variable itself
+    INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 #: elements per program; small on the interpreter, which runs programs one after another
 MAX_BLOCK = 1024
 

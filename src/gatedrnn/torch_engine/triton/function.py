@@ -102,17 +102,26 @@ class TritonLayer(torch.autograd.Function):
         saved = ctx.saved_tensors
         tensors, buffers = saved[: ctx.n_tensors], saved[ctx.n_tensors :]
         if torch.is_grad_enabled():  # a graph of the backward is wanted: go through the twin
-            from ..functional import _twin_grads
-
-            params = dict(zip(names, tensors[:n]))
-            x, state0 = tensors[n], tuple(tensors[n + 1 :])
-            return (None, None, None, *_twin_grads(ctx.plan.cell, params, x, state0, ctx.keep, dy, dstate, tensors))
+            return (None, None, None, *twin_grads(ctx.plan.cell, names, ctx.keep, tensors, (dy, *dstate)))
         plan = replace(ctx.plan, need_dx=ctx.needs_input_grad[3 + n])
         n_state = ctx.n_tensors - n - 1
         flat = [*tensors[: n + 1], *buffers, None if dy is None else dy.contiguous(), *dstate]
         outs = graphs.call(("backward", plan, names, n_state), _backward_fn(plan, names, n_state), flat)
         dparams = [d if ctx.needs_input_grad[3 + j] else None for j, d in enumerate(outs[:n])]
         return (None, None, None, *dparams, outs[n], *outs[n + 1 :])
+
+
+def twin_grads(cell, names, keep, tensors, douts):
+    """Vector-Jacobian product through the autograd loop, with a graph (for double backward)."""
+    from ..functional import reference_layer
+
+    n = len(names)
+    with torch.enable_grad():
+        inputs = [t if t.requires_grad else t.detach().requires_grad_() for t in tensors]
+        y, state_n = reference_layer(cell, dict(zip(names, inputs[:n])), inputs[n], tuple(inputs[n + 1 :]), keep)
+        pairs = [(o, d) for o, d in zip((y, *state_n), douts) if d is not None]
+        return torch.autograd.grad([o for o, _ in pairs], inputs, [d for _, d in pairs],
+                                   create_graph=True, allow_unused=True)
 
 
 def autocast_dtype(x):

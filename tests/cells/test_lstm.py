@@ -104,9 +104,10 @@ def test_drop_gates_none_drops_nothing():
     assert make_cell("lstm", drop_gates=None) == make_cell("lstm")
 
 
-def test_drop_gates_from_a_command_line_string():
-    assert make_cell("lstm", drop_gates="o,i").drop_gates == ("i", "o")
-    assert make_cell("lstm", drop_gates="o i") == make_cell("lstm", drop_gates=("i", "o"))
+def test_drop_gates_as_a_string_is_refused_the_cli_parses_it():
+    with pytest.raises(ValueError, match=r"a sequence of gates .* got the string 'o,i'"):
+        make_cell("lstm", drop_gates="o,i")
+    assert make_cell("lstm", drop_gates=["o", "i"]) == make_cell("lstm", drop_gates=("i", "o"))
 
 
 def test_peephole_drop_gate_drops_its_peephole():
@@ -139,7 +140,7 @@ def test_forget_bias_is_not_stored():
 
 @pytest.mark.parametrize("options, message", [
     ({"drop_gates": ("g",)}, r"drop_gates takes gates among \('i', 'f', 'o'\), got \['g'\]"),
-    ({"drop_gates": "x,o"}, r"got \['x'\]"),
+    ({"drop_gates": ["x", "o"]}, r"got \['x'\]"),
     ({"input_activation": "relu"}, r"input_activation must be one of \('tanh', 'identity'\), got 'relu'"),
     ({"output_activation": "sigmoid"}, r"output_activation must be one of .*got 'sigmoid'"),
     ({"proj_size": -1}, r"proj_size should be a non-negative integer, got -1"),

@@ -21,7 +21,8 @@ def make_cell(cell, **options) -> Cell:
             return type(cell)(**{**cell.config, **options})
         return cell
     if cell not in CELLS:
-        close = difflib.get_close_matches(str(cell), list(CELLS), n=3, cutoff=0.5)
+        close = [c for c in CELLS if c == str(cell).lower()] or difflib.get_close_matches(
+            str(cell), list(CELLS), n=3, cutoff=0.5)  # a different case first: 'LSTM' -> 'lstm'
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"unknown cell {cell!r}: expected one of {', '.join(CELLS)}{hint}")
     return CELLS[cell](**options)

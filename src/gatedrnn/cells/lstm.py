@@ -60,9 +60,10 @@ class LSTMFamily(Cell):
     def validate(self):
         super().validate()
         if "drop_gates" in self.config:
-            gates = self.drop_gates or ()  # None from an unset command-line option
-            if isinstance(gates, str):  # "i,o" from a command line
-                gates = [g for g in gates.replace(",", " ").split() if g]
+            gates = self.drop_gates or ()  # None: none dropped
+            if isinstance(gates, str):  # a sequence of names, as ("i", "o"); "i,o" is parsed by the CLI
+                raise ValueError(f"drop_gates takes a sequence of gates among {DROPPABLE}, such as ('i', 'o'), "
+                                 f"got the string {gates!r}")
             bad = [g for g in gates if g not in DROPPABLE]
             if bad:
                 raise ValueError(f"drop_gates takes gates among {DROPPABLE}, got {bad}")

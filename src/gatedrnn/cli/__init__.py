@@ -24,30 +24,51 @@ COMMANDS = {
 }
 
 
+DESCRIPTION = ("The LSTM family of recurrent networks: train a language model, sample from it and evaluate it, "
+               "compare cells, check gradients, export to ONNX, benchmark the engines.")
+
+
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line like every other refusal (exit code 2): the usage
-    of ``gatedrnn train`` runs to a screenful and buried the error under it."""
+    """argparse, but a bad argument is one line like every other refusal (exit code 2), naming the
+    command and suggesting the closest flag or value: the usage of ``gatedrnn train`` runs to a
+    screenful and buried the error under it."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        from .flags import suggestion
+
+        self.exit(2, f"{self.prog}: error: {message}{suggestion(self, message)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="gatedrnn", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
+    from .. import __version__
+
+    parser = OneLineParser(prog="gatedrnn", description=DESCRIPTION,
+                           epilog="gatedrnn COMMAND --help describes a command's flags.")
+    parser.add_argument("--version", action="version", version=f"gatedrnn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser,
+                                title="commands")
+    parser.commands = {}
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         importlib.import_module(module).add_arguments(p)
         p.set_defaults(_module=module)
+        parser.commands[name] = p
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:  # a bare ``gatedrnn``: what it can do, as a usage error (exit code 2, like argparse)
+        parser.print_help(sys.stderr)
+        return 2
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the command's own parser names itself and knows its flags
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return importlib.import_module(args._module).run(args)
     except (UsageError, ValueError, FileNotFoundError) as err:

@@ -43,10 +43,16 @@ def _option(text, error):
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise error(f"--option takes KEY=VALUE, got {text!r}")
+    from .flags import CELL_OPTIONS, PARSERS
+
+    key = key.strip()
+    kind = CELL_OPTIONS.get(key, (None,))[0]
+    if kind in PARSERS:  # drop_gates=i,o
+        return key, PARSERS[kind](value)
     try:
-        return key.strip(), json.loads(value)
+        return key, json.loads(value)
     except json.JSONDecodeError:
-        return key.strip(), value
+        return key, value
 
 
 def run(args) -> int:

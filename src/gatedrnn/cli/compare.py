@@ -1,30 +1,12 @@
 """``gatedrnn compare``: train cells side by side on a task over seeds; table, CSV and curves."""
 from __future__ import annotations
 
+import argparse
 import ast
 import math
 
 from ..cells import CELLS
 from ..data.tasks import TASKS, make_task
-
-#: cell options settable from the command line: flag -> (option, type, help)
-CELL_OPTIONS = {
-    "--forget-bias": ("forget_bias", float, "constant added to the forget gate (LSTM family)"),
-    "--forget-bias-init": ("forget_bias_init", float, "initial forget-gate bias (LSTM family)"),
-    "--rounds": ("rounds", int, "Mogrifier rounds"),
-    "--rank": ("rank", int, "Mogrifier Q/R rank"),
-    "--nonlinearity": ("nonlinearity", str, "rnn: tanh or relu"),
-    "--proj-size": ("proj_size", int, "LSTM family: project h to this size"),
-    "--drop-gates": ("drop_gates", str, "lstm, peephole: gates fixed at 1, e.g. i,o"),
-    "--input-activation": ("input_activation", str, "LSTM family: tanh or identity"),
-    "--output-activation": ("output_activation", str, "LSTM family: tanh or identity"),
-    "--zoneout": ("zoneout", float, "zoneout probability of the state (c too for the LSTM family)"),
-    "--dropout-input": ("dropout_input", float, "variational dropout of the input"),
-    "--dropout-state": ("dropout_state", float, "variational dropout of h before the recurrent product"),
-    "--dropout-output": ("dropout_output", float, "variational dropout of the recurrent output"),
-    "--weight-drop": ("weight_drop", float, "DropConnect on the hidden-to-hidden weights"),
-}
-
 
 def parse_cells(text: str) -> tuple[str, ...]:
     cells = tuple(c.strip() for c in text.split(",") if c.strip())
@@ -60,79 +42,93 @@ def parse_key_values(items) -> dict:
 
 
 def add_arguments(p):
+    from .flags import add_cell_option_flags
+
+    # every default is None (not given): what no flag and no recipe gives comes from CompareConfig
+    # (a long-range task) or LMCompareConfig (--task lm), whose defaults the help names
     p.add_argument("--recipe", metavar="NAME", help="a named set of settings (gatedrnn/recipes/NAME.toml, e.g. "
-                   "mogrifier-char): --task lm with its model, training, cells and seeds; flags given override it")
-    p.add_argument("--cells", default="rnn,lstm", type=parse_cells,
-                   help=f"comma-separated cells among {', '.join(CELLS)} (default rnn,lstm)")
-    p.add_argument("--task", default="adding", help=f"one of {', '.join(TASKS)}, or lm (default adding)")
-    p.add_argument("--seq-len", type=int, default=None, help="sequence length or lag (default: the task's; lm: BPTT window 100)")
+                   "mogrifier-char): --task lm with its model, training, cells and seeds; flags given override it, "
+                   "whatever their value")
+    p.add_argument("--cells", type=parse_cells,
+                   help=f"comma-separated cells among {', '.join(CELLS)} (default rnn,lstm; lm: lstm,mogrifier)")
+    p.add_argument("--task", help=f"one of {', '.join(TASKS)}, or lm (default adding)")
+    p.add_argument("--seq-len", type=int, help="sequence length or lag (default: the task's; lm: BPTT window 100)")
     p.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="task option, e.g. symbols=4")
-    p.add_argument("--steps", type=int, default=1500, help="training steps per run (default 1500)")
-    p.add_argument("--minutes", type=float, default=None,
+    p.add_argument("--steps", type=int, help="training steps per run (default 1500)")
+    p.add_argument("--minutes", type=float,
                    help="wall-clock budget of each run (cell and seed), evaluations included; a run ends at its "
                         "steps or its minutes, whichever comes first (default: no limit)")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for the runs (default 1: on a machine shared with other jobs, more threads thrash)")
-    p.add_argument("--seeds", default=(0,), type=parse_seeds, help="count (3 = seeds 0,1,2) or list (default 1)")
-    p.add_argument("--hidden-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-2; 3e-3 for lm)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--clip", type=float, default=1.0, help="gradient norm clip, 0 for none (default 1.0)")
-    p.add_argument("--eval-every", type=int, default=None, help="steps between evaluations (default 50; 250 for lm)")
-    p.add_argument("--stop-when-solved", action="store_true", help="end a run at the first evaluation that solves the task")
-    p.add_argument("--match-params", action="store_true",
-                   help="size each cell to the largest hidden size within 1%% of the reference cell's parameter count")
-    p.add_argument("--reference", default=None, help="the cell others are matched to (default: the first of --cells)")
-    p.add_argument("--data", default=None, help="--task lm: text file or corpus folder (default: the built-in corpus)")
-    p.add_argument("--level", choices=("char", "word", "byte"), default=None, help="--task lm: token level")
-    p.add_argument("--out", default="compare-out", help="directory for results.csv, results.md, curves.png")
-    p.add_argument("--layer-norm", action="store_true", help="layer normalisation in every cell")
-    for flag, (_, kind, help_text) in CELL_OPTIONS.items():
-        p.add_argument(flag, type=kind, default=None, help=help_text)
+    p.add_argument("--seeds", type=parse_seeds, help="count (3 = seeds 0,1,2) or list (default 1)")
+    p.add_argument("--hidden-size", type=int, help="hidden size of the first cell (default 64)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default 0.01; lm: 0.003)")
+    p.add_argument("--batch-size", type=int, help="default 32")
+    p.add_argument("--clip", type=float, help="gradient norm clip, 0 for none (default 1)")
+    p.add_argument("--eval-every", type=int, help="steps between evaluations (default 50; lm: 250)")
+    p.add_argument("--stop-when-solved", action=argparse.BooleanOptionalAction, default=None,
+                   help="end a run at the first evaluation that solves the task (default off)")
+    p.add_argument("--match-params", action=argparse.BooleanOptionalAction, default=None,
+                   help="size each cell to the parameter count of the reference cell, within 1%% where a size "
+                        "gets there (lm: the embedding size too); the counts are printed (default off)")
+    p.add_argument("--reference", help="the cell others are matched to (default: the first of --cells)")
+    p.add_argument("--data", help="--task lm: text file or corpus folder (default: the built-in corpus)")
+    p.add_argument("--level", choices=("char", "word", "byte"), help="--task lm: token level")
+    p.add_argument("--out", default="compare-out", help="directory for results.csv, results.md, curves.png "
+                   "(default compare-out)")
+    add_cell_option_flags(p)
 
 
 def cell_options(args) -> dict:
-    options = {opt: getattr(args, flag[2:].replace("-", "_")) for flag, (opt, _, _) in CELL_OPTIONS.items()}
-    options = {k: v for k, v in options.items() if v is not None}
-    if args.layer_norm:
-        options["layer_norm"] = True
-    return options
+    from .flags import cell_options as given
+
+    return given(args)
 
 
 #: recipe settings the LM comparison takes beyond its own flags: LMConfig's and TrainConfig's
 RECIPE_MODEL = ("num_layers", "sum_layer_outputs", "tie_weights", "embed_size", "dropout", "embedding_dropout", "engine")
 RECIPE_TRAIN = ("optimizer", "beta1", "beta2", "weight_decay", "momentum", "schedule", "warmup", "eval_streams")
+#: the flags a recipe's settings fill (a flag given wins); the rest are RECIPE_MODEL and RECIPE_TRAIN
+RECIPE_FLAGS = ("cells", "seeds", "match_params", "reference", "eval_every", "steps", "minutes", "hidden_size",
+                "seq_len", "batch_size", "lr", "clip", "data", "level")
 
 
 def apply_recipe(args) -> tuple[dict, dict]:
-    """Fill from ``--recipe`` what the user left at its default; returns the recipe's further model
-    and training settings. A flag given with its default value cannot be told apart from one not
-    given: the recipe's value is taken then."""
+    """Fill from ``--recipe`` what the user did not give (a flag given wins, whatever its value);
+    returns the recipe's further model and training settings."""
     if not getattr(args, "recipe", None):
         return {}, {}
+    from . import UsageError
     from ..training.recipes import check_keys, load_recipe
-    from . import build_parser
+    from .flags import CELL_OPTIONS
 
     recipe = load_recipe(args.recipe)
-    check_keys(recipe, set(RECIPE_MODEL) | set(RECIPE_TRAIN) | {o for o, _, _ in CELL_OPTIONS.values()}
-               | {"cell", "hidden_size", "seq_len", "batch_size", "lr", "clip", "data", "level", "steps",
-                  "minutes", "seed", "layer_norm", "rounds", "rank", "dropout_between", "device", "forget_bias"})
-    defaults = vars(build_parser().parse_args(["compare"]))
+    check_keys(recipe, set(RECIPE_MODEL) | set(RECIPE_TRAIN) | set(CELL_OPTIONS) | set(RECIPE_FLAGS)
+               | {"cell", "seed", "device"})
+    if args.task not in (None, "lm"):
+        raise UsageError(f"--recipe {args.recipe} compares language models (--task lm), got --task {args.task}")
+    args.task = "lm"
     given = {**recipe.settings, **recipe.compare}
     given.pop("cell", None)
-    args.task = "lm"
     if "cells" in given:
         given["cells"] = parse_cells(given["cells"])
     if "seeds" in given:
         given["seeds"] = parse_seeds(str(given["seeds"]))
-    flag_of = {opt: flag[2:].replace("-", "_") for flag, (opt, _, _) in CELL_OPTIONS.items()}
     for key, value in given.items():
-        dest = flag_of.get(key, key)
-        if dest in defaults and getattr(args, dest) == defaults[dest]:
-            setattr(args, dest, value)
+        if (key in RECIPE_FLAGS or key in CELL_OPTIONS) and getattr(args, key, None) is None:
+            setattr(args, key, value)
     model = {k: v for k, v in recipe.settings.items() if k in RECIPE_MODEL}
     train = {k: v for k, v in recipe.settings.items() if k in RECIPE_TRAIN}
     return model, train
+
+
+def resolve(args, defaults) -> None:
+    """What no flag and no recipe gave: the defaults of the comparison's config dataclass."""
+    for key in ("cells", "seeds", "steps", "hidden_size", "lr", "batch_size", "clip", "eval_every", "seq_len",
+                "stop_when_solved"):
+        if getattr(args, key, None) is None and hasattr(defaults, key):
+            setattr(args, key, getattr(defaults, key))
+    args.match_params = bool(args.match_params)
 
 
 def run(args) -> int:
@@ -142,6 +138,13 @@ def run(args) -> int:
                                     write_results)
 
     recipe_model, recipe_train = apply_recipe(args)
+    args.task = args.task or "adding"
+    if args.task == "lm":
+        from ..experiments.compare_lm import LMCompareConfig
+
+        resolve(args, LMCompareConfig())
+    else:
+        resolve(args, CompareConfig())
     if args.threads <= 0:
         raise UsageError(f"--threads must be a positive integer, got {args.threads}")
     if args.minutes is not None and not args.minutes > 0:
@@ -157,12 +160,11 @@ def run(args) -> int:
     if args.task == "lm":
         from ..experiments.compare_lm import LMCompareConfig, compare_lm, lm_parameter_count, load
 
-        defaults = LMCompareConfig()
         config = LMCompareConfig(cells=args.cells, data=args.data or "", level=args.level or "",
-                                 seq_len=args.seq_len or defaults.seq_len, steps=args.steps, seeds=args.seeds,
-                                 hidden_size=args.hidden_size, lr=args.lr or defaults.lr,
+                                 seq_len=args.seq_len, steps=args.steps, seeds=args.seeds,
+                                 hidden_size=args.hidden_size, lr=args.lr,
                                  batch_size=args.batch_size, clip=args.clip,
-                                 eval_every=args.eval_every or defaults.eval_every, minutes=minutes,
+                                 eval_every=args.eval_every, minutes=minutes,
                                  cell_options=cell_options(args), model_options=recipe_model, train_options=recipe_train)
         CompareConfig(cells=config.cells, steps=config.steps, hidden_size=config.hidden_size,
                       batch_size=config.batch_size, eval_every=config.eval_every, lr=config.lr).validate()
@@ -180,9 +182,9 @@ def run(args) -> int:
     else:
         config = CompareConfig(cells=args.cells, task=args.task, seq_len=args.seq_len,
                                task_options=parse_key_values(args.task_option), steps=args.steps,
-                               seeds=args.seeds, hidden_size=args.hidden_size, lr=args.lr or CompareConfig.lr,
+                               seeds=args.seeds, hidden_size=args.hidden_size, lr=args.lr,
                                batch_size=args.batch_size, clip=args.clip,
-                               eval_every=args.eval_every or CompareConfig.eval_every,
+                               eval_every=args.eval_every,
                                stop_when_solved=args.stop_when_solved, minutes=minutes,
                                cell_options=cell_options(args))
         config.validate()

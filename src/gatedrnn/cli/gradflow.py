@@ -1,7 +1,8 @@
 """``gatedrnn gradflow``: how far back a last-step loss reaches, per cell, before and after training."""
 from __future__ import annotations
 
-from .compare import CELL_OPTIONS, cell_options, parse_cells
+from .compare import cell_options, parse_cells
+from .flags import add_cell_option_flags
 
 
 def add_arguments(p):
@@ -14,9 +15,7 @@ def add_arguments(p):
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="gradflow-out", help="directory for gradflow.csv and gradflow.png")
-    p.add_argument("--layer-norm", action="store_true")
-    for flag, (_, kind, help_text) in CELL_OPTIONS.items():
-        p.add_argument(flag, type=kind, default=None, help=help_text)
+    add_cell_option_flags(p)
 
 
 def run(args) -> int:

@@ -11,111 +11,61 @@ import sys
 import time
 from pathlib import Path
 
-from ..cells import CELLS
 
-#: what ``gatedrnn train`` trains when asked nothing: chosen to pass 2 bits per character within
-#: 5 minutes on 2 CPU cores (see README)
-DEFAULTS = {
-    "cell": "lstm", "hidden_size": 256, "num_layers": 1, "embed_size": 0, "dropout": 0.0, "tie_weights": False,
-    "engine": "auto", "embedding_dropout": 0.0,
-    "data": "", "level": "", "seq_len": 64, "batch_size": 32, "lr": 5e-3, "optimizer": "adamw",
-    "weight_decay": 0.0, "momentum": 0.0, "beta1": 0.9, "beta2": 0.99, "schedule": "cosine", "warmup": 30, "clip": 1.0, "seed": 0,
-    "device": "auto", "save_every": 500, "eval_every": 250, "eval_streams": 16, "log_every": 50,
-    "on_nan": "stop", "precision": "float32",
-}
-DEFAULT_MINUTES = 5.0
-MODEL_KEYS = ("cell", "hidden_size", "num_layers", "embed_size", "dropout", "tie_weights", "engine",
-              "embedding_dropout", "sum_layer_outputs")
-#: cell and module options as flags: name -> (type, help)
-CELL_OPTIONS = {
-    "forget_bias": (float, "constant added to the forget gate (TensorFlow's forget_bias)"),
-    "forget_bias_init": (float, "initial value of the forget gate's bias"),
-    "proj_size": (int, "LSTM projection size (h is projected to this size)"),
-    "layer_norm": ("flag", "layer-normalised gates and cell"),
-    "rounds": (int, "Mogrifier rounds"),
-    "rank": (int, "Mogrifier factor rank"),
-    "nonlinearity": (str, "rnn: tanh or relu"),
-    "drop_gates": (str, "LSTM ablation: gates fixed at 1, e.g. i,o"),
-    "input_activation": (str, "LSTM ablation: tanh or identity"),
-    "output_activation": (str, "LSTM ablation: tanh or identity"),
-    "zoneout": (float, "zoneout rate on the recurrent state"),
-    "weight_drop": (float, "DropConnect rate on the recurrent weights"),
-    "dropout_input": (float, "variational dropout of the recurrent input, one mask per sequence"),
-    "dropout_between": (float, "variational dropout between layers, one mask per sequence"),
-    "dropout_output": (float, "variational dropout of the recurrent output, one mask per sequence"),
-    "dropout_state": (float, "variational dropout of h before the recurrent product, one mask per sequence"),
-}
+#: the flags that are not settings of the run (the rest come from TrainConfig and LMConfig)
+OWN_FLAGS = ("recipe", "threads", "out", "resume", "sample_length")
 
 
 def add_arguments(p):
-    d = DEFAULTS
+    from ..models.lm import LMConfig
+    from ..training.config import TrainConfig
+    from .flags import add_cell_option_flags, add_config_flags
+
     p.add_argument("--recipe", metavar="NAME", help="a named set of settings (gatedrnn/recipes/NAME.toml, e.g. "
-                   "mogrifier-char); flags given here override it")
-    g = p.add_argument_group("data")
-    g.add_argument("--data", metavar="PATH", help="text file (split 90/5/5) or folder: PTB, WikiText, "
-                   "train/valid/test.txt, enwik8 (default: this Python's standard library source)")
-    g.add_argument("--level", choices=("char", "word", "byte"),
-                   help="tokens (default: word for PTB/WikiText, byte for enwik8, char otherwise)")
-    g = p.add_argument_group("model")
-    g.add_argument("--cell", help=f"one of {', '.join(CELLS)} (default {d['cell']})")
-    g.add_argument("--hidden-size", type=int, help=f"default {d['hidden_size']}")
-    g.add_argument("--num-layers", type=int, help=f"default {d['num_layers']}")
-    g.add_argument("--embed-size", type=int, help="default: the recurrent output size")
-    g.add_argument("--dropout", type=float, help="on embeddings, between layers, before the decoder (default 0)")
-    g.add_argument("--tie-weights", action="store_true", default=None, help="share embedding and decoder weights")
-    g.add_argument("--embedding-dropout", type=float, help="drop whole words of the embedding (default 0)")
-    g.add_argument("--engine", choices=("auto", "fused", "reference"), help="recurrent kernels (default auto)")
-    g.add_argument("--sum-layer-outputs", action="store_true", default=None,
-                   help="the decoder reads the sum of every layer's output (the Mogrifier paper's setup)")
-    for name, (kind, help_text) in CELL_OPTIONS.items():
-        flag = "--" + name.replace("_", "-")
-        if kind == "flag":
-            g.add_argument(flag, action="store_true", default=None, help=help_text)
-        else:
-            g.add_argument(flag, type=kind, help=help_text)
-    g = p.add_argument_group("training")
-    g.add_argument("--seq-len", type=int, help=f"BPTT window (default {d['seq_len']})")
-    g.add_argument("--batch-size", type=int, help=f"parallel streams, across all processes (default {d['batch_size']})")
-    g.add_argument("--steps", type=int, help="total optimizer steps (default: no limit, the clock decides)")
-    g.add_argument("--minutes", type=float, help=f"total wall-clock budget (default {DEFAULT_MINUTES:g} without --steps)")
-    g.add_argument("--lr", type=float, help=f"peak learning rate (default {d['lr']:g})")
-    g.add_argument("--optimizer", choices=("adamw", "sgd"), help="default adamw")
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--momentum", type=float, help="SGD momentum")
-    g.add_argument("--beta1", type=float, help=f"Adam's first-moment decay (default {d['beta1']:g})")
-    g.add_argument("--beta2", type=float, help=f"Adam's second-moment decay (default {d['beta2']:g})")
-    g.add_argument("--schedule", choices=("cosine", "constant"), help="after warm-up (default cosine)")
-    g.add_argument("--warmup", type=int, help=f"warm-up steps (default {d['warmup']})")
-    g.add_argument("--clip", type=float, help=f"gradient norm clip, 0 for none (default {d['clip']:g})")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--precision", choices=("float32", "bf16"),
-                   help="bf16: the forward under bf16 autocast, weights and gradients float32 (default float32)")
-    g.add_argument("--on-nan", choices=("stop", "skip"),
-                   help="a non-finite loss or gradient stops the run (default, the last checkpoint kept) "
-                        "or skips the step")
-    g.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
-    g.add_argument("--threads", type=int, default=1,
-                   help="CPU threads (default 1: on a machine shared with other jobs, more threads thrash)")
-    g = p.add_argument_group("run")
+                   "mogrifier-char); flags given here override it, whatever their value")
+    groups = {name: p.add_argument_group(name) for name in ("data", "model", "training", "run")}
+    add_config_flags(groups, LMConfig)
+    add_cell_option_flags(groups["model"])
+    add_config_flags(groups, TrainConfig)
+    groups["training"].add_argument("--threads", type=int, default=1,
+                                    help="CPU threads (default 1: on a machine shared with other jobs, more "
+                                         "threads thrash)")
+    g = groups["run"]
     g.add_argument("--out", metavar="DIR", help="run folder (default runs/<date-time>); never overwritten")
     g.add_argument("--resume", nargs="?", const=True, metavar="RUN", help="continue the run in RUN (or --out)")
-    g.add_argument("--save-every", type=int, help=f"steps between checkpoints (default {d['save_every']})")
-    g.add_argument("--eval-every", type=int, help=f"steps between validations (default {d['eval_every']})")
-    g.add_argument("--eval-streams", type=int, help=f"validation streams (default {d['eval_streams']}; 1 is exact)")
-    g.add_argument("--log-every", type=int, help=f"steps between progress lines (default {d['log_every']})")
-    g.add_argument("--sample-length", type=int, default=400, help="tokens sampled at the end (0: none)")
+    g.add_argument("--sample-length", type=int, default=400, help="tokens sampled at the end (default 400; 0: none)")
+
+
+def setting_names() -> tuple[set, set]:
+    """(training settings, model settings): the fields of TrainConfig and LMConfig a flag sets."""
+    from dataclasses import fields
+
+    from ..models.lm import LMConfig
+    from ..training.config import TrainConfig
+
+    train = {f.name for f in fields(TrainConfig) if "help" in f.metadata}
+    model = {f.name for f in fields(LMConfig) if "help" in f.metadata}
+    return train, model
 
 
 def explicit(args) -> tuple[dict, dict, dict]:
-    """The settings the user gave: (training, model, cell options), without the defaults."""
+    """The settings the user gave (or the recipe set): (training, model, cell options)."""
+    from .flags import cell_options
+
+    train_keys, model_keys = setting_names()
     given = {k: v for k, v in vars(args).items() if v is not None}
-    train = {k: given[k] for k in DEFAULTS if k in given and k not in MODEL_KEYS}
-    for k in ("steps", "minutes"):
-        if k in given:
-            train[k] = given[k]
-    model = {k: given[k] for k in MODEL_KEYS if k in given}
-    cell = {k: given[k] for k in CELL_OPTIONS if k in given}
-    return train, model, cell
+    train = {k: given[k] for k in train_keys if k in given}
+    model = {k: given[k] for k in model_keys if k in given}
+    return train, model, cell_options(args)
+
+
+def configs(args):
+    """The run ``args`` asks for: (TrainConfig, model options for ``Trainer.new``). What no flag
+    and no recipe gave is the dataclasses' default."""
+    from ..training import TrainConfig
+
+    train, model, cell = explicit(args)
+    return TrainConfig.from_dict(train), {**model, "cell_options": cell}
 
 
 def apply_recipe(args) -> None:
@@ -125,11 +75,13 @@ def apply_recipe(args) -> None:
         return
     from . import UsageError
     from ..training.recipes import check_keys, load_recipe
+    from .flags import CELL_OPTIONS
 
     if args.resume:
         raise UsageError("--recipe starts a new run; a resumed run keeps its own settings (drop --recipe)")
     recipe = load_recipe(name)
-    check_keys(recipe, set(DEFAULTS) | set(MODEL_KEYS) | set(CELL_OPTIONS) | {"steps", "minutes"})
+    train_keys, model_keys = setting_names()
+    check_keys(recipe, train_keys | model_keys | set(CELL_OPTIONS))
     for key, value in recipe.settings.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -137,7 +89,7 @@ def apply_recipe(args) -> None:
 
 def run(args) -> int:
     from . import UsageError
-    from ..training import Trainer, TrainConfig
+    from ..training import Trainer
     from ..training import distributed as D
 
     apply_recipe(args)
@@ -171,13 +123,7 @@ def run(args) -> int:
                                      callback=Printer(say), info=info, device=device)
         else:
             out = Path(args.out) if args.out else D.broadcast_object(default_out(), info)
-            settings = {**DEFAULTS, **train_given}
-            if "steps" not in train_given and "minutes" not in train_given:
-                settings["minutes"] = DEFAULT_MINUTES
-            cfg = TrainConfig.from_dict({k: v for k, v in settings.items() if k not in MODEL_KEYS})
-            model = {k: v for k, v in DEFAULTS.items() if k in MODEL_KEYS}
-            model.update(model_given)
-            model["cell_options"] = cell_given
+            cfg, model = configs(args)
             trainer = Trainer.new(cfg, model, out, callback=Printer(say), info=info, device=device)
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
@@ -230,6 +176,11 @@ def default_out() -> Path:
     return out
 
 
+def plural(n, word: str) -> str:
+    """``1 minute``, ``2 minutes``, ``0.5 minutes``."""
+    return f"{n:g} {word}{'' if n == 1 else 's'}"
+
+
 def clock(seconds) -> str:
     if seconds is None:
         return "-"
@@ -263,8 +214,8 @@ class Printer:
                 f"layer(s), {d['params']:,} parameters, on {d['device']}"
                 + (f" x {d['world_size']} processes" if d["world_size"] > 1 else ""))
             say(f"data: {d['corpus']}")
-            budget = " and ".join(filter(None, [f"{t['steps']} steps" if t["steps"] else "",
-                                               f"{t['minutes']:g} minutes" if t["minutes"] else ""])) or "no limit"
+            budget = " and ".join(filter(None, [plural(t["steps"], "step") if t["steps"] else "",
+                                               plural(t["minutes"], "minute") if t["minutes"] else ""])) or "no limit"
             say(f"batch {t['batch_size']} x {t['seq_len']} tokens, {t['optimizer']} lr {t['lr']:g} ({t['schedule']}), "
                 f"budget {budget}; run folder {d['out']}", flush=True)
         elif event.kind == "log":

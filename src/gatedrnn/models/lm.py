@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import nn
 
-from ..cells import make_cell
+from ..cells import CELLS, make_cell
 from ..torch_engine import layer
+from ..torch_engine.modules import ENGINES
 from ..torch_engine.regularisation import embedding_dropout
 
 try:
@@ -24,20 +25,28 @@ except ImportError:  # an engine without module-level regularisers
     MODULE_OPTIONS = ()
 
 
+def _help(default, text: str, **meta):
+    """A field with its command-line help: ``gatedrnn train`` builds its model flags from these."""
+    return field(default=default, metadata={"help": text, "group": "model", **meta})
+
+
 @dataclass
 class LMConfig:
+    """The language model's shape. The defaults are ``gatedrnn train``'s."""
+
     vocab_size: int
-    cell: str = "lstm"
-    hidden_size: int = 512
-    num_layers: int = 1
-    embed_size: int = 0  # 0: the recurrent output size (needed for tying), else the size asked for
-    dropout: float = 0.0  # on the embedding, between layers and before the decoder
-    embedding_dropout: float = 0.0  # whole words of the embedding table (AWD-LSTM)
-    tie_weights: bool = False
+    cell: str = _help("lstm", f"the recurrent cell: one of {', '.join(CELLS)}")
+    hidden_size: int = _help(256, "hidden units per layer")
+    num_layers: int = _help(1, "stacked recurrent layers")
+    embed_size: int = _help(0, "embedding size", default_text="the recurrent output size")
+    dropout: float = _help(0.0, "dropout on the embeddings, between layers and before the decoder")
+    embedding_dropout: float = _help(0.0, "drop whole words of the embedding table (AWD-LSTM)")
+    tie_weights: bool = _help(False, "share the embedding and decoder weights (Press & Wolf; Inan et al.)")
     #: the decoder reads the sum of every layer's output, not the last layer's alone (the
     #: Mogrifier paper's setup, Melis et al. 2020): lower layers get a short path to the loss
-    sum_layer_outputs: bool = False
-    engine: str = "auto"
+    sum_layer_outputs: bool = _help(False, "the decoder reads the sum of every layer's output (the Mogrifier "
+                                    "paper's setup)")
+    engine: str = _help("auto", "recurrent kernels", choices=ENGINES)
     cell_options: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -6,7 +6,7 @@ import csv
 import json
 import sys
 
-from ..experiments.bench import DTYPES, ENGINES, BenchConfig, format_table, machine_info, run_bench
+from ..experiments.bench import CPU_ENGINES, DTYPES, ENGINES, GPU_ENGINES, BenchConfig, format_table, machine_info, run_bench
 from ..cells import CELLS
 
 KINDS = ("train", "forward", "generate", "memory")
@@ -24,7 +24,11 @@ def add_arguments(p):
     p.add_argument("--repeats", type=int, default=5, help="interleaved rounds per measurement (default: 5)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=list(DTYPES))
-    p.add_argument("--engines", type=_list, default=ENGINES, help=f"comma-separated among {','.join(ENGINES)}")
+    p.add_argument("--engines", type=_list, default=None,
+                   help=f"comma-separated among {','.join(ENGINES)} (default: {','.join(CPU_ENGINES)}, "
+                        f"and {','.join(GPU_ENGINES)} on a CUDA device)")
+    p.add_argument("--tf32", action="store_true",
+                   help="TF32 float32 products on a CUDA device, for cuDNN and cuBLAS alike (default: off for both)")
     p.add_argument("--kinds", type=_list, default=KINDS, help=f"comma-separated among {','.join(KINDS)}")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--rounds", type=int, default=None, help="Mogrifier rounds (default: the cell's, 5)")
@@ -72,7 +76,7 @@ def run(args) -> int:
     module_options = dict(_option(text, UsageError) for text in args.option)
     cfg = BenchConfig(autocast=args.autocast, module_options=module_options, cells=args.cells, sizes=sizes, seq_len=args.seq_len, batch_size=args.batch_size,
                       repeats=args.repeats, device=args.device, dtype=args.dtype, engines=args.engines,
-                      kinds=args.kinds, cell_options=cell_options)
+                      kinds=args.kinds, cell_options=cell_options, tf32=args.tf32)
     cfg.validate()
     info = machine_info()
     to_stdout = args.json == "-" or args.csv == "-"
@@ -80,6 +84,7 @@ def run(args) -> int:
     print(f"# {info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['date']}; "
           f"T={cfg.seq_len} B={cfg.batch_size} {cfg.dtype}"
           f"{' autocast ' + cfg.autocast if cfg.autocast else ''} {cfg.device}"
+          f"{(' TF32 ' + ('on' if cfg.tf32 else 'off') + ' for cuDNN and cuBLAS') if cfg.device.startswith('cuda') else ''}"
           f"{' ' + json.dumps(cfg.module_options) if cfg.module_options else ''}, {cfg.repeats} interleaved rounds",
           file=log, flush=True)
     rows = run_bench(cfg, progress=lambda r: print(

@@ -6,6 +6,12 @@ Timings on shared machines drift by tens of percent within minutes, so every var
 (cell, size) is timed in the same round, round after round, and each ratio is the median of the
 per-round ratios, not a ratio of medians. Absolute times are only comparable within one run.
 
+On a CUDA device every call is followed by ``torch.cuda.synchronize`` inside the timing; the
+engines measured add ``triton`` (the GPU engine) and ``compile`` (``torch.compile`` of the
+autograd loop's module), and ``tf32`` sets TF32 for cuDNN and cuBLAS alike (off by default for
+both; torch's own defaults differ), so a ratio to cuDNN compares like with like. Each sequence
+row also has ``first_call_s``: its first call, compiling, capturing and allocating included.
+
 Rows (dicts), one per measurement, ``kind`` telling which:
 
 - ``train``: a training step, forward and backward with input gradients on, one layer
@@ -50,7 +56,11 @@ STEP_CELL = {"LSTM": "LSTMCell", "GRU": "GRUCell", "RNN": "RNNCell"}
 #: engines a user can name; ``torch`` is the yardstick, ``auto`` only differs from ``fused``
 #: for the plain lstm/gru/rnn that engine="auto" hands to torch's kernels; ``products`` is the
 #: fused engine's matrix products alone (``train`` and ``forward`` rows only)
-ENGINES = ("fused", "reference", "torch", "auto", "products")
+CPU_ENGINES = ("fused", "reference", "torch", "auto", "products")
+#: on a GPU also: ``triton`` (Triton kernels, CUDA graphs) and ``compile``, ``torch.compile`` of
+#: the autograd loop's module (what a user would otherwise do; its first call compiles)
+GPU_ENGINES = ("triton", "compile")
+ENGINES = CPU_ENGINES + GPU_ENGINES
 AUTO_CELLS = ("lstm", "gru", "rnn")
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
@@ -64,7 +74,7 @@ class BenchConfig:
     repeats: int = 5
     device: str = "cpu"
     dtype: str = "float32"
-    engines: tuple = ENGINES
+    engines: tuple | None = None  # None: CPU_ENGINES, and GPU_ENGINES on a CUDA device
     kinds: tuple = ("train", "forward", "generate", "memory")
     gen_tokens: int = 32  # tokens per generation round
     cell_options: dict = field(default_factory=dict)  # cell name -> options (mogrifier rounds, ...)
@@ -72,17 +82,25 @@ class BenchConfig:
     module_options: dict = field(default_factory=dict)
     #: None, or the dtype of ``torch.autocast`` around the timed calls ("bfloat16", "float16")
     autocast: str | None = None
+    #: TF32 for float32 products on a CUDA device, set alike for cuDNN and cuBLAS (torch's defaults
+    #: differ: cuDNN on, matmul off), so both sides of a ratio run the same policy
+    tf32: bool = False
 
     def validate(self):
         from ..training.distributed import resolve_device
 
         self.device = str(resolve_device(self.device))  # a ValueError for one this process lacks
+        cuda = self.device.startswith("cuda")
+        if self.engines is None:
+            self.engines = CPU_ENGINES + (GPU_ENGINES if cuda else ())
         for name in self.cells:
             if name not in CELLS:
                 raise ValueError(f"unknown cell {name!r}: expected some of {', '.join(CELLS)}")
         bad = [e for e in self.engines if e not in ENGINES]
         if bad:
             raise ValueError(f"unknown engine(s) {bad}: expected some of {', '.join(ENGINES)}")
+        if "triton" in self.engines and not cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(f"engine triton runs on a CUDA device; got --device {self.device}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.autocast not in (None, "bfloat16", "float16"):
@@ -103,6 +121,8 @@ def make_module(engine: str, cell: str, size: int, cfg: BenchConfig, num_layers:
     factory = {"device": cfg.device, "dtype": DTYPES[cfg.dtype]}
     if engine == "torch":
         return getattr(torch.nn, YARDSTICK[cell])(size, size, num_layers, **factory)
+    if engine == "compile":
+        return torch.compile(make_module("reference", cell, size, cfg, num_layers))
     from ..torch_engine import layer
 
     return layer(cell, size, size, num_layers=num_layers, engine=engine, **factory,
@@ -115,19 +135,42 @@ def engines_for(cell: str, cfg: BenchConfig, products: bool = False) -> list:
     return [e for e in cfg.engines if (e != "auto" or cell in AUTO_CELLS) and (e != "products" or products)]
 
 
-def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
-    """Seconds per call of each function, timed in turn within each round: name -> list."""
+def interleaved(fns: dict, repeats: int, warmup: int = 1, sync=None) -> dict:
+    """Seconds per call of each function, timed in turn within each round: name -> list.
+    ``sync`` (``torch.cuda.synchronize`` on a GPU) waits for the device after each call."""
+    sync = sync or (lambda: None)
     for _ in range(warmup):
         for fn in fns.values():
             fn()
+            sync()
     times = {name: [] for name in fns}
     names = list(fns)
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:  # rotate who goes first
             start = time.perf_counter()
             fns[name]()
+            sync()
             times[name].append(time.perf_counter() - start)
     return times
+
+
+def device_sync(cfg):
+    """What waits for ``cfg.device`` to finish (``None`` on CPU, where calls return when done)."""
+    return torch.cuda.synchronize if cfg.device.startswith("cuda") else None
+
+
+@contextlib.contextmanager
+def tf32_policy(cfg):
+    """cuDNN's and cuBLAS's TF32 switches both set to ``cfg.tf32`` for the run, then restored."""
+    flags = (torch.backends.cuda.matmul, torch.backends.cudnn)
+    before = [f.allow_tf32 for f in flags]
+    try:
+        for f in flags:
+            f.allow_tf32 = cfg.tf32
+        yield
+    finally:
+        for f, b in zip(flags, before):
+            f.allow_tf32 = b
 
 
 def ratio(times: dict, a: str, b: str):
@@ -248,16 +291,20 @@ def bench_sequence(cell: str, size: int, cfg: BenchConfig) -> list:
             continue
         fns = {e: (products_only(m, x, backward=kind == "train") if e == "products" else
                    _train_fn(m, x, gy, cfg) if kind == "train" else _forward_fn(m, x, cfg)) for e, m in modules.items()}
-        failed = {}
+        failed, first = {}, {}
+        sync = device_sync(cfg) or (lambda: None)
         for e, fn in list(fns.items()):
+            start = time.perf_counter()
             try:  # a kernel may refuse a configuration (torch.nn.LSTM under CPU bf16 autocast without AVX-512)
                 fn()
-            except RuntimeError as err:
+                sync()
+            except (RuntimeError, ValueError) as err:  # ValueError: engine="triton" refusing a configuration
                 failed[e] = str(err).splitlines()[0]
                 del fns[e]
-        times = interleaved(fns, cfg.repeats)
+            first[e] = time.perf_counter() - start  # with compiling, capturing, allocating
+        times = interleaved(fns, cfg.repeats, sync=device_sync(cfg))
         for e in engines:
-            row = {"kind": kind, "cell": cell, "size": size, "engine": e,
+            row = {"kind": kind, "cell": cell, "size": size, "engine": e, "first_call_s": first.get(e),
                    "ms": 1e3 * statistics.median(times[e]) if e in times else None,
                    "vs_torch": ratio(times, e, "torch"), "vs_reference": ratio(times, e, "reference"),
                    "vs_products": ratio(times, e, "products")}
@@ -297,7 +344,7 @@ def bench_generation(cell: str, size: int, cfg: BenchConfig) -> list:
                     states[k] = c(inp, states[k])
                     inp = states[k][0] if isinstance(states[k], tuple) else states[k]
 
-    times = interleaved({"fused": ours, "torch": theirs}, cfg.repeats)
+    times = interleaved({"fused": ours, "torch": theirs}, cfg.repeats, sync=device_sync(cfg))
     via = "step" if step is not None else "forward on length-1 inputs"
     # at batch 1 a step reads every weight once and does little else with it: the weights' bytes
     # set the pace where they do not stay in the caches
@@ -424,6 +471,11 @@ def machine_info() -> dict:
 def run_bench(cfg: BenchConfig, progress=None) -> list:
     """Every requested row, cell by cell and size by size; ``progress(row)`` sees each as it comes."""
     cfg.validate()
+    with tf32_policy(cfg):
+        return _run_bench(cfg, progress)
+
+
+def _run_bench(cfg: BenchConfig, progress=None) -> list:
     rows = []
     for size in cfg.sizes:
         for cell in cfg.cells:
@@ -436,7 +488,7 @@ def run_bench(cfg: BenchConfig, progress=None) -> list:
                 parts.append(bench_memory)
             for part in parts:
                 for row in part(cell, size, cfg):
-                    row.update(seq_len=cfg.seq_len, batch_size=cfg.batch_size, dtype=cfg.dtype, device=cfg.device,
+                    row.update(seq_len=cfg.seq_len, batch_size=cfg.batch_size, dtype=cfg.dtype, device=cfg.device, tf32=cfg.tf32,
                                autocast=cfg.autocast or "", options=json.dumps(cfg.module_options, sort_keys=True))
                     rows.append(row)
                     if progress:

@@ -5,9 +5,10 @@
 On a GPU a step of these loops is a few microseconds of arithmetic and a few launches; launching
 ``T`` steps from Python costs more than running them. A CUDA graph records every launch of
 ``fn`` once and replays them as one. The cache is keyed by ``key`` (what the loop's code depends
-on: the cell, its options, the masks present, the product dtype) and by each input's shape,
-dtype, stride and device; a different shape or dtype captures a new graph (at most
-``MAX_GRAPHS``, the least recently used dropped first).
+on: the cell, its options, the masks present, the product dtype), by each input's shape, dtype,
+stride and device, and by the float32 matmul policy (TF32 or not) the products were captured
+with; anything else captures a new graph (at most ``MAX_GRAPHS``, the least recently used
+dropped first).
 
 Inputs, parameters included, are copied into the graph's own static buffers before each replay,
 so a graph never holds a caller's storage: a replaced parameter (``.data =``, DropConnect's new
@@ -32,7 +33,9 @@ _failed: set = set()  # keys whose capture failed: eager from then on
 
 
 def _signature(inputs):
-    return tuple(None if t is None else (tuple(t.shape), t.dtype, t.stride(), t.device) for t in inputs)
+    # a graph keeps the product kernels chosen at capture: the TF32 policy is part of the key
+    policy = (torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision())
+    return policy, tuple(None if t is None else (tuple(t.shape), t.dtype, t.stride(), t.device) for t in inputs)
 
 
 def _capturable(inputs) -> bool:
@@ -53,7 +56,7 @@ def _capture(fn, inputs):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             static_out = list(fn(*static_in))
-    except RuntimeError:
+    except Exception:  # noqa: BLE001 - whatever failed, the eager call that follows raises it again or succeeds
         return None
     return graph, static_in, static_out
 

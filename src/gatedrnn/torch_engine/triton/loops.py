@@ -121,7 +121,8 @@ def lstm_consts(cell):
     gates, peep = cell.gates, cell.peep_gates
     idx = lambda seq, name: seq.index(name) if name in seq else -1  # noqa: E731
     return dict(G=len(gates), I_IDX=idx(gates, "i"), F_IDX=idx(gates, "f"), G_IDX=idx(gates, "g"),
-                O_IDX=idx(gates, "o"), COUPLED=bool(cell.coupled), PI=idx(peep, "i"), PF=idx(peep, "f"),
+                O_IDX=idx(gates, "o"), COUPLED=bool(cell.coupled),
+                HAS_I=bool(cell.coupled) or "i" in gates, PI=idx(peep, "i"), PF=idx(peep, "f"),
                 PO=idx(peep, "o"), ACT_IN=cell.input_activation == "tanh", ACT_OUT=cell.output_activation == "tanh")
 
 

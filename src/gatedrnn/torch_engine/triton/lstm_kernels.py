@@ -1,8 +1,9 @@
 """The LSTM family's step (``lstm``, ``peephole``, ``cifg``, ``forget_bias``, dropped gates,
 identity activations, zoneout, state dropout), forward and backward, each one Triton kernel.
 
-Gate block indices (``I_IDX`` .. ``O_IDX``, ``-1`` for a dropped gate) and peephole indices
-(``PI`` .. ``PO``, ``-1`` without one) are compile-time constants, so each configuration compiles
+Gate block indices (``I_IDX`` .. ``O_IDX``, ``-1`` for a dropped gate; ``HAS_I``: an input gate,
+its own or CIFG's ``1 - f``) and peephole indices (``PI`` .. ``PO``, ``-1`` without one) are
+compile-time constants, so each configuration compiles
 to straight-line code without the branches of the others.
 
 Forward, per step ``t``; reads ``a`` ``(B, G*H)`` (both products and every bias, ``forget_bias``
@@ -30,7 +31,7 @@ def lstm_forward(A, C_PREV, H_PREV, KH, KC, MASK, PEEP,
                  GATES, C_CELL, H_OUT, C_OUT, HP,
                  N, H,
                  G: tl.constexpr, I_IDX: tl.constexpr, F_IDX: tl.constexpr, G_IDX: tl.constexpr,
-                 O_IDX: tl.constexpr, COUPLED: tl.constexpr, PI: tl.constexpr, PF: tl.constexpr,
+                 O_IDX: tl.constexpr, COUPLED: tl.constexpr, HAS_I: tl.constexpr, PI: tl.constexpr, PF: tl.constexpr,
                  PO: tl.constexpr, ACT_IN: tl.constexpr, ACT_OUT: tl.constexpr,
                  KEEP_H: tl.constexpr, KEEP_C: tl.constexpr, WRITE_HP: tl.constexpr,
                  HAS_MASK: tl.constexpr, BLOCK: tl.constexpr):
@@ -65,7 +66,7 @@ def lstm_forward(A, C_PREV, H_PREV, KH, KC, MASK, PEEP,
         c = f * cp
     else:
         c = cp
-    if COUPLED or I_IDX >= 0:
+    if HAS_I:
         c += i * g
     else:
         c += g
@@ -98,7 +99,7 @@ def lstm_forward(A, C_PREV, H_PREV, KH, KC, MASK, PEEP,
 def lstm_backward(DPROD, MASK, CARRY, DY, DC, GATES, C_PREV, C_CELL, KH, KC, PEEP, DA,
                   N, H,
                   G: tl.constexpr, I_IDX: tl.constexpr, F_IDX: tl.constexpr, G_IDX: tl.constexpr,
-                  O_IDX: tl.constexpr, COUPLED: tl.constexpr, PI: tl.constexpr, PF: tl.constexpr,
+                  O_IDX: tl.constexpr, COUPLED: tl.constexpr, HAS_I: tl.constexpr, PI: tl.constexpr, PF: tl.constexpr,
                   PO: tl.constexpr, ACT_IN: tl.constexpr, ACT_OUT: tl.constexpr,
                   KEEP_H: tl.constexpr, KEEP_C: tl.constexpr, HAS_MASK: tl.constexpr,
                   HAS_DY: tl.constexpr, BLOCK: tl.constexpr):
@@ -154,7 +155,7 @@ def lstm_backward(DPROD, MASK, CARRY, DY, DC, GATES, C_PREV, C_CELL, KH, KC, PEE
     elif I_IDX >= 0:
         i = tl.load(gs + I_IDX * H, mask=m, other=0.0).to(ct)
     dg = dc
-    if COUPLED or I_IDX >= 0:
+    if HAS_I:
         dg = dc * i
         di = dc * g
     if ACT_IN:
@@ -168,7 +169,7 @@ def lstm_backward(DPROD, MASK, CARRY, DY, DC, GATES, C_PREV, C_CELL, KH, KC, PEE
         tl.store(da + F_IDX * H, da_f.to(dt), mask=m)
         if PF >= 0:
             dc_prev += da_f * tl.load(PEEP + PF * H + col, mask=m, other=0.0).to(ct)
-    if I_IDX >= 0 and not COUPLED:
+    if I_IDX >= 0:  # (CIFG has no i block: I_IDX < 0)
         da_i = di * i * (1.0 - i)
         tl.store(da + I_IDX * H, da_i.to(dt), mask=m)
         if PI >= 0:

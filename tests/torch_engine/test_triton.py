@@ -198,6 +198,52 @@ def test_empty_sequence_and_batch():
     assert y.shape == (T, 0, H)
 
 
+# -- the CUDA graph cache, with a stand-in for capture --------------------------------------
+def _fake_record(fn, static_in):
+    """What capture gives, without CUDA: outputs in buffers of their own, and a replay that runs
+    ``fn`` on the static inputs again and writes into those buffers."""
+    static_out = [None if o is None else o.clone() for o in fn(*static_in)]
+
+    def replay():
+        for s, o in zip(static_out, fn(*static_in)):
+            if s is not None:
+                s.copy_(o)
+    return replay, static_out
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_graph_cache(name, monkeypatch):
+    """``graphs.call``: one capture per loop and shape; replays for new inputs and a replaced
+    parameter equal to eager launches; what a call returned is not overwritten by a later replay;
+    a failed capture runs eagerly from then on."""
+    from gatedrnn.torch_engine.triton import graphs
+
+    monkeypatch.setattr(graphs, "_capturable", lambda inputs: True)
+    monkeypatch.setattr(graphs, "_record", _fake_record)
+    graphs.clear()
+    cell, params, x, state = make_inputs(name, {})
+    eager = lambda c, p, x_, s: engine.run(c, p, x_, s)  # noqa: E731
+    calls = [(params, x), ({**params, "weight_hh": params["weight_hh"] * 0.5}, x * 2)]
+    results = [outputs_and_grads(eager, cell, p, x_, state) for p, x_ in calls]
+    assert len(graphs._graphs) == 2 and not graphs._failed  # a forward and a backward graph, reused
+    first_y = results[0][0][0]
+    monkeypatch.setattr(graphs, "ENABLED", False)
+    for (out, grads), (p, x_) in zip(results, calls):
+        out_e, grads_e = outputs_and_grads(eager, cell, p, x_, state)
+        for a, b in zip(out, out_e):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        for key in grads_e:
+            torch.testing.assert_close(grads[key], grads_e[key], rtol=0, atol=0, msg=key)
+    assert not torch.equal(first_y, results[1][0][0])  # the second replay did not overwrite the first call's output
+    monkeypatch.setattr(graphs, "ENABLED", True)
+    monkeypatch.setattr(graphs, "_record", lambda fn, static_in: 1 / 0)
+    graphs.clear()
+    out, _ = outputs_and_grads(eager, cell, params, x, state)
+    assert len(graphs._failed) == 2 and not graphs._graphs
+    torch.testing.assert_close(out[0], results[0][0][0], rtol=0, atol=0)
+    graphs.clear()
+
+
 # -- what it declares, and what it refuses --------------------------------------------------
 def _other_value(value):
     """A valid value of an option's type other than ``value`` (for the options declared to one value)."""

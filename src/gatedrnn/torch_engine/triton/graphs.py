@@ -28,7 +28,7 @@ import torch
 
 ENABLED = os.environ.get("GATEDRNN_CUDA_GRAPHS", "1") != "0"
 MAX_GRAPHS = 8
-_graphs: OrderedDict = OrderedDict()  # key -> (graph, static inputs, static outputs)
+_graphs: OrderedDict = OrderedDict()  # key -> (replay, static inputs, static outputs)
 _failed: set = set()  # keys whose capture failed: eager from then on
 
 
@@ -44,21 +44,27 @@ def _capturable(inputs) -> bool:
             and not torch.cuda.is_current_stream_capturing())
 
 
+def _record(fn, static_in):
+    """Capture ``fn(*static_in)``: ``(replay, static outputs)``. Raises where capture fails."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # compiles the kernels and warms the allocator outside capture
+        fn(*static_in)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = list(fn(*static_in))
+    return graph.replay, static_out
+
+
 def _capture(fn, inputs):
-    """``(graph, static inputs, static outputs)``, or ``None`` where capture is impossible."""
+    """``(replay, static inputs, static outputs)``, or ``None`` where capture is impossible."""
     static_in = [None if t is None else t.detach().clone() for t in inputs]
     try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # compiles the kernels and warms the allocator outside capture
-            fn(*static_in)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = list(fn(*static_in))
+        replay, static_out = _record(fn, static_in)
     except Exception:  # noqa: BLE001 - whatever failed, the eager call that follows raises it again or succeeds
         return None
-    return graph, static_in, static_out
+    return replay, static_in, static_out
 
 
 def call(key, fn, inputs):
@@ -78,11 +84,11 @@ def call(key, fn, inputs):
     if entry is None:
         return list(fn(*inputs))
     _graphs.move_to_end(key)
-    graph, static_in, static_out = entry
+    replay, static_in, static_out = entry
     for s, t in zip(static_in, inputs):
         if t is not None:
             s.copy_(t)
-    graph.replay()
+    replay()
     return [None if o is None else o.clone() for o in static_out]
 
 

@@ -108,7 +108,7 @@ def test_the_command_line_defaults_are_the_python_defaults():
 
 def test_bad_input_raises_one_clear_line(trained, tmp_path):
     out, _ = trained
-    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+    with pytest.raises(FileNotFoundError, match="no such run folder or checkpoint file: .*nothing.pt"):
         gatedrnn.load(tmp_path / "nothing.pt")
     with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
         gatedrnn.load(tmp_path)

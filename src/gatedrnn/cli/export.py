@@ -13,12 +13,17 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    import importlib.util
+
     from . import UsageError
 
-    try:
-        import onnx  # noqa: F401  (torch.onnx.export needs it)
-    except ImportError:
-        raise UsageError("exporting needs the onnx package: pip install onnx (and onnxruntime to run the graph)") from None
+    # torch.onnx.export needs onnx; its torch.export-based exporter (--dynamo) needs onnxscript too
+    needed = ["onnx", "onnxscript"] if args.dynamo else ["onnx"]
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"exporting{' with --dynamo' if args.dynamo else ''} needs {' and '.join(missing)}: "
+                         f"pip install {' '.join(needed)} (and onnxruntime to run the graph; gatedrnn's dev extra "
+                         f"has them all)")
     from ..training import load_model
     from ..experiments.export import export_lm, io_names
 

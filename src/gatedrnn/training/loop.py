@@ -445,6 +445,8 @@ def _norm(value):
 def checkpoint_path(run, which: str = "best") -> Path:
     """The checkpoint file of a run folder (``best`` or ``latest``, else the other), or ``run`` itself."""
     run = Path(run)
+    if not run.exists():
+        raise FileNotFoundError(f"no such run folder or checkpoint file: {run}")
     if not run.is_dir():
         return run
     names = [BEST, LATEST] if which == "best" else [LATEST, BEST]

@@ -1,0 +1,189 @@
+"""`gatedrnn train --data FILE --minutes M` with its defaults against the script a user would write.
+
+    python benchmarks/first_hour.py --minutes 2                       # every text, baseline and gatedrnn
+    python benchmarks/first_hour.py --minutes 2 --texts python-docs --variant threads2="--threads 2"
+    python benchmarks/first_hour.py --minutes 2 --variant passive="--threads 2" --env passive=OMP_WAIT_POLICY=PASSIVE
+
+The baseline is `baseline_char_lstm.py` (embedding 128, one torch.nn.LSTM of 512, T=128, B=32,
+Adam 2e-3, clip 1, stateful TBPTT, default threads). Both train on the first nine tenths of the
+text for the same wall-clock budget and are scored on the last tenth as one stream with the
+state carried (`gatedrnn eval --data tail.txt`), in nats per character. The texts are made from
+files every installation has, no download: their size and SHA-256 are printed beside the
+results. Variants run one after another, never side by side, in rounds (variant order rotated
+each round); the load average (`os.getloadavg()`, the machine's `uptime`) before and after each
+run is recorded: on a shared machine it says how much the figures can be trusted.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import glob
+import hashlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CAP = 2_000_000  # characters: texts are cut to this size (0.5-5 MB is what the defaults are for)
+
+
+# -- texts every installation has --------------------------------------------------------------
+def python_docs() -> str:
+    """Python's own documentation as pydoc serves it (the language reference's topics), and
+    IDLE's news and history files."""
+    from pydoc_data.topics import topics
+
+    parts = [topics[k] for k in sorted(topics)]
+    idle = Path(sysconfig.get_paths()["stdlib"]) / "idlelib"
+    parts += [p.read_text(encoding="utf-8") for p in sorted(idle.glob("*.txt"))]
+    return "\n\n".join(parts)
+
+
+def licences() -> str:
+    """Every distinct licence text shipped with the installed packages, the Python standard
+    library and (where present) the operating system's common licences."""
+    roots = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["stdlib"]]
+    paths = [p for r in roots for p in glob.glob(f"{r}/**/*LICEN[CS]E*", recursive=True)]
+    paths += glob.glob("/usr/share/common-licenses/*")
+    seen, parts = set(), []
+    for p in sorted(paths):
+        if not os.path.isfile(p):
+            continue
+        try:
+            text = Path(p).read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        if text not in seen and len(text) > 200:
+            seen.add(text)
+            parts.append(text)
+    return "\n\n".join(parts)
+
+
+def numpy_docstrings() -> str:
+    """The docstrings of NumPy's Python files (NumPy is a dependency of gatedrnn): English prose,
+    parameter lists and examples."""
+    import numpy
+
+    parts = []
+    for path in sorted(Path(numpy.__file__).parent.rglob("*.py")):
+        if "tests" in path.parts:
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc and len(doc) > 80:
+                    parts.append(doc)
+    return "\n\n".join(parts)
+
+
+TEXTS = {"python-docs": python_docs, "licences": licences, "numpy-docstrings": numpy_docstrings}
+
+
+def write_text(name: str, folder: Path) -> tuple[Path, Path, dict]:
+    """The whole text and its last tenth, as files; with its size and digest."""
+    text = TEXTS[name]()[:CAP]
+    text = text.replace("\r\n", "\n")
+    whole, tail = folder / f"{name}.txt", folder / f"{name}.tail.txt"
+    whole.write_text(text, encoding="utf-8")
+    cut = int(round(len(text) * 0.9))  # the cut of gatedrnn's 90/5/5 split: the same held-out tenth
+    tail.write_text(text[cut:], encoding="utf-8")
+    info = {"chars": len(text), "mb": round(len(text.encode()) / 1e6, 2),
+            "sha256": hashlib.sha256(text.encode()).hexdigest()[:16], "held_out_chars": len(text) - cut}
+    return whole, tail, info
+
+
+# -- runs ---------------------------------------------------------------------------------------
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def run_baseline(whole: Path, tail: Path, minutes: float, out: Path, env: dict) -> dict:
+    cmd = [sys.executable, str(HERE / "baseline_char_lstm.py"), str(whole), "--minutes", str(minutes)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"loss": result["loss"], "steps": result["steps"], "cmd": shlex.join(cmd[1:])}
+
+
+def run_gatedrnn(whole: Path, tail: Path, minutes: float, out: Path, env: dict, extra: list[str]) -> dict:
+    cmd = [sys.executable, "-m", "gatedrnn", "train", "--data", str(whole), "--minutes", str(minutes),
+           "--out", str(out), "--sample-length", "0", *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    if done.returncode:
+        raise RuntimeError(f"{shlex.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    steps = int(re.search(r"done: (\d+) steps", done.stdout).group(1))
+    ev = subprocess.run([sys.executable, "-m", "gatedrnn", "eval", str(out), "--data", str(tail), "--json"],
+                        capture_output=True, text=True, env=env, cwd=ROOT, check=True)
+    result = json.loads(ev.stdout.strip().splitlines()[-1])
+    return {"loss": result["loss"], "steps": steps, "cmd": "gatedrnn " + shlex.join(cmd[3:])}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=2.0)
+    p.add_argument("--texts", default=",".join(TEXTS), help=f"of {', '.join(TEXTS)}")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--no-default", action="store_true", help="leave out gatedrnn with its defaults")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
+                   help="gatedrnn train with these flags as well (repeatable)")
+    p.add_argument("--env", action="append", default=[], metavar="NAME=VAR=VALUE",
+                   help="an environment variable for one variant (repeatable)")
+    p.add_argument("--out", default="first-hour", help="folder for texts, runs and results.jsonl")
+    args = p.parse_args()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    variants = {} if args.no_baseline else {"baseline": None}
+    if not args.no_default:
+        variants["gatedrnn"] = []
+    for v in args.variant:
+        name, _, flags = v.partition("=")
+        variants[name] = shlex.split(flags)
+    envs = {name: {} for name in variants}
+    for e in args.env:
+        name, _, assignment = e.partition("=")
+        key, _, value = assignment.partition("=")
+        envs[name][key] = value
+    base_env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    machine = subprocess.run(["uname", "-srm"], capture_output=True, text=True).stdout.strip()
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine}; {os.cpu_count()} CPUs; "
+          f"budget {args.minutes:g} min", flush=True)
+    print("| text | variant | held-out nats/char | steps | load before | load after |", flush=True)
+    print("|---|---|---:|---:|---|---|", flush=True)
+    names = list(variants)
+    for text in args.texts.split(","):
+        whole, tail, info = write_text(text, out)
+        print(f"| {text} ({info['mb']} MB, sha256 {info['sha256']}) | | | | | |", flush=True)
+        for r in range(args.rounds):
+            order = names[r % len(names):] + names[: r % len(names)]
+            for name in order:
+                env = {**base_env, **envs[name]}
+                before = load()
+                run_dir = out / "runs" / f"{text}-{name}-{r}-{int(time.time())}"
+                if variants[name] is None:
+                    result = run_baseline(whole, tail, args.minutes, run_dir, env)
+                else:
+                    result = run_gatedrnn(whole, tail, args.minutes, run_dir, env, variants[name])
+                row = {"text": text, **info, "variant": name, "round": r, "minutes": args.minutes,
+                       "env": envs[name], "load_before": before, "load_after": load(),
+                       "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), **result}
+                with open(out / "results.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"| {text} | {name} | {row['loss']:.4f} | {row['steps']} | {before} | {row['load_after']} |",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -57,3 +57,17 @@ def test_an_existing_run_is_refused_without_resume(run, capsys):
     err = capsys.readouterr().err
     assert "already holds a run" in err and "--resume" in err and len(err.strip().splitlines()) == 1
     assert (out / "latest.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["eval", "sample"])
+def test_eval_and_sample_take_threads(run, command, capsys, monkeypatch):
+    import torch
+
+    out, _, _ = run
+    asked = []
+    monkeypatch.setattr(torch, "set_num_threads", asked.append)
+    extra = ["--length", "5"] if command == "sample" else []
+    assert main([command, str(out), "--threads", "2", *extra]) == 0
+    assert asked == [2]
+    assert main([command, str(out), "--threads", "0", *extra]) == 2
+    assert "--threads must be a positive integer, got 0" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Exact resume: 2N steps in one go and N steps, then a resume for N more, give the same losses
 bit for bit on CPU (model, optimizer, schedule, RNG, data position and carried state restored)."""
 import csv
+import math
 
 import pytest
 import torch
@@ -46,3 +47,56 @@ def test_cli_steps_then_resume_matches_one_run(tmp_path):
     assert main(["train", "--resume", str(tmp_path / "two"), "--steps", str(2 * N), "--sample-length", "0"]) == 0
     one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert len(one) == 2 * N and one == two  # losses written with repr: every bit compared
+
+
+def files(run):
+    return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != ".lock"}
+
+
+def test_a_resume_with_nothing_left_to_do_says_so_and_changes_nothing(tmp_path, capsys):
+    path = corpus_file(tmp_path)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(path), *CLI, "--steps", str(N), "--out", str(run)]) == 0
+    before = files(run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--steps", str(N), "--sample-length", "20"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("nothing to do: the run is at step 6") and "budget of 6 steps" in out
+    assert "valid" not in out and "sample" not in out and len(out.strip().splitlines()) == 1
+    assert files(run) == before  # no metrics row, no validation, no checkpoint, run.json untouched
+
+
+def test_the_library_resume_with_nothing_to_do_trains_nothing(tmp_path):
+    cfg = TrainConfig(data=str(corpus_file(tmp_path)), steps=N, **TRAIN)
+    Trainer.new(cfg, MODEL, tmp_path / "run").run()
+    before = files(tmp_path / "run")
+    seen = []
+    result = Trainer.resume(tmp_path / "run", callback=seen.append).run()
+    assert result["trained"] is False and result["step"] == N and [e.kind for e in seen] == ["end"]
+    assert files(tmp_path / "run") == before
+
+
+def lrs(run):
+    with open(run / "metrics.csv", newline="") as f:
+        return [float(r["lr"]) for r in csv.DictReader(f) if r["split"] == "train"]
+
+
+def test_a_larger_budget_on_resume_keeps_the_schedule_continuous(tmp_path, capsys):
+    """Cosine over 12 steps, stopped at 6 and resumed with 24: the learning rate goes on from where
+    it was (no jump from stretching the cosine to the new total) down to the floor at step 24."""
+    path = corpus_file(tmp_path)
+    train = TrainConfig(data=str(path), steps=2 * N, lr=0.01, **{**TRAIN, "warmup": 0})
+    Trainer.new(train, MODEL, tmp_path / "whole").run()
+    first = lrs(tmp_path / "whole")
+    stopped = tmp_path / "stopped"
+    Trainer.new(train, MODEL, stopped).run(until=N)  # paused half way, as an interruption would
+    capsys.readouterr()
+    assert main(["train", "--resume", str(stopped), "--steps", str(4 * N), "--sample-length", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "the budget changed: the cosine schedule goes on from lr" in out
+    rates = lrs(stopped)
+    assert len(rates) == 4 * N and rates[:N] == first[:N]  # the first half is the 12-step run's
+    step = abs(first[N] - first[N - 1])  # how much the 12-step schedule moved per step there
+    assert abs(rates[N] - rates[N - 1]) <= step  # continuous: no jump at the resume
+    assert all(a >= b for a, b in zip(rates, rates[1:]))  # still going down, never back up
+    assert 0.001 <= rates[-1] < 0.0011  # at the floor (lr * min_lr_ratio) at the new end

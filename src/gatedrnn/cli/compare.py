@@ -42,7 +42,7 @@ def parse_key_values(items) -> dict:
 
 
 def add_arguments(p):
-    from .flags import add_cell_option_flags
+    from .flags import add_cell_option_flags, add_threads_flag
 
     # every default is None (not given): what no flag and no recipe gives comes from CompareConfig
     # (a long-range task) or LMCompareConfig (--task lm), whose defaults the help names
@@ -58,8 +58,7 @@ def add_arguments(p):
     p.add_argument("--minutes", type=float,
                    help="wall-clock budget of each run (cell and seed), evaluations included; a run ends at its "
                         "steps or its minutes, whichever comes first (default: no limit)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads for the runs (default 1: on a machine shared with other jobs, more threads thrash)")
+    add_threads_flag(p)
     p.add_argument("--seeds", type=parse_seeds, help="count (3 = seeds 0,1,2) or list (default 1)")
     p.add_argument("--hidden-size", type=int, help="hidden size of the first cell (default 64)")
     p.add_argument("--lr", type=float, help="Adam learning rate (default 0.01; lm: 0.003)")
@@ -145,14 +144,12 @@ def run(args) -> int:
         resolve(args, LMCompareConfig())
     else:
         resolve(args, CompareConfig())
-    if args.threads <= 0:
-        raise UsageError(f"--threads must be a positive integer, got {args.threads}")
+    from .flags import use_threads
+
+    use_threads(args)
     if args.minutes is not None and not args.minutes > 0:
         raise UsageError(f"--minutes must be positive, got {args.minutes:g}")
     minutes = args.minutes or 0.0
-    import torch
-
-    torch.set_num_threads(args.threads)
     if args.task != "lm" and (args.data is not None or args.level is not None):
         raise UsageError(f"--data and --level are for --task lm, got --task {args.task}")
     if args.reference is not None and not args.match_params:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 
 def add_arguments(p):
+    from .flags import add_threads_flag
+
     p.add_argument("run", metavar="RUN", help="run folder (or a checkpoint file)")
     p.add_argument("--data", metavar="PATH", help="a text file (evaluated whole) or a corpus folder "
                    "(default: the run's corpus)")
@@ -15,16 +17,19 @@ def add_arguments(p):
     p.add_argument("--streams", type=int, default=1, help="contiguous streams run side by side (1: exact, default)")
     p.add_argument("--seq-len", type=int, default=256, help="tokens per forward call; the state is carried")
     p.add_argument("--device", default="cpu")
+    add_threads_flag(p)
     p.add_argument("--json", action="store_true", help="one JSON object")
 
 
 def run(args) -> int:
     from . import UsageError
+    from .flags import use_threads
     from ..data import encode_file, load_corpus
     from ..training.run import load
 
     if args.streams <= 0 or args.seq_len <= 0:
         raise UsageError(f"--streams and --seq-len must be positive, got {args.streams} and {args.seq_len}")
+    use_threads(args)
     trained = load(args.run, args.checkpoint, args.device)
     vocab, train = trained.vocab, trained.config.train.to_dict()
     if args.data and Path(args.data).is_file():

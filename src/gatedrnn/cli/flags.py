@@ -31,6 +31,28 @@ CELL_OPTIONS = {
 }
 
 
+#: CPU threads of every command that computes (one place to change it)
+DEFAULT_THREADS = 1
+
+
+def add_threads_flag(p) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help=f"CPU threads (default {DEFAULT_THREADS}: on a machine shared with other jobs, more threads "
+                        f"thrash)")
+
+
+def use_threads(args) -> None:
+    """``torch.set_num_threads`` from ``--threads``; a bad count is a usage error."""
+    from . import UsageError
+
+    threads = DEFAULT_THREADS if args.threads is None else args.threads
+    if threads <= 0:
+        raise UsageError(f"--threads must be a positive integer, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 

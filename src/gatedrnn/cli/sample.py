@@ -5,6 +5,8 @@ import sys
 
 
 def add_arguments(p):
+    from .flags import add_threads_flag
+
     # the defaults are those of gatedrnn.training.run.Run.sample (a test checks they agree)
     p.add_argument("run", metavar="RUN", help="run folder (or a checkpoint file)")
     p.add_argument("--prompt", default="", help="text the sample continues (default: a new line)")
@@ -14,15 +16,18 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, help="for a repeatable sample")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     p.add_argument("--device", default="cpu")
+    add_threads_flag(p)
 
 
 def run(args) -> int:
     from . import UsageError
+    from .flags import use_threads
     from ..training.run import load
 
     if args.length < 0 or args.temperature < 0 or args.top_k < 0:
         raise UsageError(f"--length, --temperature and --top-k must not be negative, got "
                          f"{args.length}, {args.temperature:g}, {args.top_k}")
+    use_threads(args)
     trained = load(args.run, args.checkpoint, args.device)
     # the same text as Run.sample, printed as it comes (a prompt outside the vocabulary fails first)
     for text in trained.stream(args.prompt, args.length, args.temperature, args.top_k, args.seed):

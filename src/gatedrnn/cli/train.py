@@ -19,7 +19,7 @@ OWN_FLAGS = ("recipe", "threads", "out", "resume", "sample_length")
 def add_arguments(p):
     from ..models.lm import LMConfig
     from ..training.config import TrainConfig
-    from .flags import add_cell_option_flags, add_config_flags
+    from .flags import add_cell_option_flags, add_config_flags, add_threads_flag
 
     p.add_argument("--recipe", metavar="NAME", help="a named set of settings (gatedrnn/recipes/NAME.toml, e.g. "
                    "mogrifier-char); flags given here override it, whatever their value")
@@ -27,9 +27,7 @@ def add_arguments(p):
     add_config_flags(groups, LMConfig)
     add_cell_option_flags(groups["model"])
     add_config_flags(groups, TrainConfig)
-    groups["training"].add_argument("--threads", type=int, default=1,
-                                    help="CPU threads (default 1: on a machine shared with other jobs, more "
-                                         "threads thrash)")
+    add_threads_flag(groups["training"])
     g = groups["run"]
     g.add_argument("--out", metavar="DIR", help="run folder (default runs/<date-time>); never overwritten")
     g.add_argument("--resume", nargs="?", const=True, metavar="RUN", help="continue the run in RUN (or --out)")
@@ -105,11 +103,9 @@ def run(args) -> int:
     if args.sample_length < 0:
         raise UsageError(f"--sample-length must not be negative, got {args.sample_length}")
 
-    if args.threads <= 0:
-        raise UsageError(f"--threads must be a positive integer, got {args.threads}")
-    import torch
+    from .flags import use_threads
 
-    torch.set_num_threads(args.threads)
+    use_threads(args)
     info, device = D.setup(train_given.get("device", "auto"))
     say = print if info.is_writer else (lambda *a, **k: None)
     try:
@@ -146,6 +142,8 @@ def run(args) -> int:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+        if not result.get("trained", True):
+            return 0
         if info.is_writer and (trainer.out / "metrics.csv").exists():
             from ..experiments.plots import plot_metrics
 
@@ -181,6 +179,12 @@ def plural(n, word: str) -> str:
     return f"{n:g} {word}{'' if n == 1 else 's'}"
 
 
+def budget_text(t: dict) -> str:
+    """``500 steps and 1 minute`` from a TrainConfig's dict."""
+    return " and ".join(filter(None, [plural(t["steps"], "step") if t["steps"] else "",
+                                      plural(t["minutes"], "minute") if t["minutes"] else ""])) or "no limit"
+
+
 def clock(seconds) -> str:
     if seconds is None:
         return "-"
@@ -214,10 +218,11 @@ class Printer:
                 f"layer(s), {d['params']:,} parameters, on {d['device']}"
                 + (f" x {d['world_size']} processes" if d["world_size"] > 1 else ""))
             say(f"data: {d['corpus']}")
-            budget = " and ".join(filter(None, [plural(t["steps"], "step") if t["steps"] else "",
-                                               plural(t["minutes"], "minute") if t["minutes"] else ""])) or "no limit"
+            budget = budget_text(t)
             say(f"batch {t['batch_size']} x {t['seq_len']} tokens, {t['optimizer']} lr {t['lr']:g} ({t['schedule']}), "
                 f"budget {budget}; run folder {d['out']}", flush=True)
+            if d.get("schedule_note"):
+                say(d["schedule_note"], flush=True)
         elif event.kind == "log":
             steps = f"/{d['steps']}" if d["steps"] else ""
             say(f"step {event.step:>6}{steps} | loss {d['loss']:.4f} | {self.per_token(d)} | "
@@ -228,6 +233,12 @@ class Printer:
         elif event.kind == "valid":
             mark = " (best)" if d["best"] else ""
             say(f"valid step {event.step:>6} | loss {d['loss']:.4f} | {self.per_token(d)}{mark}", flush=True)
+        elif event.kind == "end" and not d.get("trained", True):
+            t = d["train"]
+            budget = budget_text(t)
+            say(f"nothing to do: the run is at step {event.step} after {clock(d['elapsed'])}, which already reaches "
+                f"its budget of {budget}; nothing was trained or written (give a larger --steps or --minutes to "
+                f"train on)")
         elif event.kind == "end":
             why = {"steps": "step budget", "minutes": "time budget", "interrupted": "interrupted",
                    "paused": "paused"}.get(d["reason"], d["reason"])

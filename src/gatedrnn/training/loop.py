@@ -12,7 +12,9 @@ from ``metrics.csv`` afterwards (``gatedrnn.experiments.plots``).
 
 ``steps`` and ``minutes`` are totals for the run: a resumed run goes on to the same end. With
 ``--steps`` the learning-rate schedule follows the step count and a run is reproducible bit for
-bit on CPU, resumed or not; with ``--minutes`` alone it follows the clock.
+bit on CPU, resumed or not; with ``--minutes`` alone it follows the clock. A resume that changes
+the budget re-anchors the schedule where the run left it (``schedule_progress``); a resume of a
+run that has used its budget does nothing.
 """
 from __future__ import annotations
 
@@ -65,6 +67,33 @@ def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
     return warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
+def schedule_progress(cfg: TrainConfig, step: int, elapsed: float, anchor: dict | None = None) -> float:
+    """Where the schedule is, 0 at the start and 1 at the end of the budget (steps, else minutes).
+
+    ``anchor`` (``{"by", "at", "progress"}``) is set when a resumed run's budget changed: from the
+    step (or second) ``at`` where it was resumed, the schedule goes on from ``progress`` and reaches
+    1 at the new end, so the learning rate carries on where the run left it instead of jumping.
+    """
+    if cfg.steps:
+        by, x, end = "steps", step, cfg.steps
+    elif cfg.minutes:
+        by, x, end = "minutes", elapsed, cfg.minutes * 60
+    else:
+        return 0.0
+    if anchor and anchor["by"] == by and end > anchor["at"]:
+        return anchor["progress"] + (1 - anchor["progress"]) * (x - anchor["at"]) / (end - anchor["at"])
+    return x / end
+
+
+def budget_reached(cfg: TrainConfig, step: int, elapsed: float) -> str | None:
+    """``"steps"`` or ``"minutes"`` when the run has used its budget, else None."""
+    if cfg.steps and step >= cfg.steps:
+        return "steps"
+    if cfg.minutes and elapsed >= cfg.minutes * 60:
+        return "minutes"
+    return None
+
+
 def check_new_run_folder(out: Path) -> None:
     """A new run never writes into a folder that holds anything."""
     if out.exists():
@@ -112,6 +141,8 @@ class Trainer:
         self.state = None
         self.last_eval_s = 0.0
         self.saved_step = -1
+        self.anchor = None  # where the schedule was re-anchored after a budget change (schedule_progress)
+        self.schedule_note = None  # what a budget change on resume did to the schedule, for the user
         # the run folder is this trainer's while it sets it up and while it runs (runlock.py)
         self.lock = RunLock(self.out)
         weakref.finalize(self, self.lock.release)
@@ -179,13 +210,28 @@ class Trainer:
                              f"tokens hash to SHA-256 {now[:16]}..., expected {was[:16]}...): resuming would train on "
                              f"other data; restore the corpus or start a new run")
         trainer = cls(cfg, model_cfg, corpus, out, checkpoint=ckpt, callback=callback, info=info, device=device)
+        if (saved.steps, saved.minutes) != (cfg.steps, cfg.minutes) and not budget_reached(cfg, trainer.step,
+                                                                                        trainer.elapsed):
+            trainer._reanchor(saved)
         if trainer.info.is_writer:
             trainer.lock.acquire()  # before anything is written: a live trainer there stops us
             for stale in out.glob(".*.tmp-*"):  # a save cut off by a kill: atomic_write never renamed it
                 stale.unlink(missing_ok=True)
             trainer._truncate_metrics()
-            trainer._write_run_json()
+            if not budget_reached(cfg, trainer.step, trainer.elapsed):  # else nothing is done, nothing changed
+                trainer._write_run_json()
         return trainer
+
+    def _reanchor(self, saved: TrainConfig) -> None:
+        """The budget changed on resume: the schedule goes on from where it is to the new end."""
+        was = schedule_progress(saved, self.step, self.elapsed, self.anchor)
+        self.anchor = {"by": "steps" if self.cfg.steps else "minutes",
+                       "at": self.step if self.cfg.steps else self.elapsed, "progress": was}
+        if self.cfg.schedule == "cosine":
+            now = self.cfg.lr * lr_factor(self.cfg, self.step, was)
+            end = self.cfg.lr * lr_factor(self.cfg, self.step, 1.0)
+            self.schedule_note = (f"the budget changed: the cosine schedule goes on from lr {now:.2e}, where the "
+                                  f"run left it, down to {end:.2e} at the new end")
 
     def _load(self, ckpt: dict) -> None:
         try:
@@ -202,6 +248,7 @@ class Trainer:
         rngs = ckpt["rng"]
         if self.info.rank < len(rngs):
             set_rng_state(rngs[self.info.rank])
+        self.anchor = ckpt.get("schedule", {}).get("anchor")
 
     # -- the run folder -------------------------------------------------------------------
     def _write_run_json(self) -> None:
@@ -243,7 +290,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "schedule": {"kind": self.cfg.schedule, "lr": self.optimizer.param_groups[0]["lr"]},
+            "schedule": {"kind": self.cfg.schedule, "lr": self.optimizer.param_groups[0]["lr"], "anchor": self.anchor},
             "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed, "best_valid": self.best,
             "data": self.batcher.state_dict(),
             "state": [t.cpu() for t in state],
@@ -277,12 +324,7 @@ class Trainer:
         self.stop_requested = True
 
     def _progress(self) -> float:
-        cfg = self.cfg
-        if cfg.steps:
-            return self.step / cfg.steps
-        if cfg.minutes:
-            return self.elapsed / (cfg.minutes * 60)
-        return 0.0
+        return schedule_progress(self.cfg, self.step, self.elapsed, self.anchor)
 
     def _should_stop(self, until: int | None) -> str | None:
         cfg = self.cfg
@@ -322,11 +364,18 @@ class Trainer:
 
     def _run(self, until: int | None) -> dict:
         cfg = self.cfg
+        done = budget_reached(cfg, self.step, self.elapsed) if self.step else None
+        if done:
+            # a resumed run that has already used its budget: nothing is trained, validated or written
+            result = {"step": self.step, "reason": done, "elapsed": self.elapsed, "tokens": self.tokens,
+                      "valid": None, "best_valid_loss": self.best, "trained": False, "train": cfg.to_dict()}
+            self.callback(Event("end", self.step, result))
+            return result
         n_params = sum(p.numel() for p in self.model.parameters())
         self.callback(Event("start", self.step, {
             "corpus": self.corpus.summary(), "params": n_params, "device": str(self.device), "out": str(self.out),
             "world_size": self.info.world_size, "resumed": self.step > 0, "model": self.model_cfg.to_dict(),
-            "train": cfg.to_dict()}))
+            "train": cfg.to_dict(), "schedule_note": self.schedule_note}))
         self.net.train()
         clock = time.monotonic() - self.elapsed
         window_loss, window_n, window_t0, window_tokens = 0.0, 0, time.monotonic(), 0
@@ -409,7 +458,7 @@ class Trainer:
         if best or self.saved_step != self.step:
             self.save(best=best)
         result = {"step": self.step, "reason": reason, "elapsed": self.elapsed, "tokens": self.tokens,
-                  "valid": last_valid, "best_valid_loss": self.best}
+                  "valid": last_valid, "best_valid_loss": self.best, "trained": True}
         self.callback(Event("end", self.step, result))
         return result
 

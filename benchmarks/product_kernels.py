@@ -1,5 +1,5 @@
 """Which kernel should run a recurrent step's product ``x @ w.T``: oneDNN with its packed weight
-(``fast.Product``) or MKL (``torch.mm``)? Per weight shape ``(N, K)``, both are timed on the same
+(``products.Product``) or MKL (``torch.mm``)? Per weight shape ``(N, K)``, both are timed on the same
 ``(rows, K)`` input, interleaved round by round; the ratio is the median of per-round ratios.
 
     python benchmarks/product_kernels.py --threads 1 --rows 32 --json out.json
@@ -19,7 +19,7 @@ import time
 import torch
 
 from gatedrnn.experiments.bench import machine_info
-from gatedrnn.torch_engine import fast
+from gatedrnn.torch_engine import products
 
 SHAPES = ((128, 128), (256, 256), (512, 256), (256, 512), (768, 256), (256, 768), (1024, 256), (256, 1024),
           (512, 512), (1536, 512), (512, 1536), (2048, 512), (512, 2048), (1024, 1024), (2048, 1024),
@@ -28,12 +28,12 @@ SHAPES = ((128, 128), (256, 256), (512, 256), (256, 512), (768, 256), (256, 768)
 
 def measure(n: int, k: int, rows: int, rounds: int, repeat: int) -> dict:
     w, x = torch.randn(n, k), torch.randn(rows, k)
-    saved = fast.ONEDNN_MIN_WEIGHT
-    fast.ONEDNN_MIN_WEIGHT = 0
+    saved = products.ONEDNN_MIN_WEIGHT
+    products.ONEDNN_MIN_WEIGHT = 0
     try:
-        packed = fast.Product(w, rows)
+        packed = products.Product(w, rows)
     finally:
-        fast.ONEDNN_MIN_WEIGHT = saved
+        products.ONEDNN_MIN_WEIGHT = saved
     if packed.packed is None:
         return {"n": n, "k": k, "rows": rows, "error": "oneDNN's packed product is not available here"}
     wt = w.t()

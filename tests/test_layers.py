@@ -10,9 +10,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "gatedrnn"
 #: top to bottom: a package may import from itself and from those after it
 LAYERS = ("cli", "experiments", "training", "models", "data", "torch_engine", "reference", "cells")
-#: known exceptions still to be removed (file -> private names): the lazy import that closes the
-#: fast <-> functional cycle of the torch engine, which its split into files by concern removes
-KNOWN_PRIVATE = {"torch_engine/fast.py": {"_twin_grads"}}
+#: known exceptions still to be removed (file -> private names); none now
+KNOWN_PRIVATE: dict = {}
 
 
 def imports(path: Path):

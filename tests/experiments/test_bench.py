@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import gatedrnn.torch_engine.fast as fast
+import gatedrnn.torch_engine.products as products
 from gatedrnn.experiments.bench import products_only
 from gatedrnn.torch_engine import layer
 
@@ -30,7 +30,7 @@ def _flops(fn) -> int:
 
 @pytest.mark.parametrize("cell,options", CASES, ids=lambda v: str(v) if isinstance(v, dict) else v)
 def test_products_only_runs_the_fused_engines_products(monkeypatch, cell, options):
-    monkeypatch.setattr(fast, "ONEDNN", False)
+    monkeypatch.setattr(products, "ONEDNN", False)
     torch.manual_seed(0)
     module = layer(cell, 6, 8, engine="fused", **options)
     x = torch.randn(5, 3, 6, requires_grad=True)

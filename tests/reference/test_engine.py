@@ -228,7 +228,7 @@ def test_zoneout_all_ones_keeps_the_initial_state(cell):
     sizes = make_cell(cell).state_sizes(H)
     state = tuple(rng.standard_normal((B, s)) for s in sizes)
     masks = tuple(np.ones((T, B, s)) for s in sizes)
-    y, state_n, cache = forward(cell, p, x, state if len(state) == 2 else state[0], zoneout=masks)
+    y, state_n, cache = forward(cell, p, x, state if len(state) == 2 else state[0], keep=masks)
     np.testing.assert_array_equal(y, np.broadcast_to(state[0], y.shape))
     state_n = state_n if isinstance(state_n, tuple) else (state_n,)
     for s, s0 in zip(state_n, state):
@@ -245,7 +245,7 @@ def test_zoneout_all_zeros_is_no_zoneout(cell):
     p = init_params(cell, I, H, rng=0)
     x = np.random.default_rng(1).standard_normal((T, B, I))
     sizes = make_cell(cell).state_sizes(H)
-    y0, _, c0 = forward(cell, p, x, zoneout=tuple(np.zeros((T, B, s)) for s in sizes))
+    y0, _, c0 = forward(cell, p, x, keep=tuple(np.zeros((T, B, s)) for s in sizes))
     y, _, c = forward(cell, p, x)
     np.testing.assert_array_equal(y0, y)
     dy = np.random.default_rng(2).standard_normal(y.shape)
@@ -298,7 +298,7 @@ def test_zoneout_masks_follow_the_dtype_of_x():
     p = init_params("lstm", I, H, rng=0, dtype=np.float32)
     x = np.random.default_rng(1).standard_normal((T, B, I)).astype(np.float32)
     masks = tuple(np.full((T, B, H), 0.25) for _ in range(2))  # float64, the expectation at p = 0.25
-    y, (h, c), cache = forward("lstm", p, x, zoneout=masks)
+    y, (h, c), cache = forward("lstm", p, x, keep=masks)
     assert y.dtype == h.dtype == c.dtype == np.float32
     grads = backward(cache, np.ones_like(y))
     assert all(g.dtype == np.float32 for g in grads.values())
@@ -307,7 +307,26 @@ def test_zoneout_masks_follow_the_dtype_of_x():
 def test_zoneout_mask_shapes_are_checked():
     p = init_params("lstm", 3, 4, rng=0, proj_size=2)
     x = np.zeros((5, 2, 3))
-    with pytest.raises(ValueError, match=r"zoneout needs 2 mask\(s\), one per state element, got 1"):
-        forward("lstm", p, x, zoneout=(np.zeros((5, 2, 2)),), proj_size=2)
-    with pytest.raises(ValueError, match=r"zoneout mask for h must be \(5, 2, 2\), got \(5, 2, 4\)"):
-        forward("lstm", p, x, zoneout=(np.zeros((5, 2, 4)), np.zeros((5, 2, 4))), proj_size=2)
+    with pytest.raises(ValueError, match=r"keep needs 2 mask\(s\), one per state element, got 1"):
+        forward("lstm", p, x, keep=(np.zeros((5, 2, 2)),), proj_size=2)
+    with pytest.raises(ValueError, match=r"keep mask for h must be \(5, 2, 2\), got \(5, 2, 4\)"):
+        forward("lstm", p, x, keep=(np.zeros((5, 2, 4)), np.zeros((5, 2, 4))), proj_size=2)
+
+
+def test_old_mask_names_still_work_with_a_deprecation_warning():
+    """``zoneout=`` and ``state_mask=`` (before 0.2) are ``keep=`` and ``mask_hh=``: the same
+    result, with a DeprecationWarning; both names at once is an error."""
+    rng = np.random.default_rng(0)
+    p = init_params("lstm", 3, 4, rng=rng)
+    x = rng.normal(size=(5, 2, 3))
+    keep = tuple((rng.random((5, 2, 4)) < 0.3).astype(np.float64) for _ in range(2))
+    mask = np.full((2, 4), 2.0)
+    y_new, _, _ = forward("lstm", p, x, keep=keep, mask_hh=mask)
+    with pytest.warns(DeprecationWarning, match="zoneout=.*keep="):
+        y_old, _, _ = forward("lstm", p, x, zoneout=keep, mask_hh=mask)
+    np.testing.assert_array_equal(y_old, y_new)
+    with pytest.warns(DeprecationWarning, match="state_mask=.*mask_hh="):
+        y_old, _, _ = forward("lstm", p, x, keep=keep, state_mask=mask)
+    np.testing.assert_array_equal(y_old, y_new)
+    with pytest.raises(TypeError, match="not both"):
+        forward("lstm", p, x, keep=keep, zoneout=keep)

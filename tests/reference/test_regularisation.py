@@ -32,7 +32,7 @@ def test_state_mask_of_ones_changes_nothing():
     params = init_params("gru", 3, 4, rng)
     x, h0 = rng.standard_normal((5, 2, 3)), rng.standard_normal((2, 4))
     y, _, _ = forward("gru", params, x, h0)
-    y_masked, _, _ = forward("gru", params, x, h0, state_mask=np.ones((2, 4)))
+    y_masked, _, _ = forward("gru", params, x, h0, mask_hh=np.ones((2, 4)))
     np.testing.assert_array_equal(y_masked, y)
 
 
@@ -41,13 +41,13 @@ def test_zero_state_mask_cuts_the_recurrent_product_only():
     rng = np.random.default_rng(1)
     params = init_params("rnn", 3, 4, rng)
     x, h0 = rng.standard_normal((5, 2, 3)), rng.standard_normal((2, 4))
-    y, _, _ = forward("rnn", params, x, h0, state_mask=np.zeros((2, 4)))
+    y, _, _ = forward("rnn", params, x, h0, mask_hh=np.zeros((2, 4)))
     expected = np.tanh(x @ params["weight_ih"].T + params["bias_ih"] + params["bias_hh"])
     np.testing.assert_allclose(y, expected, rtol=1e-14)
     # gru: the carry z * h_{t-1} still sees the unmasked state, so h0 still matters
     params = init_params("gru", 3, 4, rng)
-    y_a, _, _ = forward("gru", params, x, h0, state_mask=np.zeros((2, 4)))
-    y_b, _, _ = forward("gru", params, x, 2 * h0, state_mask=np.zeros((2, 4)))
+    y_a, _, _ = forward("gru", params, x, h0, mask_hh=np.zeros((2, 4)))
+    y_b, _, _ = forward("gru", params, x, 2 * h0, mask_hh=np.zeros((2, 4)))
     assert not np.allclose(y_a[0], y_b[0])
 
 
@@ -55,15 +55,15 @@ def test_state_mask_gradients_exclude_the_mask():
     rng = np.random.default_rng(2)
     params = init_params("lstm", 3, 4, rng)
     x = rng.standard_normal((3, 2, 3))
-    y, _, cache = forward("lstm", params, x, state_mask=np.full((2, 4), 2.0))
+    y, _, cache = forward("lstm", params, x, mask_hh=np.full((2, 4), 2.0))
     grads = backward(cache, np.ones_like(y))
     assert set(grads) == set(params) | {"x", "h0", "c0"}
 
 
 def test_state_mask_shape_is_checked():
     params = init_params("lstm", 3, 4, rng=0, proj_size=2)
-    with pytest.raises(ValueError, match=r"state_mask must be \(2, 2\), got \(2, 4\)"):
-        forward("lstm", params, np.zeros((3, 2, 3)), state_mask=np.ones((2, 4)), proj_size=2)
+    with pytest.raises(ValueError, match=r"mask_hh must be \(2, 2\), got \(2, 4\)"):
+        forward("lstm", params, np.zeros((3, 2, 3)), mask_hh=np.ones((2, 4)), proj_size=2)
 
 
 def test_gradcheck_catches_a_backward_that_ignores_the_mask():
@@ -79,6 +79,6 @@ def test_gradcheck_catches_a_backward_that_ignores_the_mask():
 def test_state_mask_keeps_a_float32_run_in_float32():
     params = init_params("lstm", 3, 4, rng=0, dtype=np.float32)
     x = np.zeros((3, 2, 3), dtype=np.float32)
-    y, _, cache = forward("lstm", params, x, state_mask=np.full((2, 4), 2.0))
+    y, _, cache = forward("lstm", params, x, mask_hh=np.full((2, 4), 2.0))
     assert y.dtype == np.float32
     assert all(g.dtype == np.float32 for g in backward(cache, np.ones_like(y)).values())

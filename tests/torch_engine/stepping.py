@@ -1,5 +1,5 @@
 """Shared by the tests of the single-step kernels behind ``step()`` (test_native.py for
-``torch._VF``'s, test_fast.py for ``fast.lstm_step``): a module stepped on the fused engine against
+``torch._VF``'s, test_generation.py for ``generation.lstm_step``): a module stepped on the fused engine against
 the same module on the reference engine, whose ``step()`` runs the cell's own step."""
 import torch
 

@@ -12,7 +12,7 @@ import torch
 
 import gatedrnn
 from gatedrnn.cells import CELLS, make_cell
-from gatedrnn.torch_engine import functional, run_layer
+from gatedrnn.torch_engine import function, run_layer
 from gatedrnn.torch_engine.cell_modules import CELL_MODULES
 from gatedrnn.torch_engine.modules import MODULES
 
@@ -197,8 +197,8 @@ class _Counter:
 
 @pytest.mark.parametrize("cell_name", ["lstm", "gru"])
 def test_first_order_backward_does_not_build_a_graph(cell_name, monkeypatch):
-    counter = _Counter(functional._twin_grads)
-    monkeypatch.setattr(functional, "_twin_grads", counter)
+    counter = _Counter(function.twin_grads)
+    monkeypatch.setattr(function, "twin_grads", counter)
     module = MODULES[cell_name](I, H, num_layers=2, engine="fused")
     out, _ = module(torch.randn(T, B, I))
     out.sum().backward()

@@ -112,7 +112,7 @@ def test_fused_layer_matches_reference(case):
     dstate = tuple(rng.normal(size=(B, s)) for s in sizes)
 
     public = state if cell.has_cell_state else state[0]
-    y_ref, state_ref, cache = reference.forward(cell, params, x, public, zoneout=masks)
+    y_ref, state_ref, cache = reference.forward(cell, params, x, public, keep=masks)
     grads_ref = reference.backward(cache, dy, dstate if cell.has_cell_state else dstate[0])
     state_ref = tuple(state_ref) if cell.has_cell_state else (state_ref,)
 

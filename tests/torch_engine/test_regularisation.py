@@ -190,8 +190,8 @@ def test_module_computes_what_the_reference_does_with_its_masks(cell):
     params = {k: v.detach().numpy() for k, v in module.layer_params(0).items()}
     params["weight_hh"] = params["weight_hh"] * weight_mask.numpy()
     x_np = (x * masks.input).numpy()
-    y, _, cache = np_forward(cell, params, x_np, zoneout=tuple(z.numpy() for z in zoneout),
-                             state_mask=state_mask.numpy(), **module.cell.config)
+    y, _, cache = np_forward(cell, params, x_np, keep=tuple(z.numpy() for z in zoneout),
+                             mask_hh=state_mask.numpy(), **module.cell.config)
     np.testing.assert_allclose(out.detach().numpy(), y * masks.output.numpy(), rtol=1e-12, atol=1e-13)
     # the raw weight's gradient is the masked weight's, masked: DropConnect's chain rule
     dy = np.ones_like(y)

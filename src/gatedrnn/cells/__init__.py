@@ -8,7 +8,8 @@ import difflib
 
 from .base import NUMPY_OPS, Cell, ParamSpec, init_array
 from .gru import GRU
-from .lstm import CIFG, LSTM, LSTMFamily, Mogrifier, PeepholeLSTM
+from .lstm import CIFG, LSTM, LSTMFamily, PeepholeLSTM
+from .mogrifier import Mogrifier
 from .rnn import RNN
 
 CELLS: dict[str, type[Cell]] = {c.name: c for c in (RNN, LSTM, PeepholeLSTM, CIFG, GRU, Mogrifier)}

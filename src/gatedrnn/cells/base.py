@@ -80,6 +80,14 @@ class NumpyOps:
 
     zeros_like = staticmethod(np.zeros_like)
 
+    @staticmethod
+    def new_zeros(like, shape):
+        return np.zeros(shape, dtype=like.dtype)
+
+    @staticmethod
+    def keep_mix(keep, prev, new):  # zoneout and padding: keep * prev + (1 - keep) * new
+        return keep * prev + (1.0 - keep) * new
+
 
 NUMPY_OPS = NumpyOps()
 
@@ -137,6 +145,9 @@ class Cell:
     has_cell_state: bool = False
     #: option name -> default, the options this cell accepts (validated in ``__init__``)
     options: dict = {}
+    #: option name -> values other than the default that exercise it; every option has some, so
+    #: the engines' tests can enumerate each option (tests/torch_engine/test_capability.py)
+    option_samples: dict = {}
 
     def __init__(self, **options):
         unknown = sorted(set(options) - set(self.options))

@@ -15,6 +15,7 @@ class GRU(Cell):
     name = "gru"
     num_gates = 3
     options = {"bias": True, "layer_norm": False}
+    option_samples = {"bias": (False,), "layer_norm": (True,)}
 
     def param_spec(self, input_size, hidden_size):
         return self.linear_spec(input_size, hidden_size, hidden_size)

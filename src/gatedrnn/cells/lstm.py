@@ -1,9 +1,8 @@
-"""The LSTM family: ``lstm``, ``peephole``, ``cifg`` and ``mogrifier``, one step written once.
+"""The LSTM family: ``lstm``, ``peephole``, ``cifg`` (and, composing this step, ``mogrifier``).
 
 Equations (``sigma`` the logistic function, ``*`` elementwise, blocks of ``a`` in the order of
 ``gates``, ``i, f, g, o`` by default):
 
-    x, h = mogrify(x_t, h_{t-1})                   # Mogrifier only; identity otherwise
     a    = proj_ih(x) + proj_hh(h)                   # (B, G*H); proj = x W^T + b, or layer-normed
     f    = sigma(a_f + forget_bias + w_f * c_{t-1})  # peephole term w_f * c_{t-1} for ``peephole``
     i    = sigma(a_i + w_i * c_{t-1})                # CIFG: i = 1 - f
@@ -14,9 +13,8 @@ Equations (``sigma`` the logistic function, ``*`` elementwise, blocks of ``a`` i
     m_t  = o * act_out(n_t)                          # act_out: tanh (or identity)
     h_t  = m_t W_hr^T                                # projection (LSTMP) only; h_t = m_t otherwise
 
-A gate in ``drop_gates`` is fixed at 1 and its block removed (Greff et al. 2017). Mogrifier
-(Melis et al. 2020), for ``j = 1..rounds``: odd ``j``: ``x = 2 sigma(h Q_k^T) * x``, even ``j``:
-``h = 2 sigma(x R_k^T) * h``; ``Q_k = Q_left_k Q_right_k`` when ``rank`` is set.
+A gate in ``drop_gates`` is fixed at 1 and its block removed (Greff et al. 2017). The
+Mogrifier (``cells/mogrifier.py``) runs this step on a modulated ``x`` and ``h``.
 """
 from __future__ import annotations
 
@@ -55,6 +53,16 @@ class LSTMFamily(Cell):
         "drop_gates": (),
         "input_activation": "tanh",
         "output_activation": "tanh",
+    }
+    option_samples = {
+        "bias": (False,),
+        "forget_bias": (1.0,),
+        "forget_bias_init": (1.0,),
+        "proj_size": (2,),
+        "layer_norm": (True,),
+        "drop_gates": (("i",), ("f", "o")),
+        "input_activation": ("identity",),
+        "output_activation": ("identity",),
     }
 
     def validate(self):
@@ -98,8 +106,6 @@ class LSTMFamily(Cell):
     def peep_gates(self) -> tuple[str, ...]:
         return tuple(g for g in ("i", "f", "o") if g in self.gates) if self.peephole else ()
 
-    rounds = 0  # Mogrifier rounds; 0 for the plain family
-
     def state_sizes(self, hidden_size):
         return (self.proj_size or hidden_size, hidden_size)
 
@@ -128,21 +134,13 @@ class LSTMFamily(Cell):
             spec += [ParamSpec("ln_weight_c", (H,), init="ones"), ParamSpec("ln_bias_c", (H,), init="zeros")]
         if self.proj_size:
             spec.append(ParamSpec("weight_hr", (R, H), bound=bound))
-        spec += self.mogrifier_spec(input_size, R)
         return spec
-
-    def mogrifier_spec(self, input_size, state_size):
-        return []
 
     # -- forward ----------------------------------------------------------------------------
     def step(self, ops, p, gx, state):
         h_prev, c_prev = state  # (B, R), (B, H)
         cache = {"c_prev": c_prev}
-        h = h_prev
-        if self.rounds:
-            gx, h, cache["mog"] = self.mogrify(ops, p, gx, h)
-            gx, cache["ih"] = self.project(ops, p, gx, "ih")
-        gh, cache["hh"] = self.project(ops, p, h, "hh")
+        gh, cache["hh"] = self.project(ops, p, h_prev, "hh")
         a = gx + gh  # (B, G*H)
         H = c_prev.shape[-1]
         blocks = {name: a[..., k * H : (k + 1) * H] for k, name in enumerate(self.gates)}
@@ -217,10 +215,6 @@ class LSTMFamily(Cell):
 
         da = ops.cat([da[name] for name in self.gates])  # (B, G*H)
         dh_prev = self.project_backward(ops, p, cache["hh"], da, "hh", grads)
-        if self.rounds:
-            dx = self.project_backward(ops, p, cache["ih"], da, "ih", grads)
-            dx, dh_prev = self.mogrify_backward(ops, p, cache["mog"], dx, dh_prev, grads)
-            return dx, (dh_prev, dc_prev)
         return da, (dh_prev, dc_prev)
 
 
@@ -246,91 +240,4 @@ class CIFG(LSTMFamily):
     name = "cifg"
     coupled = True
     options = {k: v for k, v in LSTMFamily.options.items() if k != "drop_gates"}
-
-
-class Mogrifier(LSTMFamily):
-    """Mogrifier LSTM (Melis et al. 2020): ``x`` and ``h`` gate each other for ``rounds`` rounds
-    before an LSTM step. ``rounds=0`` is exactly the LSTM."""
-
-    name = "mogrifier"
-    options = {**CIFG.options, "rounds": 5, "rank": None}
-
-    def validate(self):
-        super().validate()
-        if not isinstance(self.rounds, int) or self.rounds < 0:
-            raise ValueError(f"rounds must be a non-negative integer, got {self.rounds!r}")
-        if self.rank is not None and (not isinstance(self.rank, int) or self.rank <= 0):
-            raise ValueError(f"rank must be a positive integer or None, got {self.rank!r}")
-
-    def input_proj(self, ops, p, x):
-        if self.rounds:
-            return x, None  # x is gated by h inside each step, then projected there
-        return super().input_proj(ops, p, x)
-
-    def input_proj_backward(self, ops, p, cache, dgx, grads):
-        if self.rounds:
-            return dgx
-        return super().input_proj_backward(ops, p, cache, dgx, grads)
-
-    def mogrifier_spec(self, input_size, state_size):
-        nq, nr = (self.rounds + 1) // 2, self.rounds // 2
-        spec = []
-        for name, n, rows, cols in (("q", nq, input_size, state_size), ("r", nr, state_size, input_size)):
-            if n == 0:
-                continue
-            if self.rank is None:
-                spec.append(ParamSpec(f"weight_{name}", (n, rows, cols), bound=1.0 / math.sqrt(cols)))
-            else:
-                k = self.rank
-                spec.append(ParamSpec(f"weight_{name}_left", (n, rows, k), bound=1.0 / math.sqrt(k)))
-                spec.append(ParamSpec(f"weight_{name}_right", (n, k, cols), bound=1.0 / math.sqrt(cols)))
-        return spec
-
-    def _matrix(self, p, name, k):
-        """``Q_k`` ``(I, R)`` or ``R_k`` ``(R, I)``, full or as a product of two factors."""
-        if self.rank is None:
-            return p[f"weight_{name}"][k]
-        return p[f"weight_{name}_left"][k] @ p[f"weight_{name}_right"][k]
-
-    def mogrify(self, ops, p, x, h):
-        saved = []
-        for j in range(1, self.rounds + 1):
-            if j % 2:  # x is gated by h
-                k = (j - 1) // 2
-                s = ops.sigmoid(h @ self._matrix(p, "q", k).T)  # (B, I)
-                saved.append((x, h, s))
-                x = 2.0 * s * x
-            else:  # h is gated by x
-                k = j // 2 - 1
-                s = ops.sigmoid(x @ self._matrix(p, "r", k).T)  # (B, R)
-                saved.append((x, h, s))
-                h = 2.0 * s * h
-        return x, h, saved
-
-    def mogrify_backward(self, ops, p, saved, dx, dh, grads):
-        dmats = {"q": {}, "r": {}}
-        for j in range(self.rounds, 0, -1):
-            x, h, s = saved[j - 1]
-            if j % 2:  # x_out = 2 s x, s = sigma(h Q^T)
-                k = (j - 1) // 2
-                dz = dx * 2.0 * x * s * (1.0 - s)
-                dx = dx * 2.0 * s
-                dmats["q"][k] = dz.T @ h
-                dh = dh + dz @ self._matrix(p, "q", k)
-            else:  # h_out = 2 s h, s = sigma(x R^T)
-                k = j // 2 - 1
-                dz = dh * 2.0 * h * s * (1.0 - s)
-                dh = dh * 2.0 * s
-                dmats["r"][k] = dz.T @ x
-                dx = dx + dz @ self._matrix(p, "r", k)
-        for name, per_k in dmats.items():
-            if not per_k:
-                continue
-            ks = range(len(per_k))
-            if self.rank is None:
-                accumulate(grads, f"weight_{name}", ops.stack([per_k[k] for k in ks]))
-            else:
-                left, right = p[f"weight_{name}_left"], p[f"weight_{name}_right"]
-                accumulate(grads, f"weight_{name}_left", ops.stack([per_k[k] @ right[k].T for k in ks]))
-                accumulate(grads, f"weight_{name}_right", ops.stack([left[k].T @ per_k[k] for k in ks]))
-        return dx, dh
+    option_samples = {k: v for k, v in LSTMFamily.option_samples.items() if k != "drop_gates"}

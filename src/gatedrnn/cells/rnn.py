@@ -10,6 +10,7 @@ class RNN(Cell):
     name = "rnn"
     num_gates = 1
     options = {"bias": True, "layer_norm": False, "nonlinearity": "tanh"}
+    option_samples = {"bias": (False,), "layer_norm": (True,), "nonlinearity": ("relu",)}
 
     def validate(self):
         super().validate()

@@ -206,7 +206,7 @@ def _forward_fn(module, x, cfg):
 
 def products_only(module, x, backward: bool):
     """A function running only the matrix products the fused engine runs for one layer of
-    ``module`` on ``x`` ``(T, B, I)``, with the same kernels (``fast.Product``: oneDNN with its
+    ``module`` on ``x`` ``(T, B, I)``, with the same kernels (``products.Product``: oneDNN with its
     weight packing where usable, else MKL; ``torch.mm`` for the products over all steps), on random
     operands of the right shapes. No nonlinearity, no elementwise work, no bookkeeping.
 
@@ -215,7 +215,8 @@ def products_only(module, x, backward: bool):
     rows at once: the input product (not for the Mogrifier, whose input is gated per step) and,
     with ``backward``, the input gradient and every weight gradient (the cheapest way to do them).
     """
-    from ..torch_engine.fast import Product
+    from ..torch_engine.loops.mogrifier import mogrifier_matrices
+    from ..torch_engine.products import Product
 
     cell, p = module.cell, {k: v.detach() for k, v in module.layer_params(0).items()}
     T, B, _ = x.shape
@@ -223,14 +224,10 @@ def products_only(module, x, backward: bool):
     mogrifier = cell.name == "mogrifier" and rounds
     nq, nr = (rounds + 1) // 2, rounds // 2
 
-    def mog(name, n):  # Q_k (I, R) / R_k (R, I), k < n; with ``rank``, the product of the two factors
-        if cell.rank is None:
-            return [p[f"weight_{name}"][k] for k in range(n)]
-        return [p[f"weight_{name}_left"][k] @ p[f"weight_{name}_right"][k] for k in range(n)]
-
-    def weights():  # (stepped, hoisted)
+    def weights():  # (stepped, hoisted); the Mogrifier with ``rank`` builds Q_k, R_k from factors
         if mogrifier:
-            return [torch.cat([p["weight_ih"], p["weight_hh"]], dim=1), *mog("q", nq), *mog("r", nr)], []
+            return ([torch.cat([p["weight_ih"], p["weight_hh"]], dim=1),
+                     *mogrifier_matrices(cell, p, "q", nq), *mogrifier_matrices(cell, p, "r", nr)], [])
         return [p["weight_hh"]] + ([p["weight_hr"]] if "weight_hr" in p else []), [p["weight_ih"]]
 
     with torch.no_grad():

@@ -4,21 +4,26 @@
     grads = backward(cache, dy, d_state)                      # dict: every parameter, x, h0, c0
 
 ``state`` is ``h0`` for ``rnn``/``gru`` and ``(h0, c0)`` for the LSTM family. Zoneout (Krueger
-et al. 2017) is applied here, to any cell: with masks ``m`` (one per state element, ``(T, B, .)``,
-1 = keep the previous value) the state after step ``t`` is ``m * s_{t-1} + (1 - m) * s_t``; a
-mask filled with the probability ``p`` gives the expectation used in evaluation.
+et al. 2017) is applied here, to any cell, as keep masks: with ``keep`` masks ``m`` (one per
+state element, ``(T, B, .)``, 1 = keep the previous value) the state after step ``t`` is
+``m * s_{t-1} + (1 - m) * s_t``; a mask filled with the probability ``p`` gives the expectation
+used in evaluation. The loop itself is ``reference/sequence.py``, which the torch engine runs too.
 
-Variational dropout of the recurrent state (Gal and Ghahramani 2016) is ``state_mask``: one
+Variational dropout of the recurrent state (Gal and Ghahramani 2016) is ``mask_hh``: one
 ``(B, R)`` mask for the whole sequence, multiplying the ``h`` that feeds the recurrent product
-(the cells read it as the non-parameter entry ``mask_hh``; see ``Cell.project``).
+(the cells read it as the non-parameter entry ``mask_hh``; see ``Cell.project``). The torch
+engine takes the same two masks under the same names (``run_layer(..., keep=...)``,
+``params["mask_hh"]``).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..cells import NUMPY_OPS, Cell, init_array, make_cell
+from .sequence import sequence_backward, sequence_forward
 
 ops = NUMPY_OPS
 
@@ -47,9 +52,13 @@ class Cache:
     params: dict
     in_cache: object
     steps: list
-    zoneout: tuple | None
+    keep: tuple | None
     dtype: np.dtype
     x_shape: tuple
+
+    @property
+    def zoneout(self):  # the keep masks' name before 0.2
+        return self.keep
 
 
 def check_inputs(cell: Cell, params: dict, x, state):
@@ -76,52 +85,57 @@ def check_inputs(cell: Cell, params: dict, x, state):
     return T, B, I, H
 
 
-def check_zoneout(cell: Cell, masks, T, B, H, dtype):
+def check_keep(cell: Cell, masks, T, B, H, dtype):
     """Masks as a tuple in the dtype of ``x`` (float64 masks would silently promote a float32 run)."""
     sizes = cell.state_sizes(H)
     masks = tuple(masks)
     if len(masks) != len(sizes):
-        raise ValueError(f"zoneout needs {len(sizes)} mask(s), one per state element, got {len(masks)}")
+        raise ValueError(f"keep needs {len(sizes)} mask(s), one per state element, got {len(masks)}")
     out = []
     for mask, size, name in zip(masks, sizes, ("h", "c")):
         mask = np.asarray(mask, dtype=dtype)
         if mask.shape != (T, B, size):
-            raise ValueError(f"zoneout mask for {name} must be {(T, B, size)}, got {mask.shape}")
+            raise ValueError(f"keep mask for {name} must be {(T, B, size)}, got {mask.shape}")
         out.append(mask)
     return tuple(out)
 
 
-def forward(cell, params: dict, x: np.ndarray, state=None, *, zoneout=None, state_mask=None, **options):
+def _renamed(new_value, old_value, old, new):
+    """The value of a keyword renamed in 0.2, warning where the old name was used."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise TypeError(f"give {new}= (or the deprecated {old}=), not both")
+    warnings.warn(f"forward(..., {old}=) is deprecated: call it {new}=", DeprecationWarning, stacklevel=3)
+    return old_value
+
+
+def forward(cell, params: dict, x: np.ndarray, state=None, *, keep=None, mask_hh=None, zoneout=None,
+            state_mask=None, **options):
     """Run ``cell`` over ``x`` ``(T, B, I)``; returns ``(y (T, B, R), state_n, cache)``.
 
-    ``zoneout``: ``None`` or a tuple of masks, one per state element, each ``(T, B, size)``.
-    ``state_mask``: ``None`` or ``(B, R)``, the dropout mask (already scaled) on ``h`` before
-    the recurrent product, the same at every step.
+    ``keep``: ``None`` or a tuple of masks, one per state element, each ``(T, B, size)``: zoneout
+    (1 keeps the previous value). ``mask_hh``: ``None`` or ``(B, R)``, the dropout mask (already
+    scaled) on ``h`` before the recurrent product, the same at every step. ``zoneout=`` and
+    ``state_mask=`` are their deprecated names.
     """
+    keep = _renamed(keep, zoneout, "zoneout", "keep")
+    mask_hh = _renamed(mask_hh, state_mask, "state_mask", "mask_hh")
     cell = make_cell(cell, **options)
     x = np.asarray(x)
     packed = None if state is None else pack_state(cell, state)
     T, B, _, H = check_inputs(cell, params, x, packed)
     if packed is None:
         packed = tuple(np.zeros((B, size), dtype=x.dtype) for size in cell.state_sizes(H))
-    if zoneout is not None:
-        zoneout = check_zoneout(cell, zoneout, T, B, H, x.dtype)
-    if state_mask is not None:
-        state_mask = np.asarray(state_mask, dtype=x.dtype)  # a float64 mask would promote a float32 run
-        if state_mask.shape != (B, cell.state_sizes(H)[0]):
-            raise ValueError(f"state_mask must be {(B, cell.state_sizes(H)[0])}, got {state_mask.shape}")
-        params = {**params, "mask_hh": state_mask}
-    gx, in_cache = cell.input_proj(ops, params, x)  # (T, B, G*H): one product for all steps
-    steps, ys = [], []
-    for t in range(T):
-        new, step_cache = cell.step(ops, params, gx[t], packed)
-        if zoneout is not None:
-            new = tuple(m[t] * s + (1.0 - m[t]) * n for m, s, n in zip(zoneout, packed, new))
-        steps.append(step_cache)
-        packed = new
-        ys.append(packed[0])
-    y = np.stack(ys) if ys else np.zeros((0, B, cell.output_size(H)), dtype=x.dtype)
-    cache = Cache(cell, params, in_cache, steps, zoneout, x.dtype, x.shape)
+    if keep is not None:
+        keep = check_keep(cell, keep, T, B, H, x.dtype)
+    if mask_hh is not None:
+        mask_hh = np.asarray(mask_hh, dtype=x.dtype)  # a float64 mask would promote a float32 run
+        if mask_hh.shape != (B, cell.state_sizes(H)[0]):
+            raise ValueError(f"mask_hh must be {(B, cell.state_sizes(H)[0])}, got {mask_hh.shape}")
+        params = {**params, "mask_hh": mask_hh}
+    y, packed, steps, in_cache = sequence_forward(ops, cell, params, x, packed, keep)
+    cache = Cache(cell, params, in_cache, steps, keep, x.dtype, x.shape)
     return y, unpack_state(cell, packed), cache
 
 
@@ -134,20 +148,8 @@ def backward(cache: Cache, dy: np.ndarray, d_state=None) -> dict:
     zero = tuple(np.zeros((B, size), dtype=cache.dtype) for size in cell.state_sizes(H))
     dstate = zero if d_state is None else pack_state(cell, d_state)
     grads: dict = {}
-    dgx = [None] * T
-    for t in reversed(range(T)):
-        dstate = (dstate[0] + dy[t],) + tuple(dstate[1:])  # y_t is h_t
-        if cache.zoneout is not None:  # s_t = m s_{t-1} + (1 - m) s_new
-            m = [mask[t] for mask in cache.zoneout]
-            carried = tuple(mk * d for mk, d in zip(m, dstate))
-            dstate = tuple((1.0 - mk) * d for mk, d in zip(m, dstate))
-        dgx[t], dstate = cell.step_backward(ops, p, cache.steps[t], dstate, grads)
-        if cache.zoneout is not None:
-            dstate = tuple(d + c for d, c in zip(dstate, carried))
-    if T:
-        dx = cell.input_proj_backward(ops, p, cache.in_cache, np.stack(dgx), grads)
-    else:
-        dx = np.zeros(cache.x_shape, dtype=cache.dtype)
+    x_like = np.broadcast_to(np.zeros((), dtype=cache.dtype), cache.x_shape)  # dx's shape and dtype
+    dx, dstate = sequence_backward(ops, cell, p, cache.steps, cache.in_cache, x_like, dy, dstate, cache.keep, grads)
     out = {k: grads.get(k, np.zeros_like(v)) for k, v in p.items() if not k.startswith("mask_")}
     out["x"] = dx
     out["h0"] = dstate[0]

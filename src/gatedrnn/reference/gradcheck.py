@@ -54,11 +54,11 @@ def gradcheck(cell, input_size=3, hidden_size=4, seq_len=5, batch=2, seed=0, eps
         state_mask = (rng.random((B, sizes[0])) >= dropout_state) / (1.0 - dropout_state)
 
     def loss():
-        y, state_n, _ = forward(cell, params, x, unpack_state(cell, state), zoneout=masks, state_mask=state_mask)
+        y, state_n, _ = forward(cell, params, x, unpack_state(cell, state), keep=masks, mask_hh=state_mask)
         state_n = state_n if cell.has_cell_state else (state_n,)
         return float((y * dy).sum() + sum((s * d).sum() for s, d in zip(state_n, d_state)))
 
-    _, _, cache = forward(cell, params, x, unpack_state(cell, state), zoneout=masks, state_mask=state_mask)
+    _, _, cache = forward(cell, params, x, unpack_state(cell, state), keep=masks, mask_hh=state_mask)
     analytic = backward_fn(cache, dy, unpack_state(cell, d_state))
     arrays = {**params, "x": x, "h0": state[0]}
     if cell.has_cell_state:

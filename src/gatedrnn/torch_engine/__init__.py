@@ -10,7 +10,7 @@ from .cell_modules import (
     PeepholeLSTMCell,
     RNNCell,
 )
-from .functional import reference_layer, run_layer
+from .functional import autograd_layer, reference_layer, run_layer
 from .modules import (
     CIFGLSTM,
     GRU,
@@ -25,7 +25,7 @@ from .modules import (
 )
 from .native import native_kernel
 
-__all__ = ["run_layer", "reference_layer", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CIFGLSTM",
+__all__ = ["run_layer", "autograd_layer", "reference_layer", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CIFGLSTM",
            "MogrifierLSTM", "RecurrentBase", "MODULES", "layer", "RNNCell", "LSTMCell", "GRUCell",
            "PeepholeLSTMCell", "CIFGLSTMCell", "MogrifierLSTMCell", "CELL_MODULES", "InputError",
            "native_kernel", "convert"]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..cells import CELLS, make_cell
-from .functional import keep_dtypes
+from .ops import keep_dtypes
 from .modules import InputError, check_like_params, init_tensor, state_tuple
 from .ops import TORCH_OPS as ops
 from .regularisation import Regularisation, zoneout_step

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ..cells import CELLS, make_cell
-from .fast import lstm_step
+from .generation import lstm_step
 from .functional import keep_dtypes, mix_state, run_layer
 from .native import cpu_autocast, native_forward, native_kernel, step_kernel
 from .ops import TORCH_OPS as ops
@@ -194,7 +194,7 @@ class RecurrentBase(nn.Module):
         each layer's ``cell.step`` runs on parameter dicts built once and reused across calls.
         Outside ``engine="reference"``, plain ``lstm``, ``gru`` and ``rnn`` layers run PyTorch's
         single-step kernels instead, the ones ``torch.nn.LSTMCell``/``GRUCell``/``RNNCell`` call,
-        and the other LSTM-family layers ``fast.lstm_step``, the same step in fewer operations.
+        and the other LSTM-family layers ``generation.lstm_step``, the same step in fewer operations.
         In training mode each call is a sequence of its own: the variational masks (dropouts,
         ``weight_drop``) are drawn anew per call, not once for the steps of a sequence.
         """
@@ -236,7 +236,7 @@ class RecurrentBase(nn.Module):
 
     def _step_params(self) -> tuple:
         """Per-layer parameter dicts and single-step kernels (``native.step_kernel``, else
-        ``fast.lstm_step``; ``None`` where the cell's own step runs), rebuilt only when a
+        ``generation.lstm_step``; ``None`` where the cell's own step runs), rebuilt only when a
         parameter object was replaced or moved (``.to()`` of a dtype or device)."""
         current = tuple(self._parameters.values())
         key = (tuple(map(id, current)), current[0].dtype, current[0].device)  # .to() moves them all

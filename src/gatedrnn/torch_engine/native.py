@@ -12,13 +12,8 @@ import torch
 from torch import _VF
 from torch.nn.utils.rnn import PackedSequence
 
-#: cell name -> the options (beyond the defaults) under which torch.nn computes the same thing.
-#: ``forget_bias_init`` only initialises the stored biases, so it changes nothing at compute time.
-NATIVE_OPTIONS = {
-    "lstm": {"bias", "proj_size", "forget_bias_init"},
-    "gru": {"bias"},
-    "rnn": {"bias", "nonlinearity"},
-}
+from .capability import NATIVE_SEQUENCE, NATIVE_STEP, accepts
+from .ops import autocast_of
 
 #: dtypes PyTorch's recurrent kernels take, per device type (others fall back to the fused engine)
 NATIVE_DTYPES = {
@@ -42,16 +37,12 @@ def native_kernel(module, x):
     if regularisation is not None and regularisation.active(module.training):
         return None
     cell = module.cell
-    allowed = NATIVE_OPTIONS.get(cell.name)
-    if allowed is None:
-        return None
-    defaults = type(cell).options
-    if any(value != defaults[key] for key, value in cell.config.items() if key not in allowed):
+    if not accepts(NATIVE_SEQUENCE, cell):  # what torch.nn computes, declared in capability.py
         return None
     device_type = x.device.type
     if x.dtype not in NATIVE_DTYPES.get(device_type, ()):
         return None
-    if device_type == "cpu" and torch.is_autocast_enabled("cpu"):
+    if device_type == "cpu" and autocast_of(x):
         return None
     if cell.name == "lstm":
         return _VF.lstm
@@ -60,21 +51,13 @@ def native_kernel(module, x):
     return _VF.rnn_tanh if cell.nonlinearity == "tanh" else _VF.rnn_relu
 
 
-#: cell name -> the options under which ``torch._VF``'s single-step cell kernels compute ``step``
-STEP_OPTIONS = {"lstm": {"bias", "forget_bias_init"}, "gru": {"bias"}, "rnn": {"bias", "nonlinearity"}}
-
-
 def step_kernel(cell, params: dict, x=None):
     """A function ``(x (B, I), state) -> state`` that computes ``cell.step`` on its projected
     input with PyTorch's single-step kernel (what ``torch.nn.LSTMCell``/``GRUCell``/``RNNCell``
     call), or ``None``: for plain ``lstm`` (no projection), ``gru`` and ``rnn`` only, without state
     dropout (``mask_hh``), in the dtypes the sequence kernels take, and, given the input ``x``,
     outside CPU autocast (without ``x``, the caller checks autocast at each call)."""
-    allowed = STEP_OPTIONS.get(cell.name)
-    if allowed is None or "mask_hh" in params:
-        return None
-    defaults = type(cell).options
-    if any(value != defaults[key] for key, value in cell.config.items() if key not in allowed):
+    if not accepts(NATIVE_STEP, cell) or "mask_hh" in params:
         return None
     w = (params["weight_ih"], params["weight_hh"], params.get("bias_ih"), params.get("bias_hh"))
     if any(t is not None and t.dtype not in NATIVE_DTYPES.get(t.device.type, ()) for t in w):
@@ -90,7 +73,7 @@ def step_kernel(cell, params: dict, x=None):
 
 def cpu_autocast(x) -> bool:
     """Whether ``x`` is computed under CPU autocast, whose dtype policy the fused engine keeps."""
-    return x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+    return x.device.type == "cpu" and autocast_of(x) is not None
 
 
 def flat_weights(module) -> list:

@@ -1,0 +1,101 @@
+"""The GRU's specialised loop: blocks ``r, z, n``, ``n = tanh(a_x,n + r * a_h,n)`` with ``b_hn``
+inside ``a_h,n`` (PyTorch's placement), ``h = n + z (h_prev - n)``.
+
+Symbols (and those of ``loops/common.py``): ``Gs`` ``(S, B, 3H)``: the gates ``r, z, n`` after
+their activations; ``GHn`` ``(S, B, H)``: ``a_h,n``, the recurrent product's ``n`` block, which the
+``r`` gradient needs; ``dGX``, ``dGH`` ``(T, B, 3H)``: the gradients of the input and of the
+recurrent pre-activations (they differ in the ``n`` block, where ``r`` multiplies the recurrent
+side). The recurrent biases stay in the recurrent product, whose ``n`` block meets ``r``.
+"""
+from __future__ import annotations
+
+import torch
+
+from .common import Recurrent, add_carry, bias_grads, input_backward, input_forward, keep_masks, lerp_into, split_carry
+
+
+class GRULoop:
+    name = "gru"
+    #: cell name -> option -> the values this loop computes (``...``: any); an option it does not
+    #: name must keep the cell's default (read by torch_engine/capability.py)
+    handles = {"gru": {"bias": ..., "layer_norm": ...}}
+
+    @staticmethod
+    def forward(cell, p, x, state, save, keep=None):
+        T, B, I = x.shape
+        H = p["weight_hh"].shape[0] // 3
+        (kh,) = keep_masks(keep, 1)
+        S = T if save else 1
+        b_hh = p["bias_hh"] if cell.bias else None
+        if cell.layer_norm:  # the recurrent constants stay inside a_h (its n block meets r)
+            ln_bias, add = (p["ln_bias_hh"] if b_hh is None else p["ln_bias_hh"] + b_hh), None
+        else:
+            ln_bias, add = None, b_hh
+        gx, saved = input_forward(cell, p, x, p["bias_ih"] if cell.bias else None)
+        hh = Recurrent(cell, p, B, S, x, ln_bias=ln_bias)
+        (h0,) = state
+        Hs = x.new_empty(T + 1, B, H)
+        Hs[0] = h0
+        Gs = x.new_empty(S, B, 3 * H)  # r, z, n
+        GHn = x.new_empty(S, B, H)  # a_h,n, which the r gradient needs
+        hnew = x.new_empty(B, H) if kh is not None else None
+        for t in range(T):
+            s = t if save else 0
+            gh = hh(Hs[t], s, add)  # (B, 3H)
+            gt = Gs[s]
+            rz = gt[:, : 2 * H]
+            torch.add(gx[t, :, : 2 * H], gh[:, : 2 * H], out=rz)
+            rz.sigmoid_()
+            n = gt[:, 2 * H :]
+            torch.addcmul(gx[t, :, 2 * H :], gt[:, :H], gh[:, 2 * H :], out=n)
+            n.tanh_()
+            if save:
+                GHn[t].copy_(gh[:, 2 * H :])
+            hn = Hs[t + 1] if kh is None else hnew  # h = n + z (h_prev - n)
+            torch.sub(Hs[t], n, out=hn)
+            hn.mul_(gt[:, H : 2 * H]).add_(n)
+            if kh is not None:
+                lerp_into(Hs[t + 1], hn, Hs[t], kh[t])
+        if not save:
+            return Hs[1:], (Hs[T].clone(),), None
+        saved.update(Hs=Hs, Gs=Gs, GHn=GHn, **hh.saved())
+        return Hs[1:], (Hs[T].clone(),), saved
+
+    @staticmethod
+    def backward(cell, p, x, state, saved, dy, dstate, need_dx, keep=None):
+        Hs, Gs, GHn = saved["Hs"], saved["Gs"], saved["GHn"]
+        T, B, I = x.shape
+        H = p["weight_hh"].shape[0] // 3
+        (kh,), (nkh,) = keep_masks(keep, 1, complement=True)
+        hh = Recurrent(cell, p, B, T, x, saved, backward=True)
+        (dh_n,) = dstate
+        dh = torch.zeros_like(Hs[0]) if dh_n is None else dh_n
+        dGX = x.new_empty(T, B, 3 * H)  # gradient w.r.t. the input pre-activations
+        dGH = x.new_empty(T, B, 3 * H)  # ... and the recurrent ones (n block times r)
+        tmp = x.new_empty(B, 2 * H)
+        one = x.new_ones(())
+        for t in reversed(range(T)):
+            if dy is not None:
+                dh = dh + dy[t]
+            carry_h, dh = split_carry(dh, kh, nkh, t)
+            gt, dgx, dgh = Gs[t], dGX[t], dGH[t]
+            r, z, n = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H :]
+            dar, daz, dan = dgx[:, :H], dgx[:, H : 2 * H], dgx[:, 2 * H :]
+            torch.addcmul(dh, dh, z, value=-1.0, out=dan)  # dL/dn = dh (1 - z)
+            torch.addcmul(one, n, n, value=-1.0, out=tmp[:, :H])
+            dan.mul_(tmp[:, :H])
+            torch.sub(Hs[t], n, out=daz)  # dL/dz = dh (h_prev - n)
+            daz.mul_(dh)
+            torch.mul(dan, GHn[t], out=dar)  # dL/dr = da_n a_h,n
+            rz = gt[:, : 2 * H]
+            torch.addcmul(rz, rz, rz, value=-1.0, out=tmp)
+            dgx[:, : 2 * H].mul_(tmp)
+            dgh.copy_(dgx)
+            dgh[:, 2 * H :].mul_(r)
+            dh = add_carry(hh.backward(dgh, t).addcmul_(dh, z), carry_h)
+        grads = {}
+        hh.grads(dGH, Hs[:-1], grads)
+        input_backward(cell, p, x, saved, dGX, need_dx, grads)
+        bias_grads(cell, dGX, grads, "bias_ih")
+        bias_grads(cell, dGH, grads, "bias_hh", "ln_bias_hh")
+        return grads, (dh,)

@@ -1,0 +1,227 @@
+"""The LSTM family's specialised loop: ``lstm``, ``peephole``, ``cifg`` (and the Mogrifier with
+``rounds = 0``), with or without layer norm, biases, ``forget_bias``, zoneout, padding and state
+dropout.
+
+Symbols (and those of ``loops/common.py``):
+
+- ``Gs`` ``(S, B, G*H)``: the gates after their activations, blocks ``i, f, g, o`` (``f, g, o``
+  for CIFG, whose ``i = 1 - f``).
+- ``C`` ``(T+1, B, H)``: ``c_0 .. c_T``, the cell states after zoneout (two alternating rows
+  without a backward); ``Cn``: the cell's own ``c_t`` before zoneout (``C`` itself without ``kc``);
+  ``cp``, ``cn``: a step's ``c_{t-1}`` (mixed) and ``c_t`` (unmixed).
+- ``TC`` ``(S, B, H)``: ``tanh(LN(c_t))``, saved with layer norm (recomputed from ``Cn`` without);
+  ``CMu``, ``CRs`` ``(S, B, 1)``: the mean and 1/std of each step's ``c_t`` for layer norm.
+- ``dv`` ``(B, G*H)``: each gate's derivative from its output, ``s (1 - s)`` and ``1 - g^2``;
+  ``dN`` ``(T, B, H)``: ``dL/d LN(c_t)``, for the gains of ``c``'s layer norm.
+- ``fi, gi, oi`` (``ii``): the block index of each gate in ``Gs`` and ``dA``.
+"""
+from __future__ import annotations
+
+import torch
+
+from ...cells.base import LN_EPS
+from ..products import rows, sum_rows
+from .common import (
+    Recurrent,
+    add_carry,
+    combined_bias,
+    input_forward,
+    keep_masks,
+    lerp_into,
+    split_carry,
+    summed_products_grads,
+)
+
+_FAMILY = {"bias": ..., "forget_bias": ..., "forget_bias_init": ..., "layer_norm": ...}
+
+
+class Pointwise:
+    """One LSTM step's elementwise work after its products, forward and backward, for every
+    configuration the loop takes; the Mogrifier's loop runs it too. Buffers and constants are
+    made once per call."""
+
+    def __init__(self, cell, p, x, H, saved=None):
+        self.H, self.coupled, self.ln = H, cell.coupled, cell.layer_norm
+        self.ii, self.fi, self.gi, self.oi = (None, 0, 1, 2) if cell.coupled else (0, 1, 2, 3)
+        self.peep = p["weight_peephole"].split(H) if cell.peephole else None  # w_i, w_f, w_o
+        self.ln_w, self.ln_b = p.get("ln_weight_c"), p.get("ln_bias_c")
+        self.saved = saved
+        B = x.shape[1]
+        self.tc, self.tmp = x.new_empty(B, H), x.new_empty(B, H)
+        self.one = x.new_ones(())
+        self.dv = None
+
+    def blk(self, m, k):
+        return m[:, k * self.H : (k + 1) * self.H]
+
+    def forward(self, a, gt, cp, cn, tc, stats=None):
+        """Gates into ``gt``, ``c_t`` into ``cn``, ``tanh(LN(c_t))`` into ``tc`` from the
+        pre-activations ``a`` (a fresh tensor, changed in place); ``stats``: ``(CMu, CRs, s)``
+        with layer norm. Returns ``o``."""
+        H = self.H
+        f, g, o = self.blk(gt, self.fi), self.blk(gt, self.gi), self.blk(gt, self.oi)
+        if self.peep is not None:
+            w_i, w_f, w_o = self.peep
+            a[:, :H].addcmul_(cp, w_i)
+            a[:, H : 2 * H].addcmul_(cp, w_f)
+            torch.sigmoid(a[:, : 2 * H], out=gt[:, : 2 * H])
+        else:
+            torch.sigmoid(a, out=gt)  # the g block is overwritten by its tanh below
+        torch.tanh(self.blk(a, self.gi), out=g)
+        if self.coupled:  # c = f c_prev + (1 - f) g = g + f (c_prev - g)
+            torch.sub(cp, g, out=cn)
+            cn.mul_(f).add_(g)
+        else:
+            torch.mul(f, cp, out=cn)
+            cn.addcmul_(gt[:, :H], g)
+        if self.peep is not None:  # the output gate looks at c_t
+            a_o = a[:, self.oi * H :]
+            a_o.addcmul_(cn, w_o)
+            torch.sigmoid(a_o, out=o)
+        if self.ln:
+            CMu, CRs, s = stats
+            n, CMu[s], CRs[s] = torch.native_layer_norm(cn, [H], self.ln_w, self.ln_b, LN_EPS)
+            torch.tanh(n, out=tc)
+        else:
+            torch.tanh(cn, out=tc)
+        return o
+
+    def backward(self, gt, cp, cn, dh, dc, da, t, dN=None):
+        """From ``dh``, ``dc`` (the gradients w.r.t. the step's unmixed ``h_t``, ``c_t``) the
+        pre-activations' gradient into ``da``; ``dc`` becomes ``dL/dc_{t-1}`` (in place)."""
+        H, one = self.H, self.one
+        if self.dv is None:
+            self.dv = gt.new_empty(gt.shape)
+        dv, tmp, blk = self.dv, self.tmp, self.blk
+        fi, gi, oi, ii = self.fi, self.gi, self.oi, self.ii
+        f, g, o = blk(gt, fi), blk(gt, gi), blk(gt, oi)
+        torch.addcmul(gt, gt, gt, value=-1.0, out=dv)  # sigma' = s (1 - s) ...
+        torch.addcmul(one, g, g, value=-1.0, out=blk(dv, gi))  # ... and tanh' = 1 - g^2
+        if self.ln:
+            tc = self.saved["TC"][t]
+        else:
+            tc = torch.tanh(cn, out=self.tc)
+        da_o = blk(da, oi)
+        torch.mul(dh, tc, out=da_o)
+        da_o.mul_(blk(dv, oi))
+        torch.addcmul(one, tc, tc, value=-1.0, out=tmp)
+        tmp.mul_(o)
+        if self.ln:
+            dn = torch.mul(dh, tmp, out=dN[t])
+            dc.add_(torch.ops.aten.native_layer_norm_backward(
+                dn, cn, [H], self.saved["CMu"][t], self.saved["CRs"][t], self.ln_w, None, [True, False, False])[0])
+        else:
+            dc.addcmul_(dh, tmp)
+        if self.peep is not None:
+            dc.addcmul_(da_o, self.peep[2])
+        if self.coupled:  # dL/df = dc (c_prev - g), dL/dg = dc (1 - f)
+            da_f, da_g = blk(da, fi), blk(da, gi)
+            torch.sub(cp, g, out=da_f)
+            da_f.mul_(dc)
+            torch.addcmul(dc, dc, f, value=-1.0, out=da_g)
+            da[:, : 2 * H].mul_(dv[:, : 2 * H])
+        else:
+            torch.mul(dc, g, out=blk(da, ii))
+            torch.mul(dc, cp, out=blk(da, fi))
+            torch.mul(dc, gt[:, :H], out=blk(da, gi))
+            da[:, : 3 * H].mul_(dv[:, : 3 * H])
+        dc.mul_(f)
+        if self.peep is not None:
+            dc.addcmul_(blk(da, ii), self.peep[0])
+            dc.addcmul_(blk(da, fi), self.peep[1])
+
+
+def mix_out(Hs, t, o, tc, hnew, kh, C, cn, cp, jn, kc):
+    """``h_t = o tanh(c_t)`` into ``Hs[t+1]`` and ``c_t`` into ``C[jn]``, each mixed with the
+    previous state where a keep mask says so."""
+    if kh is None:
+        torch.mul(o, tc, out=Hs[t + 1])
+    else:
+        lerp_into(Hs[t + 1], torch.mul(o, tc, out=hnew), Hs[t], kh[t])
+    if kc is not None:
+        lerp_into(C[jn], cn, cp, kc[t])
+
+
+class LSTMLoop:
+    name = "lstm"
+    #: cell name -> option -> the values this loop computes (``...``: any); an option it does not
+    #: name must keep the cell's default (read by torch_engine/capability.py)
+    handles = {"lstm": _FAMILY, "peephole": _FAMILY, "cifg": _FAMILY,
+               "mogrifier": {**_FAMILY, "rounds": (0,), "rank": ...}}  # rounds = 0 is the LSTM
+
+    @staticmethod
+    def forward(cell, p, x, state, save, keep=None):
+        T, B, I = x.shape
+        G = cell.num_gates
+        H = p["weight_hh"].shape[0] // G
+        ln = cell.layer_norm
+        kh, kc = keep_masks(keep, 2)
+        S = T if save else 1
+        gx, saved = input_forward(cell, p, x, combined_bias(cell, p, G, H, x))
+        hh = Recurrent(cell, p, B, S, x)
+        pw = Pointwise(cell, p, x, H)
+        h0, c0 = state
+        Hs = x.new_empty(T + 1, B, H)  # h_0 .. h_T; y is Hs[1:]
+        Hs[0] = h0
+        C = x.new_empty(T + 1 if save else 2, B, H)  # the state c, after zoneout
+        C[0] = c0
+        Cn = C if kc is None else x.new_empty(C.shape)  # the cell's c_t, before zoneout
+        Gs = x.new_empty(S, B, G * H)  # post-activation gates
+        TC = x.new_empty(S if ln else 1, B, H)  # tanh(LN(c_t)) (saved with layer norm)
+        CMu, CRs = (x.new_empty(S, B, 1), x.new_empty(S, B, 1)) if ln else (None, None)
+        hnew = x.new_empty(B, H) if kh is not None else None
+        for t in range(T):
+            s = t if save else 0
+            a = hh(Hs[t], s, gx[t])  # (B, G*H), a fresh tensor
+            j, jn = (t, t + 1) if save else (t % 2, (t + 1) % 2)
+            cp, cn = C[j], Cn[jn]
+            tc = TC[s if ln else 0]
+            o = pw.forward(a, Gs[s], cp, cn, tc, (CMu, CRs, s))
+            mix_out(Hs, t, o, tc, hnew, kh, C, cn, cp, jn, kc)
+        c_n = C[T] if save else C[T % 2]
+        if not save:
+            return Hs[1:], (Hs[T].clone(), c_n.clone()), None
+        saved.update(Hs=Hs, C=C, Cn=Cn if kc is not None else None, Gs=Gs, **hh.saved())
+        if ln:
+            saved.update(TC=TC, CMu=CMu, CRs=CRs)
+        return Hs[1:], (Hs[T].clone(), c_n.clone()), saved
+
+    @staticmethod
+    def backward(cell, p, x, state, saved, dy, dstate, need_dx, keep=None):
+        Hs, C, Gs = saved["Hs"], saved["C"], saved["Gs"]
+        Cn = C if saved.get("Cn") is None else saved["Cn"]
+        T, B, I = x.shape
+        G = cell.num_gates
+        H = p["weight_hh"].shape[0] // G
+        ln = cell.layer_norm
+        (kh, kc), (nkh, nkc) = keep_masks(keep, 2, complement=True)
+        pw = Pointwise(cell, p, x, H, saved)
+        hh = Recurrent(cell, p, B, T, x, saved, backward=True)
+        dh_n, dc_n = dstate
+        dc = torch.zeros_like(C[0]) if dc_n is None else dc_n.clone()
+        dh = torch.zeros_like(C[0]) if dh_n is None else dh_n
+        dA = x.new_empty(T, B, G * H)
+        dN = x.new_empty(T, B, H) if ln else None  # dL/d LN(c_t), for the gains
+        for t in reversed(range(T)):
+            if dy is not None:
+                dh = dh + dy[t]
+            carry_h, dh = split_carry(dh, kh, nkh, t)  # zoneout: the kept share goes straight back
+            carry_c, dc = split_carry(dc, kc, nkc, t)
+            pw.backward(Gs[t], C[t], Cn[t + 1], dh, dc, dA[t], t, dN)
+            add_carry(dc, carry_c)
+            dh = add_carry(hh.backward(dA[t], t), carry_h)
+        grads = summed_products_grads(cell, p, x, saved, hh, dA, Hs, need_dx)
+        if cell.peephole:
+            ii, fi, oi = pw.ii, pw.fi, pw.oi
+            prev, cur = rows(C[:-1]), rows(Cn[1:])
+            dA2 = rows(dA)
+            grads["weight_peephole"] = torch.cat([
+                (dA2[:, ii * H : (ii + 1) * H] * prev).sum(0),
+                (dA2[:, fi * H : (fi + 1) * H] * prev).sum(0),
+                (dA2[:, oi * H : (oi + 1) * H] * cur).sum(0),
+            ])
+        if ln:
+            c_hat = (Cn[1:] - saved["CMu"]).mul_(saved["CRs"])
+            grads["ln_weight_c"] = (rows(dN) * rows(c_hat)).sum(0)
+            grads["ln_bias_c"] = sum_rows(dN)
+        return grads, (dh, dc)

@@ -1,0 +1,192 @@
+"""The Mogrifier's specialised loop (``rounds >= 1``, without layer norm): rounds of
+``x = 2 sigma(h Q^T) x`` / ``h = 2 sigma(x R^T) h``, then an LSTM step whose two products are
+one, ``[x, h] @ [W_ih, W_hh]^T``, so the weight gradients are one product too; the step's
+elementwise work is the LSTM loop's (``loops/lstm.py``, ``Pointwise``).
+
+Symbols (and those of ``loops/common.py`` and ``loops/lstm.py``), per step ``t``:
+
+- ``x^(k)``: ``x`` after ``k`` odd rounds (``x^(0) = x_t``, the rest in ``Xm[t, k-1]``);
+  ``h^(k)``: ``h`` after ``k`` even rounds (``h^(0) = h_{t-1}``, the rest in ``Hm[t, k-1]``).
+  Odd round ``j`` (``k = (j-1)//2``) reads ``x^(k), h^(k)``; even round ``j`` (``k = j//2 - 1``)
+  reads ``x^(k+1), h^(k)``.
+- ``SQ`` ``(S, nq, B, I)``, ``SR`` ``(S, nr, B, H)``: each round's gate ``sigma(.)``; ``nq``,
+  ``nr``: the number of odd and even rounds.
+- ``XH`` ``(S, B, I+H)``: the modulated ``[x, h]`` the step's product reads (``h`` times
+  ``mask_hh`` with state dropout).
+- ``dZQ``, ``dZR``: the gradients of the rounds' pre-activations, kept for a chunk of ``L``
+  (``CHUNK``) steps whose weight gradients are then one product each.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..products import Product, rows
+from .common import add_carry, combined_bias, keep_masks, split_carry
+from .lstm import Pointwise, mix_out
+
+#: steps whose pre-activation gradients the Mogrifier's backward holds at once (see its backward)
+CHUNK = 16
+
+
+def mogrifier_matrices(cell, p, name, n):
+    """``Q_k`` ``(I, R)`` / ``R_k`` ``(R, I)`` for ``k < n`` (products of factors with ``rank``)."""
+    return [cell.matrix(p, name, k) for k in range(n)]
+
+
+class MogrifierLoop:
+    name = "mogrifier"
+    #: cell name -> option -> the values this loop computes (``...``: any); an option it does not
+    #: name must keep the cell's default (read by torch_engine/capability.py)
+    handles = {"mogrifier": {"bias": ..., "forget_bias": ..., "forget_bias_init": ..., "rounds": ..., "rank": ...}}
+
+    @staticmethod
+    def forward(cell, p, x, state, save, keep=None):
+        T, B, I = x.shape
+        H = p["weight_hh"].shape[0] // 4
+        kh, kc = keep_masks(keep, 2)
+        mask = p.get("mask_hh")
+        nq, nr = (cell.rounds + 1) // 2, cell.rounds // 2
+        bias = combined_bias(cell, p, 4, H, x)
+        lin = Product(torch.cat([p["weight_ih"], p["weight_hh"]], dim=1), B)  # [x, h] @ [W_ih, W_hh]^T
+        qs = [Product(q, B) for q in mogrifier_matrices(cell, p, "q", nq)]
+        rs = [Product(r, B) for r in mogrifier_matrices(cell, p, "r", nr)]
+        pw = Pointwise(cell, p, x, H)
+        h0, c0 = state
+        S = T if save else 1
+        Hs = x.new_empty(T + 1, B, H)
+        Hs[0] = h0
+        C = x.new_empty(T + 1 if save else 2, B, H)
+        C[0] = c0
+        Cn = C if kc is None else x.new_empty(C.shape)  # the cell's c_t, before zoneout
+        hnew = x.new_empty(B, H) if kh is not None else None
+        Gs = x.new_empty(S, B, 4 * H)
+        Xm, SQ = x.new_empty(S, nq, B, I), x.new_empty(S, nq, B, I)
+        Hm, SR = x.new_empty(S, max(nr, 1), B, H), x.new_empty(S, max(nr, 1), B, H)
+        XH = x.new_empty(S, B, I + H)  # the mogrified [x, h] each step's product reads
+        tc = x.new_empty(B, H)
+        zero = x.new_zeros(())  # addcmul(zero, a, b, value=2.0): 2 a b in one pass (a Python scalar
+        # given to mul_ costs a conversion of its own per call)
+        for t in range(T):
+            s_ = t if save else 0
+            xk, hk = x[t], Hs[t]
+            for j in range(1, cell.rounds + 1):
+                if j % 2:
+                    k = (j - 1) // 2
+                    s = SQ[s_, k]
+                    torch.sigmoid(qs[k](hk), out=s)
+                    xk = torch.addcmul(zero, s, xk, value=2.0, out=Xm[s_, k])
+                else:
+                    k = j // 2 - 1
+                    s = SR[s_, k]
+                    torch.sigmoid(rs[k](xk), out=s)
+                    hk = torch.addcmul(zero, s, hk, value=2.0, out=Hm[s_, k])
+            xh = XH[s_]
+            xh[:, :I] = xk
+            if mask is None:
+                xh[:, I:] = hk
+            else:  # state dropout: only the product sees the dropped h
+                torch.mul(hk, mask, out=xh[:, I:])
+            a = lin(xh, bias) if bias is not None else lin(xh)
+            j, jn = (t, t + 1) if save else (t % 2, (t + 1) % 2)
+            cp, cn = C[j], Cn[jn]
+            o = pw.forward(a, Gs[s_], cp, cn, tc)
+            mix_out(Hs, t, o, tc, hnew, kh, C, cn, cp, jn, kc)
+        c_n = C[T] if save else C[T % 2]
+        saved = dict(Hs=Hs, C=C, Cn=Cn if kc is not None else None, Gs=Gs, Xm=Xm, SQ=SQ, Hm=Hm, SR=SR,
+                     XH=XH) if save else None
+        return Hs[1:], (Hs[T].clone(), c_n.clone()), saved
+
+    @staticmethod
+    def backward(cell, p, x, state, saved, dy, dstate, need_dx, keep=None):
+        Hs, C, Gs, Xm, SQ, Hm, SR, XH = (saved[k] for k in ("Hs", "C", "Gs", "Xm", "SQ", "Hm", "SR", "XH"))
+        Cn = C if saved.get("Cn") is None else saved["Cn"]
+        (kh, kc), (nkh, nkc) = keep_masks(keep, 2, complement=True)
+        mask = p.get("mask_hh")
+        T, B, I = x.shape
+        H = p["weight_hh"].shape[0] // 4
+        nq, nr = (cell.rounds + 1) // 2, cell.rounds // 2
+        lin_t = Product(torch.cat([p["weight_ih"], p["weight_hh"]], dim=1).t(), B)  # da @ [W_ih, W_hh]
+        Qs, Rs = mogrifier_matrices(cell, p, "q", nq), mogrifier_matrices(cell, p, "r", nr)
+        qs_t = [Product(q.t(), B) for q in Qs]  # dz @ Q_k
+        rs_t = [Product(r.t(), B) for r in Rs]  # dz @ R_k
+        pw = Pointwise(cell, p, x, H, saved)
+        dh_n, dc_n = dstate
+        dc = torch.zeros_like(C[0]) if dc_n is None else dc_n.clone()
+        dh = torch.zeros_like(C[0]) if dh_n is None else dh_n
+        # the gradients of each step's pre-activations are kept for a chunk of L steps, whose
+        # weight gradients are then one product each (L*B rows): far less memory than all T steps
+        L = min(T, CHUNK)
+        dA = x.new_empty(L, B, 4 * H)
+        dX = x.new_empty(T, B, I)
+        # the saved buffers stay untouched: a retained graph may run this backward again
+        dZQ, dZR = x.new_empty(L, *SQ.shape[1:]), x.new_empty(L, *SR.shape[1:])
+        W_in = (  # per name: its rounds, its dZ chunk, the inputs of round k's product over steps [a, b)
+            ("q", nq, dZQ, lambda k, a, b: Hs[a:b] if k == 0 else Hm[a:b, k - 1]),
+            ("r", nr, dZR, lambda k, a, b: Xm[a:b, k]),
+        )
+        acc = {"weight_ih": torch.zeros_like(p["weight_ih"]), "weight_hh": torch.zeros_like(p["weight_hh"]),
+               "bias": x.new_zeros(4 * H)}
+        for (name, n, _, _), mats in zip(W_in, (Qs, Rs)):
+            if n:
+                acc[name] = x.new_zeros(n, *mats[0].shape)  # the full Q_k (or R_k) of each round
+
+        def flush(a, b):  # the weight gradients of steps [a, b), whose buffers start at slot 0
+            dA2, XH2 = rows(dA[: b - a]).t(), rows(XH[a:b])
+            acc["weight_ih"].addmm_(dA2, XH2[:, :I])
+            acc["weight_hh"].addmm_(dA2, XH2[:, I:])
+            acc["bias"].add_(dA2.sum(1))
+            for name, n, dZ, inputs in W_in:
+                for k in range(n):
+                    acc[name][k].addmm_(rows(dZ[: b - a, k]).t(), rows(inputs(k, a, b)))
+
+        zero = x.new_zeros(())
+        dsq, dsr = x.new_empty(B, I), x.new_empty(B, H)  # sigma' of a round's gate
+        X_at = lambda t, k: x[t] if k == 0 else Xm[t, k - 1]  # noqa: E731
+        H_at = lambda t, k: Hs[t] if k == 0 else Hm[t, k - 1]  # noqa: E731
+        for t in reversed(range(T)):
+            if dy is not None:
+                dh = dh + dy[t]
+            carry_h, dh = split_carry(dh, kh, nkh, t)  # zoneout: the kept share goes straight back
+            carry_c, dc = split_carry(dc, kc, nkc, t)
+            start = t - t % L  # this step's chunk is [start, min(start + L, T)), its slot t - start
+            da = dA[t - start]
+            pw.backward(Gs[t], C[t], Cn[t + 1], dh, dc, da, t)
+            add_carry(dc, carry_c)
+            dxh = lin_t(da)  # (B, I+H)
+            dx, dh = dxh[:, :I].contiguous(), dxh[:, I:].contiguous()
+            if mask is not None:
+                dh.mul_(mask)
+            for j in range(cell.rounds, 0, -1):
+                if j % 2:  # x^(k+1) = 2 s x^(k), s = sigma(h^(k) Q_k^T)
+                    k = (j - 1) // 2
+                    s, dz = SQ[t, k], dZQ[t - start, k]
+                    torch.mul(dx, X_at(t, k), out=dz)
+                    torch.addcmul(zero, dx, s, value=2.0, out=dx)
+                    torch.addcmul(zero, dz, torch.addcmul(s, s, s, value=-1.0, out=dsq), value=2.0, out=dz)
+                    dh.add_(qs_t[k](dz))
+                else:  # h^(k+1) = 2 s h^(k), s = sigma(x^(k+1) R_k^T)
+                    k = j // 2 - 1
+                    s, dz = SR[t, k], dZR[t - start, k]
+                    torch.mul(dh, H_at(t, k), out=dz)
+                    torch.addcmul(zero, dh, s, value=2.0, out=dh)
+                    torch.addcmul(zero, dz, torch.addcmul(s, s, s, value=-1.0, out=dsr), value=2.0, out=dz)
+                    dx.add_(rs_t[k](dz))
+            add_carry(dh, carry_h)
+            dX[t] = dx
+            if t == start:
+                flush(start, min(start + L, T))
+        grads = {"weight_ih": acc["weight_ih"], "weight_hh": acc["weight_hh"]}
+        if cell.bias:
+            grads["bias_ih"], grads["bias_hh"] = acc["bias"], acc["bias"].clone()
+        for name, n, _, _ in W_in:
+            if n == 0:
+                continue
+            per_k = acc[name]
+            if cell.rank is None:
+                grads[f"weight_{name}"] = per_k
+            else:
+                left, right = p[f"weight_{name}_left"], p[f"weight_{name}_right"]
+                grads[f"weight_{name}_left"] = torch.stack([d @ right[k].t() for k, d in enumerate(per_k)])
+                grads[f"weight_{name}_right"] = torch.stack([left[k].t() @ d for k, d in enumerate(per_k)])
+        grads["x"] = dX
+        return grads, (dh, dc)

@@ -1,0 +1,75 @@
+"""The matrix products of the fused loops, and which kernel runs them.
+
+Per-step products (``B`` rows) of weights of ``ONEDNN_MIN_WEIGHT`` elements or more go through
+oneDNN with the weight reordered once per call (``torch.ops.mkldnn._reorder_linear_weight`` /
+``_linear_pointwise``, what ``torch.compile`` emits on CPU); smaller weights, where oneDNN's
+per-call cost outweighs it, through ``torch.addmm`` (benchmarks/product_kernels.py measures both;
+benchmarks/RESULTS.md has the figures). These are internal entry points: anything they refuse
+(float64, bfloat16 without AVX-512, CUDA, a torch without them) falls back to ``torch.addmm``,
+and ``GATEDRNN_ONEDNN=0`` (or ``ONEDNN = False``) turns them off. Products over all steps at
+once (thousands of rows) stay on ``torch.mm``.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+ONEDNN = os.environ.get("GATEDRNN_ONEDNN", "1") != "0"
+#: the smallest weight (elements) whose per-step products run on oneDNN. At 32 rows on an AVX2
+#: Zen 3 (benchmarks/RESULTS.md, "Which kernel runs a step's product"), oneDNN took 1.06-3.0x
+#: MKL's time below 512 x 512 elements, 0.90-1.01x at it and 0.80-0.96x above it.
+ONEDNN_MIN_WEIGHT = 512 * 512
+
+
+def onednn_usable(w) -> bool:
+    """Whether the per-step products of weight ``w`` run on oneDNN here."""
+    return (ONEDNN and w.device.type == "cpu" and w.dtype == torch.float32 and w.numel() >= ONEDNN_MIN_WEIGHT
+            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+class Product:
+    """``x @ w.T (+ add)`` for one weight ``w`` ``(N, K)`` reused over many calls.
+
+    ``add`` is a bias ``(N,)`` or a tensor ``(M, N)``; with oneDNN the addition happens inside the
+    product's kernel. The weight is reordered into oneDNN's blocked layout once, here.
+    """
+
+    def __init__(self, w, rows: int):
+        self.packed = None
+        if onednn_usable(w):
+            try:
+                self.packed = torch.ops.mkldnn._reorder_linear_weight(w.detach().contiguous(), rows)
+            except (RuntimeError, AttributeError):  # a build or processor without the kernel
+                self.packed = None
+        # with the packed copy, ``w`` itself is not held (it may be a temporary the caller built)
+        self.wt = w.t() if self.packed is None else None
+
+    def __call__(self, x, add=None):
+        if self.packed is not None:
+            if add is None or add.dim() == 1:
+                return torch.ops.mkldnn._linear_pointwise(x, self.packed, add, "none", [], "")
+            return torch.ops.mkldnn._linear_pointwise.binary(x, add, self.packed, None, "add")
+        if add is None:
+            return torch.mm(x, self.wt)
+        return torch.addmm(add, x, self.wt)
+
+
+def hoisted(x, w, bias=None):
+    """``x @ w.T (+ bias)`` once over all steps, ``x`` ``(T*B, K)``. On MKL: at these sizes
+    (thousands of rows) it measured 1.1-1.3x faster than oneDNN with its weight reorder."""
+    return torch.mm(x, w.t()) if bias is None else torch.addmm(bias, x, w.t())
+
+
+def rows(a):
+    """``(..., N) -> (rows, N)``: every leading axis flattened into rows."""
+    return a.reshape(-1, a.shape[-1])
+
+
+def weight_grad(d, inp):
+    """``sum over steps and rows of d^T inp``: ``(T, B, N), (T, B, K) -> (N, K)``, one product."""
+    return torch.mm(rows(d).t(), rows(inp))
+
+
+def sum_rows(d):
+    return rows(d).sum(0)

@@ -18,7 +18,7 @@ def test_bench_json_rows(tmp_path):
     seen = {(r["kind"], r["cell"], r["engine"]) for r in rows}
     for cell in ("lstm", "gru", "mogrifier"):
         for kind in ("train", "forward"):
-            for engine in ("fused", "reference", "torch"):
+            for engine in ("fused", "autograd", "torch"):
                 assert (kind, cell, engine) in seen
         assert ("generate", cell, "fused") in seen and ("generate", cell, "torch") in seen
     gen = {(r["cell"], r["engine"]): r for r in rows if r["kind"] == "generate"}

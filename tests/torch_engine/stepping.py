@@ -1,15 +1,15 @@
 """Shared by the tests of the single-step kernels behind ``step()`` (test_native.py for
 ``torch._VF``'s, test_generation.py for ``generation.lstm_step``): a module stepped on the fused engine against
-the same module on the reference engine, whose ``step()`` runs the cell's own step."""
+the same module on the autograd engine, whose ``step()`` runs the cell's own step."""
 import torch
 
 import gatedrnn
 
 
 def module_pair(name, options):
-    """Two 2-layer float64 modules, ``(5 -> 6)``, with the same weights: fused and reference."""
+    """Two 2-layer float64 modules, ``(5 -> 6)``, with the same weights: fused and autograd."""
     modules = []
-    for engine in ("fused", "reference"):
+    for engine in ("fused", "autograd"):
         torch.manual_seed(0)
         modules.append(gatedrnn.layer(name, 5, 6, num_layers=2, engine=engine, dtype=torch.float64, **options))
     return modules

@@ -14,7 +14,7 @@ from gatedrnn import convert
 
 I, H, T, B = 3, 4, 5, 2
 F64 = torch.float64
-ENGINES = ("fused", "reference", "auto")
+ENGINES = ("fused", "autograd", "auto")
 TOL = dict(rtol=1e-10, atol=1e-12)  # float64, same equations in another layout
 
 

@@ -6,7 +6,6 @@ import torch
 
 from gatedrnn.torch_engine import capability, products
 from gatedrnn.torch_engine.autograd_loop import autograd_layer
-from gatedrnn.torch_engine.functional import run_layer
 from gatedrnn.torch_engine.loops import mogrifier
 
 from .loop_cases import (
@@ -125,22 +124,3 @@ def test_mogrifier_backward_in_chunks(case, chunk, monkeypatch):
     _, g_ref = outputs_and_grads(lambda c, p, x_, s: autograd_layer(c, p, x_, s, keep), cell, params, x, state)
     for key in g_ref:
         torch.testing.assert_close(g_fast[key], g_ref[key], rtol=1e-9, atol=1e-11, msg=key)
-
-
-def test_masks_that_require_grad_are_refused():
-    """The fused engine treats masks as constants: one that requires grad would get no gradient
-    there (and a gradient from the autograd twin), so it is refused in every case."""
-    cell, params, x, state = make_inputs("lstm", {})
-    T, B = x.shape[:2]
-    keep = (torch.zeros(T, B, 1, dtype=x.dtype, requires_grad=True),) * 2
-    with pytest.raises(ValueError, match="keep masks are constants"):
-        run_layer(cell, params, x, state, keep)
-    mask = torch.ones(B, 6, dtype=x.dtype, requires_grad=True)
-    with pytest.raises(ValueError, match="mask_hh .* requires grad"):
-        run_layer(cell, {**params, "mask_hh": mask}, x, state)
-    with torch.no_grad():  # nothing to differentiate: accepted
-        run_layer(cell, {**params, "mask_hh": mask}, x, state)
-    y, _ = run_layer(cell, {**params, "mask_hh": mask}, x, state, engine="autograd")
-    assert torch.autograd.grad(y.sum(), mask)[0].abs().sum() > 0  # the twin differentiates it
-
-

@@ -58,7 +58,7 @@ def _rel(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-@pytest.mark.parametrize("engine", ["fused", "reference"])
+@pytest.mark.parametrize("engine", ["fused", "autograd"])
 @pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
 def test_bf16_training_step_matches_float32(case, engine):
     cell_name, options = case
@@ -97,7 +97,7 @@ def test_bf16_layer_norm_within_its_conditioning(cell_name):
         assert _rel(g, grads32[name]) < 10 * spread, name
 
 
-@pytest.mark.parametrize("engine", ["fused", "reference"])
+@pytest.mark.parametrize("engine", ["fused", "autograd"])
 def test_weight_gradients_summed_in_float32_over_long_sequences(engine):
     """Summing W_hh's per-step gradients in bf16 adds a rounding per step (1.7e-2 measured at
     T=256, 1.0e-2 at T=128); summed in float32 the error stays that of the products (1.4e-3)."""
@@ -125,7 +125,7 @@ class _ProductDtypes(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("engine", ["fused", "reference"])
+@pytest.mark.parametrize("engine", ["fused", "autograd"])
 @pytest.mark.parametrize("cell_name", ["lstm", "gru", "mogrifier"])
 def test_products_run_in_bf16_forward_and_backward(cell_name, engine):
     torch.manual_seed(0)
@@ -164,7 +164,7 @@ def test_single_steps_keep_state_dtypes_under_autocast(cell_name):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast needs CUDA")
-@pytest.mark.parametrize("engine", ["fused", "reference"])
+@pytest.mark.parametrize("engine", ["fused", "autograd"])
 @pytest.mark.parametrize("cell_name", ["lstm", "gru", "mogrifier"])
 def test_fp16_cuda_training_step_matches_float32(cell_name, engine):
     torch.manual_seed(0)

@@ -18,7 +18,7 @@ from gatedrnn.torch_engine.regularisation import DROPOUTS, draw_masks
 
 I, H, T, B = 3, 4, 5, 3
 F64 = torch.float64
-ENGINES = ["fused", "reference"]
+ENGINES = ["fused", "autograd"]
 ALL_ON = {"zoneout": 0.3, "dropout_input": 0.2, "dropout_between": 0.3, "dropout_output": 0.25,
           "dropout_state": 0.4, "weight_drop": 0.5}
 
@@ -142,7 +142,7 @@ def _loss_and_grads(module, x, packed_lengths=None):
 def test_fused_equals_reference_with_the_same_masks(case):
     cell, options = case
     fused = make(cell, engine="fused", **options)
-    ref = make(cell, engine="reference", **options)
+    ref = make(cell, engine="autograd", **options)
     got, expected = _loss_and_grads(fused, inputs()), _loss_and_grads(ref, inputs())
     names = ["output", *[f"state_n{k}" for k in range(len(fused.state_sizes))], "x",
              *[f"state0_{k}" for k in range(len(fused.state_sizes))], *dict(fused.named_parameters())]
@@ -162,7 +162,7 @@ def test_packed_zoneout_keeps_padded_steps(engine):
     for b, n in enumerate(lengths.tolist()):
         torch.testing.assert_close(h_n[0, b], padded[n - 1, b], rtol=0, atol=0)
     fused = _loss_and_grads(make(engine="fused", zoneout=0.5), inputs(), lengths)
-    ref = _loss_and_grads(make(engine="reference", zoneout=0.5), inputs(), lengths)
+    ref = _loss_and_grads(make(engine="autograd", zoneout=0.5), inputs(), lengths)
     for g, e in zip(fused, ref):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
 
@@ -173,7 +173,7 @@ def test_auto_engine_leaves_torch_kernels_when_masks_are_drawn():
     module = make(engine="auto", dropout_state=0.2)
     assert module.resolve_engine(inputs()) == "fused"
     module.eval()  # dropout is off in evaluation: nothing stands in the way
-    assert module.resolve_engine(inputs()) != "reference"
+    assert module.resolve_engine(inputs()) != "autograd"
 
 
 # -- what the masks do: the module against the NumPy reference ------------------------------------

@@ -19,7 +19,8 @@ pytest.importorskip("triton")
 
 from gatedrnn.cells import CELLS, make_cell  # noqa: E402
 from gatedrnn.torch_engine import triton as engine  # noqa: E402
-from gatedrnn.torch_engine.functional import reference_layer, run_layer  # noqa: E402
+from gatedrnn.torch_engine.autograd_loop import autograd_layer  # noqa: E402
+from gatedrnn.torch_engine.functional import run_layer  # noqa: E402
 
 T, B, I, H = 4, 3, 4, 5
 MASK_KINDS = ("zoneout", "zoneout-h", "expectation", "padding", "state-dropout", "zoneout+state-dropout")
@@ -120,7 +121,7 @@ def triton_path(keep=None):
 
 def twins(keep=None):
     yield "fused", lambda c, p, x, s: run_layer(c, p, x, s, keep, engine="fused")
-    yield "autograd", lambda c, p, x, s: reference_layer(c, p, x, s, keep)
+    yield "autograd", lambda c, p, x, s: autograd_layer(c, p, x, s, keep)
 
 
 def assert_matches(cell, params, x, state, keep=None):
@@ -185,7 +186,7 @@ def test_second_backward_and_double_backward():
     torch.testing.assert_close(g3, g1, rtol=1e-12, atol=1e-13)
     assert g3.requires_grad
     (gg,) = torch.autograd.grad(g3.square().sum(), w)
-    y_ref, _ = reference_layer(cell, {**params, "weight_hh": w}, x, state)
+    y_ref, _ = autograd_layer(cell, {**params, "weight_hh": w}, x, state)
     (g_ref,) = torch.autograd.grad(y_ref.sum(), w, create_graph=True)
     torch.testing.assert_close(gg, torch.autograd.grad(g_ref.square().sum(), w)[0], rtol=1e-11, atol=1e-13)
 

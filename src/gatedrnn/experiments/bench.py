@@ -17,11 +17,11 @@ Rows (dicts), one per measurement, ``kind`` telling which:
 - ``train``: a training step, forward and backward with input gradients on, one layer
   ``(T, B, I=H)``; ``forward``: the same forward without gradients. Per engine: ``ms`` (median),
   ``vs_torch`` (against ``torch.nn.LSTM``/``GRU``/``RNN`` of the same size: for every LSTM variant
-  ``torch.nn.LSTM`` is the yardstick) and ``vs_reference`` (against the autograd loop).
+  ``torch.nn.LSTM`` is the yardstick) and ``vs_autograd`` (against the autograd loop, ``engine="autograd"``).
 - ``products`` (an engine of the ``train`` and ``forward`` rows): only the matrix products the
   fused engine runs for that step, as it runs them (``products_only``): a floor under the fused
   engine on these kernels, so ``fused / products`` is what the rest of its work costs and
-  ``reference / products`` bounds how much faster than the autograd loop any engine built on
+  ``autograd / products`` bounds how much faster than the autograd loop any engine built on
   these products can be.
 - ``generate``: per-token latency of a 2-layer model stepped one token at a time with batch 1
   (the module's ``step``), against two ``torch.nn.LSTMCell``/``GRUCell``/``RNNCell`` stepped the
@@ -56,7 +56,7 @@ STEP_CELL = {"LSTM": "LSTMCell", "GRU": "GRUCell", "RNN": "RNNCell"}
 #: engines a user can name; ``torch`` is the yardstick, ``auto`` only differs from ``fused``
 #: for the plain lstm/gru/rnn that engine="auto" hands to torch's kernels; ``products`` is the
 #: fused engine's matrix products alone (``train`` and ``forward`` rows only)
-CPU_ENGINES = ("fused", "reference", "torch", "auto", "products")
+CPU_ENGINES = ("fused", "autograd", "torch", "auto", "products")
 #: on a GPU also: ``triton`` (Triton kernels, CUDA graphs) and ``compile``, ``torch.compile`` of
 #: the autograd loop's module (what a user would otherwise do; its first call compiles)
 GPU_ENGINES = ("triton", "compile")
@@ -122,7 +122,7 @@ def make_module(engine: str, cell: str, size: int, cfg: BenchConfig, num_layers:
     if engine == "torch":
         return getattr(torch.nn, YARDSTICK[cell])(size, size, num_layers, **factory)
     if engine == "compile":
-        return torch.compile(make_module("reference", cell, size, cfg, num_layers))
+        return torch.compile(make_module("autograd", cell, size, cfg, num_layers))
     from ..torch_engine import layer
 
     return layer(cell, size, size, num_layers=num_layers, engine=engine, **factory,
@@ -303,7 +303,7 @@ def bench_sequence(cell: str, size: int, cfg: BenchConfig) -> list:
         for e in engines:
             row = {"kind": kind, "cell": cell, "size": size, "engine": e, "first_call_s": first.get(e),
                    "ms": 1e3 * statistics.median(times[e]) if e in times else None,
-                   "vs_torch": ratio(times, e, "torch"), "vs_reference": ratio(times, e, "reference"),
+                   "vs_torch": ratio(times, e, "torch"), "vs_autograd": ratio(times, e, "autograd"),
                    "vs_products": ratio(times, e, "products")}
             if e in failed:
                 row["error"] = failed[e]
@@ -497,7 +497,7 @@ def format_table(rows: list) -> str:
     """The rows as aligned text, one block per kind."""
     out = []
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-    seq_cols = ("ms", "vs_torch", "vs_reference", "vs_products")
+    seq_cols = ("ms", "vs_torch", "vs_autograd", "vs_products")
     for kind, cols in (("train", seq_cols), ("forward", seq_cols),
                        ("generate", ("ms", "vs_torch", "weights_mib", "weights_vs_torch")),
                        ("memory", ("saved_mib", "saved_vs_torch", "peak_mib", "peak_vs_torch"))):

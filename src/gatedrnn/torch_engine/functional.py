@@ -25,6 +25,8 @@ forward's autocast and sums the weight gradients of the steps in float32.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ..cells import Cell
@@ -37,6 +39,8 @@ from .ops import TORCH_OPS as ops
 from .ops import keep_dtypes
 
 ENGINES = ("fused", "autograd")
+DEPRECATED_REFERENCE = ('engine="reference" is deprecated: the torch autograd loop is engine="autograd" '
+                        '(the NumPy engine is gatedrnn.reference)')
 
 
 def mix_state(keep_t, prev, new):
@@ -45,13 +49,17 @@ def mix_state(keep_t, prev, new):
 
 
 def reference_layer(cell: Cell, params: dict, x, state, keep=None):
-    """The autograd loop under its name before 0.2 (``autograd_layer``)."""
+    """The autograd loop under its name before 0.2: ``autograd_layer``, with a DeprecationWarning."""
+    warnings.warn("reference_layer is deprecated: call it autograd_layer", DeprecationWarning, stacklevel=2)
     return autograd_layer(cell, params, x, state, keep)
 
 
 def run_layer(cell: Cell, params: dict, x, state, keep=None, engine: str = "fused"):
     """``(y (T, B, R), state_n)`` for one layer and direction; see the module docstring."""
-    if engine in ("autograd", "reference"):
+    if engine == "reference":
+        warnings.warn(DEPRECATED_REFERENCE, DeprecationWarning, stacklevel=2)
+        engine = "autograd"
+    if engine == "autograd":
         return autograd_layer(cell, params, x, tuple(state), keep)
     if engine != "fused":
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -66,4 +74,4 @@ def run_layer(cell: Cell, params: dict, x, state, keep=None, engine: str = "fuse
     return run_loop(loop, cell, params, x, state, keep)
 
 
-__all__ = ["run_layer", "autograd_layer", "reference_layer", "mix_state", "keep_dtypes", "ENGINES"]
+__all__ = ["run_layer", "autograd_layer", "reference_layer", "mix_state", "keep_dtypes", "ENGINES", "DEPRECATED_REFERENCE"]

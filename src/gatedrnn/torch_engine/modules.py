@@ -14,12 +14,12 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from ..cells import CELLS, make_cell
 from .generation import lstm_step
-from .functional import keep_dtypes, mix_state, run_layer
+from .functional import DEPRECATED_REFERENCE, keep_dtypes, mix_state, run_layer
 from .native import cpu_autocast, native_forward, native_kernel, step_kernel
 from .ops import TORCH_OPS as ops
 from .regularisation import Regularisation, draw_masks
 
-ENGINES = ("auto", "fused", "reference")
+ENGINES = ("auto", "fused", "autograd")
 
 
 class InputError(ValueError, RuntimeError):
@@ -58,6 +58,9 @@ class RecurrentBase(nn.Module):
         if not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1 or isinstance(dropout, bool):
             raise ValueError("dropout should be a number in range [0, 1] representing the probability "
                              f"of an element being zeroed, got {dropout!r}")
+        if engine == "reference":  # the autograd loop's name before 0.2
+            warnings.warn(DEPRECATED_REFERENCE, DeprecationWarning, stacklevel=2)
+            engine = "autograd"
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         # zoneout, dropout_* and weight_drop are the module's (see regularisation.py), the rest the cell's
@@ -108,14 +111,14 @@ class RecurrentBase(nn.Module):
         return {s.name: getattr(self, s.name + suffix) for s in spec}
 
     def resolve_engine(self, x) -> str:
-        """``"torch"`` (PyTorch's own kernels), ``"fused"`` or ``"reference"`` for input ``x``."""
+        """``"torch"`` (PyTorch's own kernels), ``"fused"`` or ``"autograd"`` for input ``x``."""
         if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
             # autograd Functions do not export. torch.nn's kernels export as one ONNX LSTM/GRU/RNN
             # node that takes any sequence length, but not with projections; everything else
             # runs the plain loop, traced into ordinary ops unrolled over the traced length
             native = (self.engine == "auto" and not self.proj_size and not self.regularisation.active(self.training)
                       and native_kernel(self, x) is not None)
-            return "torch" if native else "reference"
+            return "torch" if native else "autograd"
         if self.engine != "auto":
             return self.engine
         if self.regularisation.active(self.training):  # masks torch.nn's kernels cannot take
@@ -192,7 +195,7 @@ class RecurrentBase(nn.Module):
 
         The same result as ``forward`` on a length-1 sequence, without the sequence machinery:
         each layer's ``cell.step`` runs on parameter dicts built once and reused across calls.
-        Outside ``engine="reference"``, plain ``lstm``, ``gru`` and ``rnn`` layers run PyTorch's
+        Outside ``engine="autograd"``, plain ``lstm``, ``gru`` and ``rnn`` layers run PyTorch's
         single-step kernels instead, the ones ``torch.nn.LSTMCell``/``GRUCell``/``RNNCell`` call,
         and the other LSTM-family layers ``generation.lstm_step``, the same step in fewer operations.
         In training mode each call is a sequence of its own: the variational masks (dropouts,
@@ -209,7 +212,7 @@ class RecurrentBase(nn.Module):
         if masks.input is not None:
             x = x * masks.input
         finals = [[] for _ in self.state_sizes]
-        native = self.engine != "reference" and not cpu_autocast(x)
+        native = self.engine != "autograd" and not cpu_autocast(x)
         layers = zip(*(s.unbind(0) for s in state0))  # per layer, its (h, c)
         for k, (cached, kernel, prev) in enumerate(zip(*self._step_params(), layers)):
             params = masks.layer_params(k, cached)

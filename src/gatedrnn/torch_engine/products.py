@@ -37,7 +37,7 @@ class Product:
 
     def __init__(self, w, rows: int):
         self.packed = None
-        if onednn_usable(w):
+        if rows and onednn_usable(w):  # an empty batch: nothing for oneDNN to pack for
             try:
                 self.packed = torch.ops.mkldnn._reorder_linear_weight(w.detach().contiguous(), rows)
             except (RuntimeError, AttributeError):  # a build or processor without the kernel

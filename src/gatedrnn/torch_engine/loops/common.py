@@ -83,11 +83,12 @@ def input_forward(cell, p, x, bias):
     when the cell says so; returns ``gx (T, B, N)`` and what the backward needs."""
     T, B, _ = x.shape
     w = p["weight_ih"]
+    N = w.shape[0]
     if not cell.layer_norm:
-        return hoisted(rows(x), w, bias).view(T, B, -1), {}
+        return hoisted(rows(x), w, bias).view(T, B, N), {}
     ax = torch.mm(rows(x), w.t())
-    out, mu, rstd = torch.native_layer_norm(ax, [w.shape[0]], p["ln_weight_ih"], bias, LN_EPS)
-    return out.view(T, B, -1), {"in_a": ax, "in_mu": mu, "in_rstd": rstd}
+    out, mu, rstd = torch.native_layer_norm(ax, [N], p["ln_weight_ih"], bias, LN_EPS)
+    return out.view(T, B, N), {"in_a": ax, "in_mu": mu, "in_rstd": rstd}
 
 
 def input_backward(cell, p, x, saved, dgx, need_dx, grads):

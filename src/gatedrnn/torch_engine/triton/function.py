@@ -113,12 +113,12 @@ class TritonLayer(torch.autograd.Function):
 
 def twin_grads(cell, names, keep, tensors, douts):
     """Vector-Jacobian product through the autograd loop, with a graph (for double backward)."""
-    from ..functional import reference_layer
+    from ..autograd_loop import autograd_layer
 
     n = len(names)
     with torch.enable_grad():
         inputs = [t if t.requires_grad else t.detach().requires_grad_() for t in tensors]
-        y, state_n = reference_layer(cell, dict(zip(names, inputs[:n])), inputs[n], tuple(inputs[n + 1 :]), keep)
+        y, state_n = autograd_layer(cell, dict(zip(names, inputs[:n])), inputs[n], tuple(inputs[n + 1 :]), keep)
         pairs = [(o, d) for o, d in zip((y, *state_n), douts) if d is not None]
         return torch.autograd.grad([o for o, _ in pairs], inputs, [d for _, d in pairs],
                                    create_graph=True, allow_unused=True)
@@ -138,9 +138,9 @@ def run(cell, params: dict, x, state, keep=None):
     state = tuple(state)
     T, B = x.shape[:2]
     if T == 0 or B == 0:  # nothing to launch: the autograd twin is exact and free here
-        from ..functional import reference_layer
+        from ..autograd_loop import autograd_layer
 
-        return reference_layer(cell, params, x, state, keep)
+        return autograd_layer(cell, params, x, state, keep)
     keep_t = (None,) * len(state) if keep is None else tuple(keep)
     plan = Plan(cell, keep_h=keep_t[0] is not None, keep_c=len(keep_t) > 1 and keep_t[1] is not None,
                 mask="mask_hh" in params, product_dtype=autocast_dtype(x) or x.dtype)

@@ -16,7 +16,15 @@ CELLS: dict[str, type[Cell]] = {c.name: c for c in (RNN, LSTM, PeepholeLSTM, CIF
 
 
 def make_cell(cell, **options) -> Cell:
-    """A configured cell from a name (or a cell, returned as is when no options are given)."""
+    """A configured cell: the math of one recurrent step, for every engine to run.
+
+    ``cell`` is a name from ``CELLS`` (``"rnn"``, ``"lstm"``, ``"peephole"``, ``"cifg"``,
+    ``"gru"``, ``"mogrifier"``, ...) or a ``Cell``, returned as is when no ``options`` are given
+    (with options, a copy reconfigured with them). ``options`` are the cell's own (each cell's
+    ``options`` lists them, with their defaults): ``make_cell("lstm", forget_bias=1.0,
+    proj_size=16)``, ``make_cell("mogrifier", rounds=4, rank=8)``. An unknown name or option
+    raises ``ValueError`` naming the close matches and the options the cell takes.
+    """
     if isinstance(cell, Cell):
         if options:
             return type(cell)(**{**cell.config, **options})

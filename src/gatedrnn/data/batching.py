@@ -39,9 +39,11 @@ class StreamBatcher:
         return (self.stream_len - 1) // self.seq_len
 
     def state_dict(self) -> dict:
+        """The read position, as plain types: ``load_state_dict`` resumes from it."""
         return {"epoch": self.epoch, "pos": self.pos}
 
     def load_state_dict(self, d: dict) -> None:
+        """Resume at the position ``d`` (from ``state_dict``) saved."""
         epoch, pos = int(d["epoch"]), int(d["pos"])
         if not 0 <= pos <= self.stream_len - 1:
             raise ValueError(f"data position {pos} is outside the streams (length {self.stream_len})")

@@ -45,7 +45,12 @@ LAYOUTS = (
 
 @dataclass
 class Corpus:
-    """Three token streams and the vocabulary that made them."""
+    """Three token streams and the vocabulary that made them.
+
+    ``corpus["train"]``, ``corpus["valid"]``, ``corpus["test"]`` are 1-D arrays of token ids;
+    ``vocab`` is the ``Vocabulary`` built from the training split (or given to ``load_corpus``);
+    ``description`` says where the text came from; ``summary()`` is one line for people.
+    """
 
     vocab: Vocabulary
     splits: dict  # "train"/"valid"/"test" -> 1-D integer array
@@ -61,6 +66,7 @@ class Corpus:
         return self.splits[split]
 
     def summary(self) -> str:
+        """One line: name, level, vocabulary size and tokens per split."""
         sizes = ", ".join(f"{k} {len(v):,}" for k, v in self.splits.items())
         return f"{self.description.get('name', 'corpus')} at {self.level} level: {len(self.vocab):,} tokens in the vocabulary; {sizes} tokens"
 
@@ -81,7 +87,12 @@ def stdlib_files(root: str | os.PathLike | None = None) -> list[Path]:
 
 
 def stdlib_text(cap: int = STDLIB_CAP, root=None) -> tuple[str, dict]:
-    """The built-in corpus text (at most ``cap`` characters) and its description."""
+    """The built-in corpus text (at most ``cap`` characters) and its description.
+
+    The ``.py`` files of the standard library at ``root`` (the running Python's by default),
+    tests left out, in a fixed shuffled order, cut at ``cap``: the same text on every machine
+    with the same Python. The description names the Python version and the text's SHA-256.
+    """
     root = Path(root or sysconfig.get_paths()["stdlib"])
     files = stdlib_files(root)
     # a fixed shuffle so the cut keeps every part of the library, not only the first letters
@@ -192,7 +203,10 @@ def load_corpus(path=None, level: str | None = None, *, vocab: Vocabulary | None
     """The corpus at ``path`` (None: the built-in one) at ``level`` (None: the layout's own).
 
     With ``vocab`` the text is encoded with that vocabulary (evaluating a trained model);
-    otherwise the vocabulary is built from the training split.
+    otherwise the vocabulary is built from the training split. ``path`` is a text file (cut
+    90/5/5 into train, valid and test), a folder in a known layout (PTB, WikiText,
+    ``train.txt``/``valid.txt``/``test.txt``, enwik8) or ``None`` for the built-in corpus, of
+    which ``cap`` characters are read.
     """
     if level is not None and level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
@@ -250,7 +264,11 @@ def _encode(parts, level, vocab, description) -> Corpus:
 
 
 def encode_file(path, vocab: Vocabulary) -> np.ndarray:
-    """Every token of a text file with a trained model's vocabulary (unknown -> ``<unk>``)."""
+    """Every token of the text file at ``path`` with a trained model's ``vocab`` (unknown -> ``<unk>``).
+
+    The file is read as ``gatedrnn train --data`` reads it (UTF-8, a byte-order mark dropped,
+    Windows line ends as ``\\n``; raw bytes at byte level); returns a 1-D array of ids.
+    """
     path = Path(path).expanduser()
     data = read_file(path, vocab.level)
     if vocab.level == "char" and path.name.startswith("ptb.char."):

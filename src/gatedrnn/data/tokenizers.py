@@ -65,7 +65,8 @@ class Vocabulary:
     # -- building -------------------------------------------------------------------------
     @classmethod
     def build(cls, level: str, data) -> "Vocabulary":
-        """The vocabulary of a training split: ``str`` for char/word, ``bytes`` for byte."""
+        """The vocabulary at ``level`` (``char``, ``word`` or ``byte``) of a training split,
+        ``data``: ``str`` for char/word, ``bytes`` for byte."""
         if level == "byte":
             return cls("byte", [])
         if level == "char":
@@ -78,10 +79,12 @@ class Vocabulary:
 
     # -- JSON-able form for checkpoints ---------------------------------------------------
     def to_dict(self) -> dict:
+        """The vocabulary as plain types (checkpoints hold it so; ``from_dict`` reads it back)."""
         return {"level": self.level, "tokens": [] if self.level == "byte" else list(self.tokens)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Vocabulary":
+        """The vocabulary ``to_dict`` wrote, ``d``."""
         return cls(d["level"], d["tokens"])
 
     # -- text <-> ids ---------------------------------------------------------------------

@@ -80,12 +80,14 @@ class LMConfig:
         return self.embed_size or self.output_size
 
     def to_dict(self) -> dict:
+        """The config as a dict of plain types (what checkpoints hold)."""
         d = asdict(self)
         d["cell_options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.cell_options.items()}
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "LMConfig":
+        """A config from ``d``, ``to_dict``'s form; keys it does not know are ignored."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -94,6 +96,15 @@ class LMConfig:
 
 
 class LanguageModel(nn.Module):
+    """Embedding -> a stack of any gatedrnn cell -> dropout -> decoder, built from an ``LMConfig``.
+
+    ``logits, state = model(tokens, state)``: ``tokens`` ``(T, B)`` of ids, ``logits``
+    ``(T, B, V)``, ``state`` the recurrent state (``h`` or ``(h, c)``, each ``(L, B, size)``;
+    ``None`` is zeros), to pass to the next call for stateful reading. ``model.step(token,
+    state)`` reads one token per stream ``(B,)`` and returns ``(B, V)`` logits, through the
+    single-step cells (fast for generation). A trained one is ``gatedrnn.load(run).model``.
+    """
+
     def __init__(self, config: LMConfig):
         super().__init__()
         self.config = config
@@ -115,7 +126,8 @@ class LanguageModel(nn.Module):
             nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
 
     def init_state(self, batch_size: int, device=None):
-        """Zero recurrent state for ``batch_size`` streams: ``h`` or ``(h, c)``, each ``(L, B, size)``."""
+        """Zero recurrent state for ``batch_size`` streams: ``h`` or ``(h, c)``, each ``(L, B, size)``,
+        on ``device`` (the model's by default)."""
         device = device or self.embedding.weight.device
         dtype = self.embedding.weight.dtype
         sizes = self.rnn.state_sizes

@@ -29,7 +29,17 @@ ops = NUMPY_OPS
 
 
 def init_params(cell, input_size: int, hidden_size: int, rng=None, dtype=np.float64, **options) -> dict:
-    """Parameters of one layer, initialised as the cell's spec says (``rng``: seed or Generator)."""
+    """Parameters of one layer of ``cell``, as a dict of NumPy arrays keyed as in ``torch.nn.LSTMCell``.
+
+    ``cell`` is a name (``"lstm"``) or a ``Cell``; ``input_size`` is ``I`` and ``hidden_size`` is
+    ``H``; ``options`` are the cell's own (``proj_size=4``, ``rounds=4``, ...). Each array is
+    initialised as the cell's parameter spec says (PyTorch's uniform ``±1/sqrt(H)`` for the
+    weights), from ``rng`` (a seed or a ``numpy.random.Generator``; ``None``: fresh entropy), in
+    ``dtype`` (float64 by default: the reference is the oracle, checked against finite differences).
+
+        params = init_params("lstm", input_size=3, hidden_size=8, rng=0)
+        params["weight_ih"].shape, params["weight_hh"].shape          # (32, 3), (32, 8)
+    """
     cell = make_cell(cell, **options)
     if input_size <= 0 or hidden_size <= 0:
         raise ValueError(f"sizes must be positive, got input_size={input_size}, hidden_size={hidden_size}")
@@ -114,6 +124,12 @@ def forward(cell, params: dict, x: np.ndarray, state=None, *, keep=None, mask_hh
             state_mask=None, **options):
     """Run ``cell`` over ``x`` ``(T, B, I)``; returns ``(y (T, B, R), state_n, cache)``.
 
+    ``params`` is a dict as ``init_params`` makes it (``R`` is the output size: ``H``, or
+    ``proj_size``); ``state`` is the initial ``h0`` ``(B, R)`` (``rnn``, ``gru``) or ``(h0, c0)``
+    (the LSTM family), zeros when ``None``; ``state_n`` has the same form. ``options`` configure
+    the cell as in ``init_params`` and must match the ones the parameters were made with. Pass
+    ``cache`` to ``backward`` for the gradients.
+
     ``keep``: ``None`` or a tuple of masks, one per state element, each ``(T, B, size)``: zoneout
     (1 keeps the previous value). ``mask_hh``: ``None`` or ``(B, R)``, the dropout mask (already
     scaled) on ``h`` before the recurrent product, the same at every step. ``zoneout=`` and
@@ -141,7 +157,16 @@ def forward(cell, params: dict, x: np.ndarray, state=None, *, keep=None, mask_hh
 
 def backward(cache: Cache, dy: np.ndarray, d_state=None) -> dict:
     """Gradient of ``sum(y * dy) + sum(state_n * d_state)`` for every parameter, ``x`` and the
-    initial state (``h0``, and ``c0`` for the LSTM family): BPTT with ``dstate`` carried back."""
+    initial state (``h0``, and ``c0`` for the LSTM family): BPTT with ``dstate`` carried back.
+
+    ``cache`` is the third value ``forward`` returned; ``dy`` ``(T, B, R)`` is the gradient of the
+    loss with respect to the outputs, ``d_state`` (``None``: zeros) with respect to the final
+    state, in the state's form. Returns a dict with the keys of ``params`` plus ``"x"``,
+    ``"h0"`` and (LSTM family) ``"c0"``, each shaped like what it differentiates.
+
+        y, state_n, cache = forward("gru", params, x)
+        grads = backward(cache, dy=np.ones_like(y))            # d sum(y) / d everything
+    """
     cell, p = cache.cell, cache.params
     T, B, _ = cache.x_shape
     H = cell.hidden_size_of(p)

@@ -32,6 +32,15 @@ def gradcheck(cell, input_size=3, hidden_size=4, seq_len=5, batch=2, seed=0, eps
               zoneout=None, dropout_state=None, backward_fn=backward, **options) -> dict[str, float]:
     """Relative error of ``backward_fn`` against central differences, per gradient.
 
+    Builds a ``cell`` (a name or a ``Cell``, with its ``options``) of ``input_size`` and
+    ``hidden_size``, random parameters, input ``(seq_len, batch, input_size)`` and state from
+    ``seed``, and compares each gradient ``backward_fn`` (the hand-derived ``backward`` by default)
+    returns with central differences of step ``eps``. A correct backward gives errors around
+    1e-8 or below in float64; ``gatedrnn gradcheck`` fails above 1e-6.
+
+        errors = gradcheck("peephole", hidden_size=3)              # {"weight_ih": 2e-10, ...}
+        assert max(errors.values()) < 1e-6
+
     The loss is ``sum(y * dy) + sum(state_n * d_state)`` with random ``dy`` and ``d_state``, in
     float64; the keys are the parameter names plus ``x``, ``h0`` and (LSTM family) ``c0``.
     ``zoneout`` and ``dropout_state`` may be probabilities: masks are then drawn from the same

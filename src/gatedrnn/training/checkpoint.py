@@ -22,7 +22,12 @@ LATEST, BEST = "latest.pt", "best.pt"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit: one line for the user."""
+    """A checkpoint that cannot be read or does not fit: one line for the user.
+
+    Raised for an empty, truncated, corrupted (digest mismatch) or foreign file, an unknown
+    format version, and weights that do not fit the model config saved with them. A
+    ``ValueError``, so ``except ValueError`` catches it with other bad input.
+    """
 
 
 def atomic_write(path, write) -> None:
@@ -87,13 +92,26 @@ def payload_digest(payload) -> str:
 
 
 def save_checkpoint(path, payload: dict) -> None:
+    """Write ``payload`` (a dict of tensors and plain types) to ``path`` atomically, with its SHA-256.
+
+    A crash at any moment leaves the old file or the new one, never a mix; ``load_checkpoint``
+    checks the digest, so bits flipped later are caught. The trainer's payload holds the model,
+    optimizer, step, data position, carried state, configs and vocabulary.
+    """
     payload = {"format": FORMAT, "version": VERSION, **{k: v for k, v in payload.items() if k != "sha256"}}
     payload["sha256"] = payload_digest(payload)  # a stale digest of a re-saved payload is replaced
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """The payload of a checkpoint; a missing, truncated or foreign file raises one clear line."""
+    """The payload of the checkpoint at ``path`` (a file, or a run folder: its latest or best).
+
+    Read with ``torch.load(weights_only=True)``, tensors mapped to ``map_location`` (``"cpu"``
+    by default), the SHA-256 saved with it checked. A missing file raises ``FileNotFoundError``;
+    an empty, truncated, corrupted or foreign one ``CheckpointError`` (a ``ValueError``), each
+    one line that says what was expected and what was found. To use a trained model, prefer
+    ``gatedrnn.load``.
+    """
     path = Path(path)
     if path.is_dir():
         for name in (LATEST, BEST):

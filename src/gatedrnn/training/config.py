@@ -91,9 +91,11 @@ class TrainConfig:
                              f"{self.warmup}, {self.clip}, {self.weight_decay}")
 
     def to_dict(self) -> dict:
+        """The settings as a dict of plain types (what checkpoints and ``run.json`` hold)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """A config from ``d``, ``to_dict``'s form; keys it does not know (from other versions) are ignored."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})

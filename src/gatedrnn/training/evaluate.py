@@ -12,7 +12,10 @@ from ..data.batching import eval_streams
 
 @torch.no_grad()
 def evaluate(model, tokens: np.ndarray, seq_len: int = 256, streams: int = 1, device=None) -> dict:
-    """Mean loss over every predicted token of ``tokens``.
+    """Mean loss of ``model`` over every predicted token of ``tokens`` (a 1-D array of ids).
+
+    The state is carried from call to call, ``seq_len`` tokens per call, on ``device`` (the
+    model's by default); the model is put in eval mode for the call and restored after.
 
     ``streams = 1`` reads the split as one stream, the exact figure; ``streams = S`` cuts it into
     ``S`` contiguous streams run side by side (faster: ``S - 1`` restarts of the state, and a tail

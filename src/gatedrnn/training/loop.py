@@ -46,12 +46,20 @@ MAX_SKIPS_IN_A_ROW = 20
 
 
 class TrainingError(ValueError, RuntimeError):
-    """Training cannot go on (a non-finite loss): one line for the user."""
+    """Training cannot go on (a non-finite loss, gradient or weight): one line for the user,
+    saying where it happened and that the last good checkpoint is kept."""
 
 
 @dataclass
 class Event:
-    """What the loop reports: ``kind`` is start, log, valid, save, end."""
+    """What the loop reports to its ``callback``: ``kind``, the ``step`` reached and ``data``.
+
+    Kinds and their ``data``: ``start`` (corpus, params, device, model and train configs),
+    ``step`` after every optimizer step (loss, lr), ``log`` every ``log_every`` steps (mean loss,
+    bits_per_token, tokens_per_s, lr, elapsed, eta), ``valid`` after each validation (loss, ppl,
+    bits_per_token, best), ``save`` (path, best), ``skip`` (a non-finite step skipped under
+    ``on_nan="skip"``: reason) and ``end`` (step, reason, elapsed, tokens, valid, best_valid_loss).
+    """
 
     kind: str
     step: int
@@ -106,7 +114,22 @@ def check_new_run_folder(out: Path) -> None:
 
 
 class Trainer:
-    """One training run: model, optimizer, data position, carried state and the run folder."""
+    """One training run: model, optimizer, data position, carried state and the run folder.
+
+    Made with ``Trainer.new`` (a new run) or ``Trainer.resume`` (from a run folder's latest
+    checkpoint), then ``run()`` trains until the budget (``cfg.steps`` or ``cfg.minutes``, totals
+    for the run) is spent, validating every ``eval_every`` steps and saving ``latest.pt``,
+    ``best.pt``, ``metrics.csv``, ``run.json`` and ``loss.png`` in the folder. Progress goes to
+    ``callback(event)`` (an ``Event``); nothing is printed. What ``gatedrnn train`` runs:
+
+        cfg = TrainConfig(data="my.txt", minutes=10)
+        trainer = Trainer.new(cfg, {"cell": "lstm", "hidden_size": 256}, "runs/mine", callback=print)
+        result = trainer.run()        # {"step", "reason", "elapsed", "tokens", "valid", "best_valid_loss", ...}
+        run = gatedrnn.load("runs/mine")
+
+    Attributes a user may read: ``model`` (the ``LanguageModel``), ``vocab``, ``cfg``,
+    ``model_cfg``, ``step``, ``out`` (the run folder), ``device``.
+    """
 
     def __init__(self, cfg: TrainConfig, model_cfg: LMConfig, corpus: Corpus, out, *, checkpoint=None,
                  callback=None, info: D.DistInfo | None = None, device=None):
@@ -153,6 +176,14 @@ class Trainer:
     @classmethod
     def new(cls, cfg: TrainConfig, model_options: dict, out, *, corpus: Corpus | None = None, callback=None,
             info: D.DistInfo | None = None, device=None) -> "Trainer":
+        """A new run in the folder ``out`` (created; refused if it holds anything).
+
+        ``cfg`` is the ``TrainConfig``; ``model_options`` the ``LMConfig`` fields but
+        ``vocab_size`` (``{"cell": "gru", "hidden_size": 512, "num_layers": 2, "cell_options":
+        {...}}``); ``corpus`` a ``Corpus`` already loaded (else ``cfg.data`` is read);
+        ``callback`` receives every ``Event``; ``device`` overrides ``cfg.device``; ``info``
+        describes the process group under torchrun (``None``: one process).
+        """
         out = Path(out)
         info = info or D.DistInfo()
         check_new_run_folder(out)
@@ -170,7 +201,9 @@ class Trainer:
     @classmethod
     def resume(cls, out, train_overrides: dict | None = None, model_overrides: dict | None = None, *,
                callback=None, info: D.DistInfo | None = None, device=None) -> "Trainer":
-        """Continue the run in ``out`` from its latest checkpoint.
+        """Continue the run in ``out`` from its latest checkpoint (``callback``, ``info`` and
+        ``device`` as in ``new``). ``model_overrides`` may only repeat the run's model settings
+        (``engine`` excepted: another kernel for the same math may be asked for).
 
         ``train_overrides`` may change the budget and cadences (``RESUMABLE``); any other setting,
         and any model setting, must match the run's or a ``ValueError`` says which differs.
@@ -286,6 +319,7 @@ class Trainer:
                         repr(loss / math.log(2))])
 
     def checkpoint_payload(self) -> dict:
+        """What ``save`` writes: weights, optimizer, step, data position, state, RNGs, configs, vocabulary."""
         state = D.gather_rows([t.detach() for t in state_tensors(self.state)], self.info)
         return {
             "model": self.model.state_dict(),
@@ -301,6 +335,7 @@ class Trainer:
         }
 
     def save(self, best: bool = False) -> None:
+        """Write ``latest.pt`` (and ``best.pt`` when ``best``); ``run`` calls this on its cadence."""
         # an update can overflow with a finite loss and gradient (the last step of a run is never
         # followed by a loss that would show it): a checkpoint is written only of finite weights;
         # every rank holds the same weights, so every rank decides alike
@@ -346,6 +381,7 @@ class Trainer:
         return D.broadcast_object((reason, progress), self.info)
 
     def validate(self) -> dict:
+        """The model's loss on the corpus's valid split now: loss, ppl, bits_per_token, tokens."""
         t0 = time.monotonic()
         result = evaluate(self.model, self.corpus["valid"], seq_len=max(self.cfg.seq_len, 128),
                           streams=self.cfg.eval_streams, device=self.device)
@@ -354,7 +390,12 @@ class Trainer:
 
     def run(self, until: int | None = None) -> dict:
         """Train until the budget (or step ``until``) is reached; returns the final metrics.
-        The run folder stays locked while this runs and is released when it returns."""
+
+        The returned dict: ``step``, ``reason`` (``steps``, ``minutes``, ``paused`` at ``until``,
+        ``interrupted`` after ``request_stop``), ``elapsed`` seconds, ``tokens``, ``valid`` (the
+        last validation) and ``best_valid_loss``. A final validation and checkpoint close the run.
+        The run folder stays locked while this runs and is released when it returns.
+        """
         if self.info.is_writer:
             self.lock.acquire()
         try:
@@ -508,7 +549,10 @@ def checkpoint_path(run, which: str = "best") -> Path:
 def load_model(run, which: str = "best", device="cpu"):
     """A trained model, its vocabulary and its checkpoint from a run folder or checkpoint file.
 
-    ``which`` picks ``best`` or ``latest`` in a folder (falling back to the other if missing).
+    ``which`` picks ``best`` or ``latest`` in a folder (falling back to the other if missing);
+    ``device`` is where the model goes (``"cpu"``, ``"cuda"``, ``"auto"``). Returns ``(model,
+    vocab, checkpoint)``: the ``LanguageModel`` in eval mode, its ``Vocabulary`` and the
+    checkpoint's payload. ``gatedrnn.load`` wraps the same in a ``Run`` with sampling and scoring.
     """
     device = D.resolve_device(device)
     path = checkpoint_path(run, which)

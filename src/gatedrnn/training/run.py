@@ -99,7 +99,8 @@ class Run:
     def stream(self, prompt: str = "", length: int = 500, temperature: float = 0.8, top_k: int = 0,
                seed: int | None = None) -> Iterator[str]:
         """The text of :meth:`sample` in pieces as they are generated: the prompt first, then the
-        text of each new token. A prompt outside the vocabulary raises here, before any piece."""
+        text of each new token (``length``, ``temperature``, ``top_k`` and ``seed`` as there).
+        A prompt outside the vocabulary raises here, before any piece."""
         pieces = generate(self.model, self.vocab, prompt, length, temperature, top_k, seed, device=self.device)
         first = next(pieces, "")  # argument and prompt errors are raised by the first step
         return itertools.chain([prompt + first], pieces)
@@ -135,7 +136,8 @@ class Run:
         return self.score_tokens(self.vocab.encode(self._clean(text)), seq_len=seq_len, streams=streams)
 
     def score_tokens(self, tokens, seq_len: int = 256, streams: int = 1) -> dict:
-        """:meth:`score` of token ids already encoded with this run's vocabulary (a 1-D array)."""
+        """:meth:`score` of ``tokens``, ids already encoded with this run's vocabulary (a 1-D
+        array or tensor), ``seq_len`` and ``streams`` as there."""
         tokens = np.asarray(tokens.cpu() if torch.is_tensor(tokens) else tokens)
         if tokens.ndim != 1:
             raise ValueError(f"expected a 1-D sequence of token ids, got shape {tuple(tokens.shape)}")

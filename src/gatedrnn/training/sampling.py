@@ -13,6 +13,10 @@ def generate(model, vocab: Vocabulary, prompt: str = "", length: int = 200, temp
              top_k: int = 0, seed: int | None = None, device=None) -> Iterator[str]:
     """Yield the text of each sampled token (the prompt itself is not yielded).
 
+    ``model`` is a ``LanguageModel`` and ``vocab`` its ``Vocabulary``; ``length`` tokens are
+    drawn, one ``model.step`` each, after the prompt has been read in one sequence call (no
+    prompt: after a line break); ``seed`` makes the sample repeatable (``None``: a fresh seed);
+    ``device`` is the model's by default. ``Run.sample`` joins these pieces after the prompt.
     ``temperature`` divides the logits (0 picks the most likely token); ``top_k > 0`` samples
     among the ``k`` most likely tokens only. Characters (or words) of the prompt outside the
     vocabulary raise ``ValueError``; at byte level every prompt is valid.

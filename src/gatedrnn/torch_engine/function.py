@@ -10,7 +10,8 @@ be ``None`` (no gradient flows there). ``LoopFunction`` packs the tensors, saves
 buffers through ``save_for_backward`` (so autograd frees them after the backward, unless the
 graph is retained), unpacks them, runs the loop's backward under the forward's autocast, and,
 when a graph of the backward is requested (double backward), differentiates through the autograd
-twin instead, so second derivatives are exact and the first-order path keeps its speed.
+twin instead, so second derivatives are exact and the first-order path keeps its speed; the
+same when the backward runs under a ``torch.func`` transform (vmap over the gradients).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .autograd_loop import twin_grads
-from .ops import autocast_of
+from .ops import autocast_of, transforms_active
 
 _SAVED = object()  # marks where a saved tensor goes back into the flattened buffers
 _CONSTS = 4  # the Function's non-tensor arguments: loop, cell, names, keep
@@ -58,7 +59,9 @@ class LoopFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         tensors = saved[: ctx.n_tensors]
         params, x, state0 = _split(ctx.names, tensors)
-        if torch.is_grad_enabled():  # a graph of the backward is wanted: go through the twin
+        if torch.is_grad_enabled() or transforms_active(dy, *dstate):
+            # a graph of the backward is wanted, or the backward runs batched (vmap over
+            # gradients, gradcheck's check_batched_grad): go through the twin
             return tuple(twin_grads(ctx.cell, params, x, state0, ctx.keep, dy, dstate, tensors))
         rest = iter(saved[ctx.n_tensors :])
         buffers = tree_unflatten([next(rest) if a is _SAVED else a for a in ctx.saved_consts], ctx.saved_spec)

@@ -17,7 +17,8 @@ the same masks under the same names (``reference.forward(..., keep=..., mask_hh=
   loop (``generic.py``): a forward without a graph that saves what its hand-derived BPTT
   backward needs. When a graph of the backward is requested (``create_graph=True``), the
   backward recomputes through the autograd twin instead, so second derivatives are exact and
-  the first-order path keeps its speed.
+  the first-order path keeps its speed. Under a ``torch.func`` transform (``vmap``, ``grad``,
+  ``jacrev``, ``jacfwd``, ...) it runs the autograd loop, which the transforms see through.
 
 Under ``torch.autocast`` both run the matrix products in the autocast dtype while the state keeps
 the initial state's dtype (float32 ``c``); the fused backward runs its products under the
@@ -36,7 +37,7 @@ from .autograd_loop import autograd_layer
 from .function import run_loop
 from .generic import GENERIC
 from .ops import TORCH_OPS as ops
-from .ops import keep_dtypes
+from .ops import keep_dtypes, transforms_active
 
 ENGINES = ("fused", "autograd")
 DEPRECATED_REFERENCE = ('engine="reference" is deprecated: the torch autograd loop is engine="autograd" '
@@ -59,7 +60,9 @@ def run_layer(cell: Cell, params: dict, x, state, keep=None, engine: str = "fuse
     if engine == "reference":
         warnings.warn(DEPRECATED_REFERENCE, DeprecationWarning, stacklevel=2)
         engine = "autograd"
-    if engine == "autograd":
+    if engine == "autograd" or (engine == "fused" and transforms_active()):
+        # torch.func's transforms see through the autograd loop's ops, not through the fused
+        # engine's autograd.Function (its in-place loops have no batching or forward-mode rules)
         return autograd_layer(cell, params, x, tuple(state), keep)
     if engine != "fused":
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")

@@ -45,6 +45,25 @@ class TorchOps:
 TORCH_OPS = TorchOps()
 
 
+_transforms_active = getattr(torch._C, "_are_functorch_transforms_active", None)
+_functorch = getattr(torch._C, "_functorch", None)
+_wrapped = getattr(_functorch, "is_functorch_wrapped_tensor", None)
+_legacy = getattr(_functorch, "is_legacy_batchedtensor", None)  # autograd.grad's is_grads_batched
+
+
+def _batched(t) -> bool:
+    return (_wrapped is not None and _wrapped(t)) or (_legacy is not None and _legacy(t))
+
+
+def transforms_active(*tensors) -> bool:
+    """Whether a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``, ``jvp``, ...) is active,
+    or one of ``tensors`` is batched by one (a backward vmapped over its gradients, as in
+    ``autograd.grad(..., is_grads_batched=True)``, sees only that)."""
+    if _transforms_active is not None and _transforms_active():
+        return True
+    return any(t is not None and _batched(t) for t in tensors)
+
+
 def autocast_of(x):
     """``(device type, dtype)`` of the autocast region that ``x`` is computed in, or ``None``."""
     kind = x.device.type

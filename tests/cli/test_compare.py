@@ -104,7 +104,8 @@ def test_threads_and_minutes_bound_the_runs(tmp_path, capsys):
                  "--eval-every", "5", "--minutes", "0.02", "--seq-len", "8", "--batch-size", "2", "--hidden-size", "8",
                  "--out", str(tmp_path / "lm")]) == 0
     printed = capsys.readouterr().out
-    assert "100000 steps or 0.02 minutes per run" in printed and "of 1 seeds" in printed
+    assert "100000 steps or 0.02 minutes per run" in printed and "1 of 1 seed |" in printed
+    assert "±" not in printed  # one seed: its value, no spread of zero
     (row,) = list(csv.DictReader(open(tmp_path / "lm" / "results.csv")))
     assert 0 < int(row["steps"]) < 100000
 

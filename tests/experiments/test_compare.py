@@ -4,8 +4,8 @@ import csv
 import pytest
 
 from gatedrnn.data.tasks import make_task
-from gatedrnn.experiments.compare import (CompareConfig, compare, match_parameters, parameter_count,
-                                       train_run, write_results)
+from gatedrnn.experiments.compare import (CompareConfig, compare, curves_figure, markdown_table, match_parameters,
+                                          parameter_count, train_run, write_results)
 
 TINY = dict(steps=4, eval_every=2, hidden_size=8, batch_size=4, eval_batch_size=8, seq_len=6)
 
@@ -40,6 +40,21 @@ def test_compare_writes_csv_markdown_and_png(tmp_path):
     table = paths["md"].read_text()
     assert "| rnn |" in table and "| mogrifier |" in table and "±" in table
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_seed_is_reported_as_one_value_not_a_spread():
+    import matplotlib.pyplot as plt
+
+    runs = [train_run("rnn", 3, CompareConfig(cells=("rnn",), **TINY))]
+    table = markdown_table(runs)
+    assert "±" not in table and "seed 3, final evaluation" in table and "mean" not in table
+    fig = curves_figure(runs)
+    assert fig.axes[0].get_title() == "adding, seq_len 6 (seed 3)"
+    plt.close(fig)
+    two = runs + [train_run("rnn", 4, CompareConfig(cells=("rnn",), **TINY))]
+    fig = curves_figure(two)
+    assert fig.axes[0].get_title().endswith("(mean of 2 seeds, range shaded)") and "±" in markdown_table(two)
+    plt.close(fig)
 
 
 def test_stop_when_solved_ends_the_curve_at_the_solving_evaluation():

@@ -77,7 +77,8 @@ def test_a_single_seed_reaching_a_target_has_no_spread():
     from gatedrnn.experiments.compare_lm import convergence_table
 
     table = convergence_table([_run("lstm", 0, [0, 10], [7.0, 4.0], [0.0, 3.0])], targets=[5.0])
-    assert "| 5 | lstm | 1 of 1 seeds | 10 | 3 | 10 (3 s) |" in table
+    assert "| 5 | lstm | 1 of 1 seed | 10 | 3 | 10 (3 s) |" in table
+    assert "±" not in table and "one seed." in table  # the final loss too: its value, no spread of zero
 
 
 def test_a_wall_clock_budget_ends_an_lm_run(tmp_path):

@@ -3,7 +3,7 @@ import csv
 
 import numpy as np
 
-from gatedrnn.experiments.gradflow import gradient_flow, write_flow
+from gatedrnn.experiments.gradflow import Flow, describe_zeros, gradient_flow, write_flow, zero_from
 
 
 def test_gradflow_smoke(tmp_path):
@@ -17,7 +17,8 @@ def test_gradflow_smoke(tmp_path):
     assert rnn.init[0] < rnn.init[-1]  # eleven steps back is weaker than the last step
     paths = write_flow(flows, tmp_path)
     rows = list(csv.DictReader(open(paths["csv"])))
-    assert len(rows) == 2 * 2 * 12 and set(rows[0]) == {"cell", "stage", "t", "lag", "grad_h", "grad_c"}
+    assert len(rows) == 2 * 2 * 12 and set(rows[0]) == {"cell", "stage", "t", "lag", "grad_h", "grad_c", "note"}
+    assert not any(r["note"] for r in rows) and paths["zeros"] == []  # finite and non-zero: nothing to say
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
 
 
@@ -43,3 +44,21 @@ def test_gradflow_norms_match_a_whole_sequence_backward():
     loss = (model.head(out[-1]) - y).pow(2).sum()
     (g,) = torch.autograd.grad(loss, h1)
     np.testing.assert_allclose(norms[0], g[0].norm(dim=-1).mean().item(), rtol=1e-10)
+
+
+def test_a_gradient_that_underflows_to_zero_is_named_in_csv_console_and_figure(tmp_path):
+    """A norm of exactly 0 falls off the log axis: where it starts is said, not left to be guessed."""
+    T = 8
+    decaying = np.array([0.0, 0.0, 0.0, 1e-30, 1e-20, 1e-10, 1e-5, 1.0])  # (T,) by t: zero from lag 5
+    c = np.array([0.0, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 0.0])  # c_T is 0 by construction, lag 7 is not
+    fl = Flow("rnn", T, 4, 10, init=np.ones(T), trained=decaying, init_c=np.ones(T) * 0.5, trained_c=c)
+    assert zero_from(decaying) == 5 and zero_from(np.ones(T)) is None
+    assert zero_from(c, skip_last=True) == 7 and zero_from(c) == 0
+    paths = write_flow([fl], tmp_path)
+    assert paths["zeros"] == [("rnn", "trained", "h", 5), ("rnn", "trained", "c", 7)]
+    assert describe_zeros([fl])[0] == "rnn trained: ||dL/dh_t|| is exactly 0 from lag 5 on (underflow: off the log axis)"
+    rows = [r for r in csv.DictReader(open(paths["csv"])) if r["stage"] == "trained"]
+    notes = {int(r["lag"]): r["note"] for r in rows}
+    assert [lag for lag, n in notes.items() if "grad_h exactly 0" in n] == [7, 6, 5]
+    assert [lag for lag, n in notes.items() if "grad_c exactly 0" in n] == [7]  # not lag 0
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"

@@ -89,3 +89,17 @@ def test_page_renders_in_headless_chromium(tmp_path):
     # the coloured characters: pixels far from grey, in the red or the blue of the colour map
     saturated = (pixels.max(-1) - pixels.min(-1)) > 0.15
     assert saturated.mean() > 0.001, "the page rendered without coloured characters"
+
+
+@pytest.mark.parametrize("kind", ["c", "h"])
+def test_colours_are_scaled_per_unit_and_the_legend_says_so(kind):
+    """The unit with the smallest values still reaches full colour: its own largest |value| is the
+    scale (one unit counting to 100 must not leave the others pale), and the legend names it."""
+    model, vocab = model_and_vocab()
+    a = activations(model, vocab.encode(TEXT))[kind][:, 0]  # (T, U)
+    quiet = int(np.abs(a).max(0).argmin())
+    assert np.abs(a[:, quiet]).max() < 0.9 * np.abs(a).max()  # the case the shared scale got wrong
+    page = inspect_text(model, vocab, TEXT, kind=kind, unit=quiet)
+    main = page.html.split('<div class="text" id="main">')[1].split("</div>")[0]
+    assert ",1.00)" in main  # the unit's largest value is full colour
+    assert f"scaled per unit" in page.html and f"(unit {quiet}: &plusmn;{np.abs(a[:, quiet]).max():.3g})" in page.html

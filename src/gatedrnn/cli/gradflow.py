@@ -20,7 +20,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     from ..cells import make_cell
-    from ..experiments.gradflow import gradient_flow, write_flow
+    from ..experiments.gradflow import describe_zeros, gradient_flow, write_flow
 
     for c in args.cells:
         make_cell(c)
@@ -34,6 +34,8 @@ def run(args) -> int:
         T = args.seq_len
         for stage, h in (("init", fl.init), (f"trained {fl.train_steps}", fl.trained)):
             print(f"{cell:<10} {stage:<12} " + "  ".join(f"{h[T - 1 - lag]:.2e}" for lag in lags), flush=True)
+    for line in describe_zeros(flows):
+        print(line)
     paths = write_flow(flows, args.out)
     print(f"wrote {paths['csv']}, {paths['png']}")
     return 0

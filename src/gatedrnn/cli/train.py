@@ -147,7 +147,7 @@ def run(args) -> int:
         if info.is_writer and (trainer.out / "metrics.csv").exists():
             from ..experiments.plots import plot_metrics
 
-            if plot_metrics(trainer.out / "metrics.csv", trainer.out / "loss.png"):
+            if plot_metrics(trainer.out / "metrics.csv", trainer.out / "loss.png", trainer.vocab.level):
                 say(f"loss curve: {trainer.out / 'loss.png'}")
         if info.is_writer and args.sample_length and result["reason"] != "interrupted":
             from ..training import generate

@@ -292,22 +292,33 @@ def summarise(runs: list[RunResult]) -> list[dict]:
 def markdown_table(runs: list[RunResult], title: str = "") -> str:
     first = runs[0]
     threshold = f", solved at {first.solved_at:.3g}" if math.isfinite(first.solved_at) else ""
+    one_seed = len({r.seed for r in runs}) == 1
     lines = [f"## {title or first.task}", "",
              f"task `{first.task}`, seq_len {first.seq_len}; metric `{first.metric_name}` "
              f"(chance {first.chance:.3g}{threshold}); "
-             f"mean ± standard deviation over seeds, final evaluation", "",
+             f"{f'seed {first.seed}' if one_seed else 'mean ± standard deviation over seeds'}, final evaluation", "",
              f"| cell | params | hidden | {first.metric_name} | min .. max | solved | steps to solve (median) | tokens/s | seconds |",
              "|---|---:|---:|---|---|---:|---:|---:|---:|"]
     for s in summarise(runs):
         steps = "-" if s["median_steps_to_solve"] is None else f"{s['median_steps_to_solve']:.0f}"
         solved = f"{s['solved']}/{s['seeds']}" if threshold else "-"
-        lines.append(f"| {s['cell']} | {s['params']} | {s['hidden_size']} | {s['mean']:.4g} ± {s['std']:.2g} | "
-                     f"{s['min']:.4g} .. {s['max']:.4g} | {solved} | {steps} | "
+        spread = f"{s['mean']:.4g}" if s["seeds"] == 1 else f"{s['mean']:.4g} ± {s['std']:.2g}"
+        span = "-" if s["seeds"] == 1 else f"{s['min']:.4g} .. {s['max']:.4g}"
+        lines.append(f"| {s['cell']} | {s['params']} | {s['hidden_size']} | {spread} | {span} | {solved} | {steps} | "
                      f"{s['tokens_per_s']:.0f} | {s['seconds']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
 def plot_curves(runs: list[RunResult], path, title: str = "") -> None:
+    """``curves_figure`` written to ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(runs, title)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def curves_figure(runs: list[RunResult], title: str = ""):
     """One line per cell (mean over seeds), the min..max over seeds shaded, chance dashed."""
     import matplotlib
 
@@ -334,13 +345,13 @@ def plot_curves(runs: list[RunResult], path, title: str = "") -> None:
         ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel(first.metric_name)
-    seeds = len({r.seed for r in runs})
-    ax.set_title(title or f"{first.task}, seq_len {first.seq_len} (mean of {seeds} seed{'s' if seeds > 1 else ''}, range shaded)")
+    seeds = sorted({r.seed for r in runs})
+    what = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of {len(seeds)} seeds, range shaded"
+    ax.set_title(title or f"{first.task}, seq_len {first.seq_len} ({what})")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def write_results(runs: list[RunResult], out_dir, title: str = "", preamble: str = "") -> dict[str, Path]:
@@ -356,4 +367,4 @@ def write_results(runs: list[RunResult], out_dir, title: str = "", preamble: str
 
 __all__ = ["CompareConfig", "RunResult", "compare", "train_run", "fit", "match_parameters", "Match",
            "parameter_count", "options_for", "build_model", "write_results", "write_csv",
-           "markdown_table", "plot_curves", "summarise", "EVAL_SEED"]
+           "markdown_table", "plot_curves", "curves_figure", "summarise", "EVAL_SEED"]

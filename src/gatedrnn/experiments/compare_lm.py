@@ -139,20 +139,21 @@ def convergence_table(runs: list[RunResult], targets=None) -> str:
         by_cell.setdefault(r.cell, []).append(r)
     if targets is None:
         targets = default_targets(runs)
+    one_seed = all(len(rs) == 1 for rs in by_cell.values())
     lines = ["## held-out loss and convergence", "",
              "Final: the whole valid split, read as contiguous streams with the state carried across segments; "
-             "mean ± standard deviation over seeds.", "",
+             + ("one seed." if one_seed else "mean ± standard deviation over seeds."), "",
              "| cell | params | seeds | steps | seconds | bits/token | nats/token |",
              "|---|---:|---:|---|---|---|---|"]
     for cell, rs in by_cell.items():
-        f = np.array([r.final_metric for r in rs])
-        sd = float(f.std(ddof=1)) if len(rs) > 1 else 0.0
+        bits = [r.final_metric for r in rs]
         lines.append(f"| {cell} | {rs[0].params} | {len(rs)} | {_mean_sd([r.steps for r in rs])} | "
-                     f"{_mean_sd([r.seconds for r in rs])} | {f.mean():.4f} ± {sd:.4f} | "
-                     f"{f.mean() * math.log(2):.4f} ± {sd * math.log(2):.4f} |")
-    lines += ["", "To a target: the first evaluation at or under it, in steps and training seconds; mean ± "
-              "standard deviation over the seeds that reached it (a seed that never did is counted, not averaged), "
-              "then each seed's steps (seconds), in seed order.", "",
+                     f"{_mean_sd([r.seconds for r in rs])} | {_mean_sd(bits, 4)} | "
+                     f"{_mean_sd([b * math.log(2) for b in bits], 4)} |")
+    lines += ["", "To a target: the first evaluation at or under it, in steps and training seconds"
+              + (", then the seed's steps (seconds)." if one_seed else
+                 "; mean ± standard deviation over the seeds that reached it (a seed that never did is counted, not "
+                 "averaged), then each seed's steps (seconds), in seed order."), "",
               "| target bits/token | cell | reached | steps | seconds | per seed: steps (seconds) |",
               "|---:|---|---|---|---|---|"]
     for t in targets:
@@ -162,7 +163,8 @@ def convergence_table(runs: list[RunResult], targets=None) -> str:
             per_seed = ", ".join(f"{h[0]} ({h[1]:.0f} s)" if h is not None else "-" for h in hits)
             steps = _mean_sd([h[0] for h in got]) if got else "not reached"
             seconds = _mean_sd([h[1] for h in got]) if got else "not reached"
-            lines.append(f"| {t:g} | {cell} | {len(got)} of {len(rs)} seeds | {steps} | {seconds} | {per_seed} |")
+            lines.append(f"| {t:g} | {cell} | {len(got)} of {len(rs)} seed{'s' if len(rs) > 1 else ''} | {steps} | "
+                         f"{seconds} | {per_seed} |")
     return "\n".join(lines) + "\n"
 
 

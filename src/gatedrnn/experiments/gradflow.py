@@ -80,6 +80,37 @@ def gradient_flow(cell: str, seq_len: int = 100, hidden_size: int = 64, batches:
     return Flow(cell, seq_len, hidden_size, train_steps, init_h, trained_h, init_c, trained_c)
 
 
+def zero_from(norms, skip_last: bool = False) -> int | None:
+    """The smallest lag (steps before the loss) at which ``norms`` ``(T,)`` is exactly 0, or None.
+
+    A float32 norm that underflows is exactly 0 and falls off a log axis, so figure, CSV and
+    console say where. ``skip_last``: lag 0 is 0 by construction (``c_T`` for a loss read from ``h_T``).
+    """
+    T = len(norms)
+    for lag in range(1 if skip_last else 0, T):
+        if norms[T - 1 - lag] == 0:
+            return lag
+    return None
+
+
+def zeros_of(flows: list[Flow]) -> list[tuple[str, str, str, int]]:
+    """(cell, stage, "h" or "c", lag) for every curve that reaches exactly 0, with its first lag."""
+    found = []
+    for fl in flows:
+        for stage, h, c in (("init", fl.init, fl.init_c), ("trained", fl.trained, fl.trained_c)):
+            for which, values in (("h", h), ("c", c)):
+                lag = None if values is None else zero_from(values, skip_last=which == "c")
+                if lag is not None:
+                    found.append((fl.cell, stage, which, lag))
+    return found
+
+
+def describe_zeros(flows: list[Flow]) -> list[str]:
+    """One line per curve that reaches exactly 0: what the console prints."""
+    return [f"{cell} {stage}: ||dL/d{which}_t|| is exactly 0 from lag {lag} on (underflow: off the log axis)"
+            for cell, stage, which, lag in zeros_of(flows)]
+
+
 def write_flow(flows: list[Flow], out_dir) -> dict:
     """``gradflow.csv`` (cell, stage, t, lag, grad_h, grad_c) and ``gradflow.png`` under ``out_dir``."""
     import csv
@@ -95,18 +126,27 @@ def write_flow(flows: list[Flow], out_dir) -> dict:
     paths = {"csv": out / "gradflow.csv", "png": out / "gradflow.png"}
     with open(paths["csv"], "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["cell", "stage", "t", "lag", "grad_h", "grad_c"])
+        w.writerow(["cell", "stage", "t", "lag", "grad_h", "grad_c", "note"])
         for fl in flows:
             for stage, h, c in (("init", fl.init, fl.init_c), ("trained", fl.trained, fl.trained_c)):
                 T = len(h)
                 for t in range(T):
-                    w.writerow([fl.cell, stage, t, T - 1 - t, f"{h[t]:.6e}", "" if c is None else f"{c[t]:.6e}"])
+                    zero = [f"grad_{k} exactly 0 (underflow)" for k, v in (("h", h), ("c", c))
+                            if v is not None and v[t] == 0 and not (k == "c" and t == T - 1)]
+                    w.writerow([fl.cell, stage, t, T - 1 - t, f"{h[t]:.6e}", "" if c is None else f"{c[t]:.6e}",
+                                "; ".join(zero)])
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    colours = {}
     for fl in flows:
         lag = np.arange(len(fl.init))[::-1]  # steps before the loss
         line, = ax.plot(lag, fl.trained, lw=1.8, label=f"{fl.cell}, after {fl.train_steps} steps")
         ax.plot(lag, fl.init, lw=1.2, ls="--", color=line.get_color(), label=f"{fl.cell}, at initialisation")
+        colours[fl.cell] = line.get_color()
     ax.set_yscale("log")
+    zeros = [z for z in zeros_of(flows) if z[2] == "h"]  # the figure shows h
+    for cell, stage, _, lag in zeros:  # a zero has no place on a log axis: a line where the curve ends
+        ax.axvline(lag, color=colours[cell], ls=":" if stage == "init" else "-.", lw=1,
+                   label=f"{cell}, {'at initialisation' if stage == 'init' else 'trained'}: exactly 0 from lag {lag}")
     ax.set_xlabel("steps before the loss (T - 1 - t)")
     ax.set_ylabel("mean ||dL_T / dh_t||")
     first = flows[0]
@@ -116,7 +156,8 @@ def write_flow(flows: list[Flow], out_dir) -> dict:
     fig.tight_layout()
     fig.savefig(paths["png"])
     plt.close(fig)
+    paths["zeros"] = zeros_of(flows)
     return paths
 
 
-__all__ = ["Flow", "gradient_flow", "hidden_gradient_norms", "write_flow"]
+__all__ = ["Flow", "gradient_flow", "hidden_gradient_norms", "write_flow", "zero_from", "zeros_of", "describe_zeros"]

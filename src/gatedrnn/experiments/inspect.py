@@ -129,8 +129,9 @@ table {{ border-collapse: collapse; }} td, th {{ padding: 0.2em 0.8em; border-bo
 </style></head><body>
 <h1>{title}</h1>
 <p>{subtitle}</p>
-<p class="legend">colour: <span style="background:{neg}">negative</span> <span style="background:{pos}">positive</span>
-(scale &plusmn;{scale:.3g}; hover a character for its value)</p>
+<p class="legend">colour: <span style="background:{neg}">negative</span> <span style="background:{pos}">positive</span>,
+scaled per unit to its largest |value| over this text (unit {unit}: &plusmn;{scale:.3g}); hover a character
+for its value</p>
 <div class="text" id="main">{main}</div>
 <h2>Units most correlated with simple features</h2>
 <p>Pearson r over this text, {kind} of layer {layer}, every unit.</p>
@@ -167,8 +168,11 @@ def inspect_text(model, vocab, text: str, kind: str = "c", layer: int = -1, unit
         unit = max((u for rows in correlations.values() for u in rows), key=lambda ur: abs(ur[1]))[0]
     if not 0 <= unit < a.shape[1]:
         raise ValueError(f"unit must be in [0, {a.shape[1] - 1}] for {kind} of layer {layer}, got {unit}")
-    # h is a tanh output in [-1, 1]; c is unbounded: scale by its largest value over the text
-    scale = 1.0 if kind == "h" else float(np.abs(a).max()) or 1.0
+    # each unit on its own scale, its largest |value| over the text: c is unbounded, and one unit
+    # counting to 100 would leave every other unit pale on a scale shared by all
+    def scale(u):
+        return float(np.abs(a[:, u]).max()) or 1.0
+
     cell_name = getattr(getattr(model.rnn, "cell", None), "name", "recurrent")
     title = title or f"{cell_name}: {kind} of layer {layer}, unit {unit}"
     rows, details, shown = [], [], {unit: a[:, unit]}
@@ -177,13 +181,13 @@ def inspect_text(model, vocab, text: str, kind: str = "c", layer: int = -1, unit
             rows.append(f"<tr><td>{html.escape(feat)}</td><td>{u}</td><td>{r:+.3f}</td></tr>")
         best = units[0][0]
         shown[best] = a[:, best]
-        details.append(f"<h3>{html.escape(feat)}: unit {best} (r = {units[0][1]:+.3f})</h3>"
-                       f'<div class="text small">{_render(pieces, a[:, best], scale)}</div>')
+        details.append(f"<h3>{html.escape(feat)}: unit {best} (r = {units[0][1]:+.3f}, scale &plusmn;{scale(best):.3g})"
+                       f'</h3><div class="text small">{_render(pieces, a[:, best], scale(best))}</div>')
     page = PAGE.format(
         title=html.escape(title),
         subtitle=html.escape(f"{len(pieces)} tokens, {a.shape[1]} units of {kind} in layer {layer} "
                              f"of {layers}; each token coloured by unit {unit}'s value after reading it."),
-        neg=_colour(-1, 1), pos=_colour(1, 1), scale=scale, main=_render(pieces, a[:, unit], scale),
+        neg=_colour(-1, 1), pos=_colour(1, 1), unit=unit, scale=scale(unit), main=_render(pieces, a[:, unit], scale(unit)),
         kind=kind, layer=layer, rows="\n".join(rows), details="\n".join(details))
     return Inspection(pieces, kind, layer, unit, a[:, unit], correlations, shown, page)
 

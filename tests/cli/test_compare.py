@@ -121,3 +121,15 @@ def test_bad_threads_and_minutes_are_one_line_errors(tmp_path, capsys):
         main(["compare", "--threads", "two", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 2 and "invalid int value: 'two'" in err and "\n" not in err, err
+
+
+def test_lm_match_params_lands_within_one_percent_with_the_embedding(tmp_path, capsys):
+    text = tmp_path / "text.txt"
+    text.write_text("".join(chr(97 + (i * 7) % 26) + " .,;:"[i % 5] for i in range(3000)))
+    assert main(["compare", "--task", "lm", "--data", str(text), "--cells", "lstm,mogrifier", "--match-params",
+                 "--hidden-size", "16", "--steps", "2", "--eval-every", "2", "--seq-len", "8", "--batch-size", "2",
+                 "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    rows = {r["cell"]: int(r["params"]) for r in csv.DictReader(open(tmp_path / "out" / "results.csv"))}
+    assert abs(rows["mogrifier"] / rows["lstm"] - 1) <= 0.01, (rows, printed)  # the trained models' counts
+    assert "embed" in printed and "not within" not in printed

@@ -88,3 +88,47 @@ def test_a_wall_clock_budget_ends_an_lm_run(tmp_path):
                              hidden_size=8, minutes=0.02)
     (r,) = compare_lm(config, tmp_path / "out", load_corpus(str(text)))
     assert 0 < r.steps < 10_000 and r.seconds < 5 and r.curve_steps[-1] == r.steps
+
+
+def pairs():
+    """Every cell against the LSTM and the LSTM against every cell (from CELLS, not a hand list)."""
+    from gatedrnn.cells import CELLS
+
+    return [("lstm", c) for c in CELLS if c != "lstm"] + [(c, "lstm") for c in CELLS if c != "lstm"]
+
+
+@pytest.mark.parametrize("reference,cell", pairs())
+@pytest.mark.parametrize("vocab,hidden", [(30, 16), (65, 24), (148, 64)])
+def test_language_models_are_matched_within_one_percent(reference, cell, vocab, hidden):
+    """At small sizes one hidden unit is more than 1% of the model: the embedding size is matched
+    too, and the count is the built model's."""
+    from gatedrnn.experiments.compare_lm import match_lm_parameters
+
+    count = lambda c, h, e: lm_parameter_count(c, vocab, h, {}, embed_size=e)  # noqa: E731
+    m = match_lm_parameters((reference, cell), reference, hidden, count)[cell]
+    assert abs(m.deviation) <= 0.01, m
+    model = LanguageModel(LMConfig(vocab_size=vocab, cell=cell, hidden_size=m.hidden_size, embed_size=m.embed_size))
+    assert count_parameters(model) == m.params
+
+
+def test_the_hidden_size_alone_misses_where_the_embedding_is_needed():
+    """The case that needs the embedding: hidden sizes alone leave the Mogrifier 1.2% below."""
+    from gatedrnn.experiments.compare_lm import match_lm_parameters
+
+    count = lambda c, h, e: lm_parameter_count(c, 30, h, {}, embed_size=e)  # noqa: E731
+    alone = match_parameters(("lstm", "mogrifier"), "lstm", 16, lambda c, h: count(c, h, 0))["mogrifier"]
+    both = match_lm_parameters(("lstm", "mogrifier"), "lstm", 16, count)["mogrifier"]
+    assert abs(alone.deviation) > 0.01 and abs(both.deviation) <= 0.01 and both.embed_size > 0
+
+
+def test_a_count_that_cannot_be_met_says_how_far_it_is():
+    """Tied weights fix the embedding: at this size no hidden size lands within 1%, and the report says so."""
+    from gatedrnn.cli.compare import describe_matches
+    from gatedrnn.experiments.compare_lm import match_lm_parameters
+
+    count = lambda c, h, e: lm_parameter_count(c, 30, h, {}, tie_weights=True, embed_size=e)  # noqa: E731
+    m = match_lm_parameters(("lstm", "mogrifier"), "lstm", 16, count, tie_weights=True)
+    assert abs(m["mogrifier"].deviation) > 0.01 and m["mogrifier"].embed_size == 0
+    lines = describe_matches(m, "lstm", 16)
+    assert "not within 1%: the closest found is" in lines[2] and f"lstm's {m['lstm'].params:,}" in lines[2]
+    assert "%" in lines[1] and "not within" not in lines[1]

@@ -130,6 +130,18 @@ def resolve(args, defaults) -> None:
     args.match_params = bool(args.match_params)
 
 
+def describe_matches(matches: dict, reference: str, hidden_size: int) -> list[str]:
+    """The matched sizes and counts, one line per cell; a count not within 1% says how far it is."""
+    lines = [f"parameters matched to {reference} at hidden size {hidden_size}:"]
+    for m in matches.values():
+        embed = f"  embed {m.embed_size:>5}" if m.embed_size else ""
+        flag = ("" if abs(m.deviation) <= 0.01 else
+                f"  (not within 1%: the closest found is {abs(m.deviation):.1%} "
+                f"{'above' if m.deviation > 0 else 'below'} {reference}'s {m.reference_params:,})")
+        lines.append(f"  {m.cell:<10} hidden {m.hidden_size:>5}{embed}  params {m.params:>9,}  ({m.deviation:+.2%}){flag}")
+    return lines
+
+
 def run(args) -> int:
     from . import UsageError
 
@@ -155,7 +167,8 @@ def run(args) -> int:
     if args.reference is not None and not args.match_params:
         raise UsageError("--reference needs --match-params")
     if args.task == "lm":
-        from ..experiments.compare_lm import LMCompareConfig, compare_lm, lm_parameter_count, load
+        from ..experiments.compare_lm import (LMCompareConfig, compare_lm, lm_parameter_count, load,
+                                              match_lm_parameters)
 
         config = LMCompareConfig(cells=args.cells, data=args.data or "", level=args.level or "",
                                  seq_len=args.seq_len, steps=args.steps, seeds=args.seeds,
@@ -168,10 +181,12 @@ def run(args) -> int:
         corpus = load(config)
         print(f"lm on {corpus.summary()}")
         V = len(corpus.vocab)
-        count = lambda c, h: lm_parameter_count(c, V, h, config.cell_options,  # noqa: E731
-                                                num_layers=recipe_model.get("num_layers", 1),
-                                                tie_weights=bool(recipe_model.get("tie_weights")),
-                                                embed_size=recipe_model.get("embed_size", 0))
+        tied = bool(recipe_model.get("tie_weights"))
+        count_lm = lambda c, h, e: lm_parameter_count(c, V, h, config.cell_options,  # noqa: E731
+                                                      num_layers=recipe_model.get("num_layers", 1),
+                                                      tie_weights=tied, embed_size=e)
+        match = lambda cells, ref, hidden: match_lm_parameters(  # noqa: E731
+            cells, ref, hidden, count_lm, embed_size=recipe_model.get("embed_size", 0), tie_weights=tied)
         headline = (f"lm: {len(config.cells)} cell(s) x {len(config.seeds)} seed(s), {config.steps} steps"
                     f"{f' or {minutes:g} minutes' if minutes else ''} per run, "
                     f"BPTT {config.seq_len}; held-out bits per token, chance log2({V}) = {math.log2(V):.3g}")
@@ -187,6 +202,7 @@ def run(args) -> int:
         config.validate()
         task = make_task(config.task, config.seq_len, **config.task_options)
         count = lambda c, h: parameter_count(c, task, h, config.cell_options)  # noqa: E731
+        match = lambda cells, ref, hidden: match_parameters(cells, ref, hidden, count)  # noqa: E731
         headline = (f"{task.describe()}: {len(config.cells)} cell(s) x {len(config.seeds)} seed(s), {config.steps} "
                     f"steps; {task.metric_name} chance {task.chance:.3g}, solved at {task.solved_at:.3g}")
         launch = lambda report: compare(config, on_run=report)  # noqa: E731
@@ -195,12 +211,11 @@ def run(args) -> int:
         reference = args.reference or config.cells[0]
         if reference not in config.cells:
             raise UsageError(f"--reference must be one of --cells ({', '.join(config.cells)}), got {reference!r}")
-        matches = match_parameters(config.cells, reference, config.hidden_size, count)
+        matches = match(config.cells, reference, config.hidden_size)
         config.hidden_sizes = {c: m.hidden_size for c, m in matches.items()}
-        lines = [f"parameters matched to {reference} at hidden size {config.hidden_size}:"]
-        for m in matches.values():
-            flag = "" if abs(m.deviation) <= 0.01 else "  (no hidden size within 1%: closest)"
-            lines.append(f"  {m.cell:<10} hidden {m.hidden_size:>5}  params {m.params:>9}  ({m.deviation:+.2%}){flag}")
+        if args.task == "lm":
+            config.embed_sizes = {c: m.embed_size for c, m in matches.items() if m.embed_size}
+        lines = describe_matches(matches, reference, config.hidden_size)
         print("\n".join(lines))
         notes = "\n".join(lines) + "\n"
     print(headline)

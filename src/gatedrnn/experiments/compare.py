@@ -215,6 +215,7 @@ class Match:
     hidden_size: int
     params: int
     reference_params: int
+    embed_size: int = 0  # language models: 0 is the recurrent output size, else the size matched
 
     @property
     def deviation(self) -> float:

@@ -21,7 +21,7 @@ from ..data import load_corpus
 from ..models.lm import LMConfig
 from ..training.config import TrainConfig
 from ..training.loop import Trainer
-from .compare import RunResult, options_for
+from .compare import Match, RunResult, match_parameters, options_for
 
 
 @dataclass
@@ -34,6 +34,8 @@ class LMCompareConfig:
     seeds: tuple[int, ...] = (0,)
     hidden_size: int = 64
     hidden_sizes: dict = field(default_factory=dict)
+    #: embedding size per cell (set by parameter matching); absent: ``model_options``'s
+    embed_sizes: dict = field(default_factory=dict)
     lr: float = 3e-3
     batch_size: int = 32
     clip: float = 1.0
@@ -66,6 +68,31 @@ def lm_parameter_count(cell: str, vocab_size: int, hidden_size: int, cell_option
     return total
 
 
+def match_lm_parameters(cells, reference: str, reference_hidden: int, count, tolerance: float = 0.01,
+                        embed_size: int = 0, tie_weights: bool = False) -> dict[str, Match]:
+    """``match_parameters`` for language models, where one hidden unit can be more than 1% of a
+    small model: ``count(cell, hidden, embed)`` counts, and where no hidden size alone lands within
+    ``tolerance``, the hidden sizes around the best one (both ways) are tried with the embedding
+    size that brings each closest (tied weights fix the embedding: the hidden size alone then).
+    Where nothing lands within the tolerance, the closest is returned: its ``deviation`` says how far."""
+    by_hidden = match_parameters(cells, reference, reference_hidden, lambda c, h: count(c, h, embed_size),
+                                 tolerance)
+    target = by_hidden[reference].params
+    matches = {}
+    for cell, m in by_hidden.items():
+        best = Match(cell, m.hidden_size, m.params, target, embed_size)
+        if cell != reference and abs(m.deviation) > tolerance and not tie_weights:
+            for hidden in range(max(1, m.hidden_size - 3), m.hidden_size + 4):
+                one, two = count(cell, hidden, 1), count(cell, hidden, 2)  # the count is linear in the embedding
+                guess = 1 + round((target - one) / (two - one)) if two > one else 1
+                for embed in {max(1, guess - 1), max(1, guess), guess + 1}:
+                    n = count(cell, hidden, embed)
+                    if abs(n / target - 1) < abs(best.deviation):
+                        best = Match(cell, hidden, n, target, embed)
+        matches[cell] = best
+    return matches
+
+
 def load(config: LMCompareConfig):
     return load_corpus(config.data or None, config.level or None)
 
@@ -92,6 +119,8 @@ def lm_run(cell: str, seed: int, config: LMCompareConfig, corpus, out_dir, on_ev
 
     model_options = {**config.model_options, "cell": cell, "hidden_size": hidden,
                      "cell_options": options_for(cell, config.cell_options)}
+    if cell in config.embed_sizes:
+        model_options["embed_size"] = config.embed_sizes[cell]
     trainer = Trainer.new(cfg, model_options, out_dir, corpus=corpus, callback=callback)
     curve_steps.append(0)
     curve.append(trainer.validate()["loss"] / math.log(2))  # the untrained model: where curves start
@@ -183,5 +212,5 @@ def compare_lm(config: LMCompareConfig, out_dir, corpus=None, on_run=None) -> li
     return runs
 
 
-__all__ = ["LMCompareConfig", "compare_lm", "convergence_table", "default_targets", "first_reached", "lm_run",
+__all__ = ["LMCompareConfig", "compare_lm", "match_lm_parameters", "convergence_table", "default_targets", "first_reached", "lm_run",
            "lm_parameter_count"]

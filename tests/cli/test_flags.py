@@ -151,3 +151,17 @@ def test_no_restructuredtext_markup_in_any_help():
     parser = build_parser()
     pages = [parser.format_help()] + [p.format_help() for p in parser.commands.values()]
     assert not [page.splitlines()[0] for page in pages if "``" in page]
+
+
+@pytest.mark.parametrize("task", ["adding", "lm"])
+def test_compare_without_flags_is_its_config_dataclass(task):
+    from gatedrnn.experiments.compare import CompareConfig
+    from gatedrnn.experiments.compare_lm import LMCompareConfig
+
+    config = LMCompareConfig() if task == "lm" else CompareConfig()
+    args = parse("compare", "--task", task)
+    compare_cli.resolve(args, config)
+    names = ("cells", "seeds", "steps", "hidden_size", "lr", "batch_size", "clip", "eval_every", "seq_len")
+    assert {n: getattr(args, n) for n in names} == {n: getattr(config, n) for n in names}
+    help_text = build_parser().commands["compare"].format_help()
+    assert f"{config.lr:g}" in help_text and ",".join(config.cells) in help_text

@@ -71,3 +71,19 @@ def test_eval_and_sample_take_threads(run, command, capsys, monkeypatch):
     assert asked == [2]
     assert main([command, str(out), "--threads", "0", *extra]) == 2
     assert "--threads must be a positive integer, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("steps,minutes,expected", [(0, 1.0, "budget 1 minute;"), (1, 0.0, "budget 1 step;"),
+                                                    (500, 2.5, "budget 500 steps and 2.5 minutes;"),
+                                                    (0, 0.0, "budget no limit;")])
+def test_the_budget_line_is_grammatical(steps, minutes, expected):
+    from gatedrnn.cli.train import Printer
+    from gatedrnn.training import Event, TrainConfig
+
+    lines = []
+    train = TrainConfig(steps=steps, minutes=minutes).to_dict()
+    Printer(lambda *a, **k: lines.append(" ".join(map(str, a))))(Event("start", 0, {
+        "corpus": "x at char level: 3 tokens", "params": 10, "device": "cpu", "out": "runs/a", "world_size": 1,
+        "resumed": False, "model": {"cell": "lstm", "cell_options": {}, "hidden_size": 4, "num_layers": 1},
+        "train": train}))
+    assert expected in lines[2]

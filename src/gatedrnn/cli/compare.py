@@ -49,22 +49,32 @@ def add_arguments(p):
     p.add_argument("--recipe", metavar="NAME", help="a named set of settings (gatedrnn/recipes/NAME.toml, e.g. "
                    "mogrifier-char): --task lm with its model, training, cells and seeds; flags given override it, "
                    "whatever their value")
-    p.add_argument("--cells", type=parse_cells,
-                   help=f"comma-separated cells among {', '.join(CELLS)} (default rnn,lstm; lm: lstm,mogrifier)")
-    p.add_argument("--task", help=f"one of {', '.join(TASKS)}, or lm (default adding)")
-    p.add_argument("--seq-len", type=int, help="sequence length or lag (default: the task's; lm: BPTT window 100)")
+    from ..experiments.compare import CompareConfig
+    from ..experiments.compare_lm import LMCompareConfig
+
+    task, lm = CompareConfig(), LMCompareConfig()
+
+    def default(name, show=str):  # "64", or "0.01; lm: 0.003" where the two configs differ
+        a, b = show(getattr(task, name)), show(getattr(lm, name))
+        return f"default {a}" if a == b else f"default {a}; lm: {b}"
+
+    p.add_argument("--cells", type=parse_cells, help=f"comma-separated cells among {', '.join(CELLS)} "
+                   f"({default('cells', ','.join)})")
+    p.add_argument("--task", help=f"one of {', '.join(TASKS)}, or lm (default {task.task})")
+    p.add_argument("--seq-len", type=int, help=f"sequence length or lag (default: the task's; lm: BPTT window "
+                   f"{lm.seq_len})")
     p.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="task option, e.g. symbols=4")
-    p.add_argument("--steps", type=int, help="training steps per run (default 1500)")
+    p.add_argument("--steps", type=int, help=f"training steps per run ({default('steps')})")
     p.add_argument("--minutes", type=float,
                    help="wall-clock budget of each run (cell and seed), evaluations included; a run ends at its "
                         "steps or its minutes, whichever comes first (default: no limit)")
     add_threads_flag(p)
-    p.add_argument("--seeds", type=parse_seeds, help="count (3 = seeds 0,1,2) or list (default 1)")
-    p.add_argument("--hidden-size", type=int, help="hidden size of the first cell (default 64)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default 0.01; lm: 0.003)")
-    p.add_argument("--batch-size", type=int, help="default 32")
-    p.add_argument("--clip", type=float, help="gradient norm clip, 0 for none (default 1)")
-    p.add_argument("--eval-every", type=int, help="steps between evaluations (default 50; lm: 250)")
+    p.add_argument("--seeds", type=parse_seeds, help=f"count (3 = seeds 0,1,2) or list ({default('seeds', len)})")
+    p.add_argument("--hidden-size", type=int, help=f"hidden size of the first cell ({default('hidden_size')})")
+    p.add_argument("--lr", type=float, help=f"Adam learning rate ({default('lr', '{:g}'.format)})")
+    p.add_argument("--batch-size", type=int, help=f"{default('batch_size')}")
+    p.add_argument("--clip", type=float, help=f"gradient norm clip, 0 for none ({default('clip', '{:g}'.format)})")
+    p.add_argument("--eval-every", type=int, help=f"steps between evaluations ({default('eval_every')})")
     p.add_argument("--stop-when-solved", action=argparse.BooleanOptionalAction, default=None,
                    help="end a run at the first evaluation that solves the task (default off)")
     p.add_argument("--match-params", action=argparse.BooleanOptionalAction, default=None,

@@ -12,10 +12,6 @@ import time
 from pathlib import Path
 
 
-#: the flags that are not settings of the run (the rest come from TrainConfig and LMConfig)
-OWN_FLAGS = ("recipe", "threads", "out", "resume", "sample_length")
-
-
 def add_arguments(p):
     from ..models.lm import LMConfig
     from ..training.config import TrainConfig

@@ -13,12 +13,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from gatedrnn import reference
-from gatedrnn.cells import make_cell
+from gatedrnn.cells import CELLS, make_cell
 from gatedrnn.torch_engine.functional import run_layer
 from gatedrnn.torch_engine.modules import MODULES
 
@@ -42,23 +42,18 @@ def _settings(examples: int):
 
 @st.composite
 def cell_configs(draw, hidden_size: int):
-    """``(name, options)`` legal for a layer of ``hidden_size`` units."""
-    name = draw(st.sampled_from(["rnn", "gru", "lstm", "peephole", "cifg", "mogrifier"]))
-    options = {"bias": draw(st.booleans()), "layer_norm": draw(st.booleans())}
-    if name == "rnn":
-        options["nonlinearity"] = draw(st.sampled_from(["tanh", "relu"]))
-    if name in ("lstm", "peephole", "cifg", "mogrifier"):
-        if name in ("lstm", "peephole"):
-            options["drop_gates"] = tuple(draw(st.lists(st.sampled_from(["i", "f", "o"]), unique=True, max_size=2)))
-        if "f" not in options.get("drop_gates", ()):
-            options["forget_bias"] = draw(st.sampled_from([0.0, 1.0, -0.5]))
-        if hidden_size > 1:
-            options["proj_size"] = draw(st.integers(0, hidden_size - 1))
-        options["input_activation"] = draw(st.sampled_from(["tanh", "identity"]))
-        options["output_activation"] = draw(st.sampled_from(["tanh", "identity"]))
-    if name == "mogrifier":
-        options["rounds"] = draw(st.integers(0, 4))
-        options["rank"] = draw(st.sampled_from([None, 1, 2]))
+    """``(name, options)`` legal for a layer of ``hidden_size`` units: each option the cell declares
+    at its default or one of its ``option_samples`` (so a new option is drawn too), ``proj_size``
+    any size below ``hidden_size``."""
+    name = draw(st.sampled_from(list(CELLS)))
+    cls = CELLS[name]
+    options = {key: draw(st.sampled_from([default, *cls.option_samples[key]])) for key, default in cls.options.items()}
+    if options.get("proj_size"):
+        options["proj_size"] = draw(st.integers(0, hidden_size - 1))
+    try:
+        make_cell(name, **options)
+    except ValueError:  # a combination the cell refuses (forget_bias without a forget gate)
+        assume(False)
     return name, options
 
 

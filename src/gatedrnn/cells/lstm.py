@@ -56,11 +56,11 @@ class LSTMFamily(Cell):
     }
     option_samples = {
         "bias": (False,),
-        "forget_bias": (1.0,),
+        "forget_bias": (1.0, -0.5),
         "forget_bias_init": (1.0,),
         "proj_size": (2,),
         "layer_norm": (True,),
-        "drop_gates": (("i",), ("f", "o")),
+        "drop_gates": (("i",), ("f", "o"), ("i", "o")),
         "input_activation": ("identity",),
         "output_activation": ("identity",),
     }

@@ -23,7 +23,7 @@ class Mogrifier(LSTMFamily):
 
     name = "mogrifier"
     options = {**CIFG.options, "rounds": 5, "rank": None}
-    option_samples = {**CIFG.option_samples, "rounds": (0, 1, 2, 3), "rank": (2,)}
+    option_samples = {**CIFG.option_samples, "rounds": (0, 1, 2, 3), "rank": (2, 1)}
 
     def validate(self):
         super().validate()

@@ -18,4 +18,5 @@ def __getattr__(name):
 
 __all__ = ["CELLS", "make_cell", "__version__", "load", "Run", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CIFGLSTM",
            "MogrifierLSTM", "layer", "RNNCell", "LSTMCell", "GRUCell", "PeepholeLSTMCell", "CIFGLSTMCell",
-           "MogrifierLSTMCell"]
+           "MogrifierLSTMCell", "SLSTM", "MinGRU", "MinLSTM", "IndRNN", "SLSTMCell", "MinGRUCell", "MinLSTMCell",
+           "IndRNNCell"]

@@ -6,9 +6,9 @@ import pytest
 from gatedrnn.cells import CELLS
 from gatedrnn.reference import backward, forward, gradcheck, init_params
 
-CASES = [
-    *[(c, {}) for c in CELLS],
-    *[(c, {"layer_norm": True}) for c in CELLS],
+CASES = [  # the cells with a recurrent product for the mask to act on
+    *[(c, {}) for c in CELLS if CELLS[c].has_recurrent_product],
+    *[(c, {"layer_norm": True}) for c in CELLS if CELLS[c].has_recurrent_product and "layer_norm" in CELLS[c].options],
     ("lstm", {"proj_size": 2}), ("mogrifier", {"rounds": 3, "proj_size": 2}),
     ("peephole", {"drop_gates": ("f",)}), ("lstm", {"output_activation": "identity"}),
 ]
@@ -22,6 +22,8 @@ def _id(case):
 @pytest.mark.parametrize("zoneout", [None, 0.4])
 def test_state_dropout_backward_matches_finite_differences(case, zoneout):
     cell, options = case
+    if zoneout and not CELLS[cell].supports_zoneout:
+        pytest.skip(f"zoneout is not defined for {cell}")
     errors = gradcheck(cell, seq_len=4, batch=3, dropout_state=0.5, zoneout=zoneout, **options)
     worst = max(errors, key=errors.get)
     assert errors[worst] < 1e-6, f"{worst}: relative error {errors[worst]:.2e}"

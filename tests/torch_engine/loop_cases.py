@@ -9,6 +9,8 @@ from gatedrnn.torch_engine.autograd_loop import autograd_layer
 from gatedrnn.torch_engine.function import run_loop
 from gatedrnn.torch_engine.functional import run_layer
 
+from .stepping import plausible
+
 CASES = [
     ("lstm", {}), ("lstm", {"forget_bias": 1.0}), ("lstm", {"bias": False}),
     ("lstm", {"bias": False, "forget_bias": 0.5}),
@@ -45,7 +47,7 @@ def make_inputs(name, options, T=5, B=3, I=4, H=6, seed=0):
         params["weight_hh"] = params["weight_hh"] * 0.5
     x = torch.randn(T, B, I, generator=gen, dtype=torch.float64)
     state = tuple(torch.randn(B, size, generator=gen, dtype=torch.float64) * 0.5 for size in cell.state_sizes(H))
-    return cell, params, x, state
+    return cell, params, x, plausible(cell, state)
 
 
 def make_masks(kind, cell, params, x, seed=2):

@@ -4,6 +4,15 @@ the same module on the autograd engine, whose ``step()`` runs the cell's own ste
 import torch
 
 import gatedrnn
+from gatedrnn.cells import make_cell
+
+
+def plausible(cell, states):
+    """Random states made into states the cell can reach: the elements it keeps positive (the
+    sLSTM's normaliser ``n``) as ``|s| + 0.5``. ``cell`` is a cell, a module or a cell name."""
+    cell = make_cell(cell) if isinstance(cell, str) else getattr(cell, "cell", cell)
+    return type(states)(s.abs().detach().add(0.5).requires_grad_(s.requires_grad) if name in cell.positive_state else s
+                        for name, s in zip(cell.state_names, states))
 
 
 def module_pair(name, options):

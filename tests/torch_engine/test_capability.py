@@ -119,7 +119,8 @@ def _reference(cell, params, x, state, gy, gs, keep, mask_hh):
         mask_hh=None if mask_hh is None else to_np(mask_hh))
     state_n = tuple(state_n) if cell.has_cell_state else (state_n,)
     grads = reference.backward(cache, to_np(gy), tuple(map(to_np, gs)) if cell.has_cell_state else to_np(gs[0]))
-    grads = {("state0" if k == "h0" else "state1" if k == "c0" else k): v for k, v in grads.items()}
+    renamed = {f"{n}0": f"state{k}" for k, n in enumerate(cell.state_names)}
+    grads = {renamed.get(k, k): v for k, v in grads.items()}
     return [y, *state_n], grads
 
 
@@ -188,7 +189,10 @@ def test_each_engine_computes_or_declines(config):
     keep = mask_hh = None
     if masks:
         keep = tuple((torch.rand(*x.shape[:2], s.shape[-1], generator=gen) < 0.3).double() for s in state)
-        mask_hh = (torch.rand(x.shape[1], params["weight_hh"].shape[1], generator=gen) >= 0.4).double() / 0.6
+        if not cell.supports_zoneout:  # a state kept whole (the sLSTM's): padding-like masks
+            keep = (keep[0],) * len(state)
+        if cell.has_recurrent_product:
+            mask_hh = (torch.rand(x.shape[1], state[0].shape[-1], generator=gen) >= 0.4).double() / 0.6
     out_ref, g_ref = _reference(cell, params, x, state, gy, gs, keep, mask_hh)
     computed = []
     for engine, fn in engines(cell, keep, masks).items():

@@ -17,6 +17,8 @@ ort = pytest.importorskip("onnxruntime")
 from gatedrnn.torch_engine.cell_modules import CELL_MODULES  # noqa: E402
 from gatedrnn.torch_engine.modules import MODULES  # noqa: E402
 
+from .stepping import plausible  # noqa: E402
+
 I, H, T, B = 3, 4, 4, 2
 
 # float32 through the same ops in another runtime: differences are rounding in a different
@@ -81,7 +83,7 @@ def _model(cell_name, options, engine="fused", **kwargs):
 def test_export_two_layers_bidirectional_batch_first_with_state(case, tmp_path):
     model = _model(*case, batch_first=True)
     x = torch.randn(B, T, I)
-    state = [0.5 * torch.randn(4, B, s) for s in model.module.state_sizes]
+    state = plausible(model.module, [0.5 * torch.randn(4, B, s) for s in model.module.state_sizes])
     _check(model, [x, *state], _export_run(model, [x, *state], tmp_path / "m.onnx"))
 
 
@@ -123,7 +125,7 @@ def test_export_single_step_cells(cell_name, tmp_path):
     torch.manual_seed(0)
     options = {"proj_size": 2} if cell_name in ("lstm", "mogrifier") else {}
     model = FlatStep(CELL_MODULES[cell_name](I, H, **options).eval())
-    inputs = [torch.randn(B, I), *(0.5 * torch.randn(B, s) for s in model.step.state_sizes)]
+    inputs = [torch.randn(B, I), *plausible(model.step, [0.5 * torch.randn(B, s) for s in model.step.state_sizes])]
     _check(model, inputs, _export_run(model, inputs, tmp_path / "m.onnx"))
 
 
@@ -131,7 +133,7 @@ def test_export_single_step_cells(cell_name, tmp_path):
 def test_auto_engine_plain_config_with_state_batch_first(cell_name, tmp_path):
     model = _model(cell_name, {}, engine="auto", batch_first=True)
     x = torch.randn(B, T, I)
-    state = [0.5 * torch.randn(4, B, s) for s in model.module.state_sizes]
+    state = plausible(model.module, [0.5 * torch.randn(4, B, s) for s in model.module.state_sizes])
     _check(model, [x, *state], _export_run(model, [x, *state], tmp_path / "m.onnx"))
 
 
@@ -139,7 +141,7 @@ def test_dynamo_exporter(tmp_path):
     pytest.importorskip("onnxscript")
     model = _model("lstm", {"proj_size": 2}, batch_first=True)
     x = torch.randn(B, T, I)
-    state = [0.5 * torch.randn(4, B, s) for s in model.module.state_sizes]
+    state = plausible(model.module, [0.5 * torch.randn(4, B, s) for s in model.module.state_sizes])
     _check(model, [x, *state], _export_run(model, [x, *state], tmp_path / "m.onnx", dynamo=True))
 
 

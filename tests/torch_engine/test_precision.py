@@ -20,6 +20,8 @@ import gatedrnn
 from gatedrnn.torch_engine.cell_modules import CELL_MODULES
 from gatedrnn.torch_engine.modules import MODULES
 
+from .stepping import plausible
+
 I, H, T, B = 16, 16, 6, 4
 BF16 = torch.bfloat16
 
@@ -50,7 +52,7 @@ def _data(module, seed=0, T=T, device=None):
     x = torch.randn(T, B, I, generator=gen).to(device)
     target = torch.randn(T, B, module.num_directions * module.state_sizes[0], generator=gen).to(device)
     n = module.num_layers * module.num_directions
-    hx = tuple(torch.randn(n, B, s, generator=gen).to(device) for s in module.state_sizes)
+    hx = plausible(module, tuple(torch.randn(n, B, s, generator=gen).to(device) for s in module.state_sizes))
     return x, (hx if module.cell.has_cell_state else hx[0]), target
 
 
@@ -75,7 +77,7 @@ def test_bf16_training_step_matches_float32(case, engine):
         assert _rel(g, grads32[name]) < 2e-2, name  # see the module docstring
 
 
-@pytest.mark.parametrize("cell_name", list(MODULES))
+@pytest.mark.parametrize("cell_name", [c for c in MODULES if "layer_norm" in MODULES[c](1, 1).cell.options])
 def test_bf16_layer_norm_within_its_conditioning(cell_name):
     """Layer norm's gradients here are ill-conditioned: rounding only the weights and the input to
     bf16, computing in float32, already moves them by 1e-2 to 3e-1 (they are sums that cancel).

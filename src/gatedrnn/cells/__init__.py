@@ -8,11 +8,17 @@ import difflib
 
 from .base import NUMPY_OPS, Cell, ParamSpec, init_array
 from .gru import GRU
+from .indrnn import IndRNN
 from .lstm import CIFG, LSTM, LSTMFamily, PeepholeLSTM
+from .mingru import MinGRU
+from .minlstm import MinLSTM
 from .mogrifier import Mogrifier
 from .rnn import RNN
+from .slstm import SLSTM
 
-CELLS: dict[str, type[Cell]] = {c.name: c for c in (RNN, LSTM, PeepholeLSTM, CIFG, GRU, Mogrifier)}
+CELLS: dict[str, type[Cell]] = {
+    c.name: c for c in (RNN, LSTM, PeepholeLSTM, CIFG, GRU, Mogrifier, SLSTM, MinGRU, MinLSTM, IndRNN)
+}
 
 
 def make_cell(cell, **options) -> Cell:

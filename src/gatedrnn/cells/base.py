@@ -79,6 +79,17 @@ class NumpyOps:
         return np.stack(arrays, axis=axis)
 
     zeros_like = staticmethod(np.zeros_like)
+    exp = staticmethod(np.exp)
+    maximum = staticmethod(np.maximum)
+    where = staticmethod(np.where)
+
+    @staticmethod
+    def log_sigmoid(a):
+        return -np.logaddexp(0.0, -a)  # log(1 / (1 + e^-a)), no overflow for large |a|
+
+    @staticmethod
+    def stop_gradient(a):  # the torch twin detaches; NumPy has no graph to cut
+        return a
 
     @staticmethod
     def new_zeros(like, shape):
@@ -142,7 +153,16 @@ class Cell:
     """Base class: subclasses set ``name``, ``has_cell_state``, ``options`` and the math."""
 
     name: str = ""
+    #: the state is a tuple ``(h, c, ...)`` rather than ``h`` alone
     has_cell_state: bool = False
+    #: the names of the state's elements, in order (``h0``, ``c0``, ... for the initial state)
+    state_names: tuple = ("h",)
+    #: whether the cell multiplies ``h_{t-1}`` by a weight matrix (what state dropout masks)
+    has_recurrent_product: bool = True
+    #: whether zoneout (each state element kept or updated on its own) is defined for the cell
+    supports_zoneout: bool = True
+    #: state elements that are positive in any state the cell reaches (the sLSTM's normaliser)
+    positive_state: tuple = ()
     #: option name -> default, the options this cell accepts (validated in ``__init__``)
     options: dict = {}
     #: option name -> values other than the default that exercise it; every option has some, so
@@ -185,6 +205,24 @@ class Cell:
     def state_sizes(self, hidden_size: int) -> tuple[int, ...]:
         """Feature size of each state element: ``(R,)`` or ``(R, H)``."""
         return (hidden_size,)
+
+    def sample_state(self, rng, batch: int, hidden_size: int) -> list:
+        """A random state a gradient check may start from (standard normal by default)."""
+        return [rng.standard_normal((batch, s)) for s in self.state_sizes(hidden_size)]
+
+    def invariant_dstate(self, state, d_state):
+        """The gradient a loss on the final state may carry, made to respect the state's symmetries.
+
+        Every state element matters by default, and ``d_state`` is returned unchanged; a cell whose
+        state holds a redundancy (the sLSTM's stabiliser) projects out the direction no output can
+        see, so a gradient check compares what the cell's backward defines.
+        """
+        return d_state
+
+    def observed_state(self, ops, state):
+        """The state as what it stands for: the state itself, or (sLSTM) with the redundancy of its
+        representation taken out. A loss on this has every gradient the cell's backward defines."""
+        return state
 
     def output_size(self, hidden_size: int) -> int:
         return self.state_sizes(hidden_size)[0]

@@ -40,6 +40,7 @@ class LSTMFamily(Cell):
     """An LSTM step with every option of the family; the registry names configurations of it."""
 
     has_cell_state = True
+    state_names = ("h", "c")
     #: fixed by the cell name, not user options
     peephole = False
     coupled = False

@@ -13,6 +13,10 @@ DEFAULT_CASES = {
     "cifg": [{}, {"layer_norm": True}],
     "gru": [{}, {"layer_norm": True}],
     "mogrifier": [{}, {"rank": 2}, {"rounds": 4, "proj_size": 2}],
+    "slstm": [{}, {"num_heads": 2}],
+    "mingru": [{}],
+    "minlstm": [{}],
+    "indrnn": [{}, {"nonlinearity": "tanh"}],
 }
 
 
@@ -42,10 +46,15 @@ def run(args) -> int:
     worst = 0.0
     print(f"{'cell':<10} {'options':<42} {'gradient':<18} {'rel. error':>10}")
     for name in args.cell:
+        # a cell without what a flag acts on (zoneout, a recurrent product) is checked without it
+        zoneout = args.zoneout if CELLS[name].supports_zoneout else 0.0
+        dropout_state = args.dropout_state if CELLS[name].has_recurrent_product else 0.0
+        skipped = [flag for flag, given, used in (("zoneout", args.zoneout, zoneout),
+                                                   ("dropout-state", args.dropout_state, dropout_state)) if given != used]
         for options in DEFAULT_CASES.get(name, [{}]):
             errors = gradcheck(name, seq_len=args.seq_len, batch=args.batch_size,
-                               zoneout=args.zoneout or None, dropout_state=args.dropout_state or None, **options)
-            opts = ", ".join(f"{k}={v}" for k, v in options.items()) or "-"
+                               zoneout=zoneout or None, dropout_state=dropout_state or None, **options)
+            opts = ", ".join([f"{k}={v}" for k, v in options.items()] + [f"no {f}" for f in skipped]) or "-"
             for key, err in errors.items():
                 flag = "" if err < args.tolerance else "  FAIL"
                 print(f"{name:<10} {opts:<42} {key:<18} {err:>10.2e}{flag}")

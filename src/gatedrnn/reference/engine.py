@@ -3,9 +3,10 @@
     y, state_n, cache = forward("lstm", params, x)          # x (T, B, I) -> y (T, B, R)
     grads = backward(cache, dy, d_state)                      # dict: every parameter, x, h0, c0
 
-``state`` is ``h0`` for ``rnn``/``gru`` and ``(h0, c0)`` for the LSTM family. Zoneout (Krueger
-et al. 2017) is applied here, to any cell, as keep masks: with ``keep`` masks ``m`` (one per
-state element, ``(T, B, .)``, 1 = keep the previous value) the state after step ``t`` is
+``state`` is ``h0`` for ``rnn``/``gru``/``indrnn``/``mingru``/``minlstm``, ``(h0, c0)`` for the LSTM
+family and ``(h0, c0, n0, m0)`` for the ``slstm`` (``cell.state_names``). Zoneout (Krueger
+et al. 2017) is applied here, to any cell but the ``slstm``, as keep masks: with ``keep`` masks ``m``
+(one per state element, ``(T, B, .)``, 1 = keep the previous value) the state after step ``t`` is
 ``m * s_{t-1} + (1 - m) * s_t``; a mask filled with the probability ``p`` gives the expectation
 used in evaluation. The loop itself is ``reference/sequence.py``, which the torch engine runs too.
 
@@ -48,8 +49,14 @@ def init_params(cell, input_size: int, hidden_size: int, rng=None, dtype=np.floa
 
 
 def pack_state(cell: Cell, state):
-    """The public form of a state (``h`` or ``(h, c)``) as the tuple the cells step on."""
-    return tuple(state) if cell.has_cell_state else (state,)
+    """The public form of a state (``h``, ``(h, c)``, ...) as the tuple the cells step on."""
+    if not cell.has_cell_state:
+        return (state,)
+    names = cell.state_names
+    if not isinstance(state, (tuple, list)) or len(state) != len(names):
+        got = f"{len(state)} element(s)" if isinstance(state, (tuple, list)) else f"shape {np.shape(state)}"
+        raise ValueError(f"cell {cell.name!r} takes its state as a tuple ({', '.join(names)}), got {got}")
+    return tuple(state)
 
 
 def unpack_state(cell: Cell, state):
@@ -89,7 +96,8 @@ def check_inputs(cell: Cell, params: dict, x, state):
     if I != cell.input_size_of(params):
         raise ValueError(f"x has {I} features, expected input_size={cell.input_size_of(params)}")
     if state is not None:
-        for s, size, name in zip(state, cell.state_sizes(H), ("h0", "c0")):
+        for s, size, name in zip(state, cell.state_sizes(H), cell.state_names):
+            name = f"{name}0"
             if tuple(s.shape) != (B, size):
                 raise ValueError(f"{name} must be {(B, size)}, got {tuple(s.shape)}")
     return T, B, I, H
@@ -102,11 +110,16 @@ def check_keep(cell: Cell, masks, T, B, H, dtype):
     if len(masks) != len(sizes):
         raise ValueError(f"keep needs {len(sizes)} mask(s), one per state element, got {len(masks)}")
     out = []
-    for mask, size, name in zip(masks, sizes, ("h", "c")):
+    for mask, size, name in zip(masks, sizes, cell.state_names):
         mask = np.asarray(mask, dtype=dtype)
         if mask.shape != (T, B, size):
             raise ValueError(f"keep mask for {name} must be {(T, B, size)}, got {mask.shape}")
         out.append(mask)
+    if not cell.supports_zoneout and not (all(np.array_equal(m, out[0]) for m in out)
+                                          and np.isin(out[0], (0.0, 1.0)).all()):
+        # the sLSTM's c, n and m are stored at one scale: keeping some and not others mixes scales
+        raise ValueError(f"cell {cell.name!r} keeps its state whole: keep masks must be 0 or 1 and the same for "
+                         "every state element (padding); zoneout is not defined for it")
     return tuple(out)
 
 
@@ -145,6 +158,8 @@ def forward(cell, params: dict, x: np.ndarray, state=None, *, keep=None, mask_hh
         packed = tuple(np.zeros((B, size), dtype=x.dtype) for size in cell.state_sizes(H))
     if keep is not None:
         keep = check_keep(cell, keep, T, B, H, x.dtype)
+    if mask_hh is not None and not cell.has_recurrent_product:
+        raise ValueError(f"mask_hh drops the state that feeds the recurrent product; cell {cell.name!r} has none")
     if mask_hh is not None:
         mask_hh = np.asarray(mask_hh, dtype=x.dtype)  # a float64 mask would promote a float32 run
         if mask_hh.shape != (B, cell.state_sizes(H)[0]):
@@ -157,12 +172,12 @@ def forward(cell, params: dict, x: np.ndarray, state=None, *, keep=None, mask_hh
 
 def backward(cache: Cache, dy: np.ndarray, d_state=None) -> dict:
     """Gradient of ``sum(y * dy) + sum(state_n * d_state)`` for every parameter, ``x`` and the
-    initial state (``h0``, and ``c0`` for the LSTM family): BPTT with ``dstate`` carried back.
+    initial state (``h0``, ``c0``, ...: one per ``cell.state_names``): BPTT with ``dstate`` carried back.
 
     ``cache`` is the third value ``forward`` returned; ``dy`` ``(T, B, R)`` is the gradient of the
     loss with respect to the outputs, ``d_state`` (``None``: zeros) with respect to the final
     state, in the state's form. Returns a dict with the keys of ``params`` plus ``"x"``,
-    ``"h0"`` and (LSTM family) ``"c0"``, each shaped like what it differentiates.
+    ``"h0"``, ``"c0"``, ... (one per ``cell.state_names``), each shaped like what it differentiates.
 
         y, state_n, cache = forward("gru", params, x)
         grads = backward(cache, dy=np.ones_like(y))            # d sum(y) / d everything
@@ -177,7 +192,6 @@ def backward(cache: Cache, dy: np.ndarray, d_state=None) -> dict:
     dx, dstate = sequence_backward(ops, cell, p, cache.steps, cache.in_cache, x_like, dy, dstate, cache.keep, grads)
     out = {k: grads.get(k, np.zeros_like(v)) for k, v in p.items() if not k.startswith("mask_")}
     out["x"] = dx
-    out["h0"] = dstate[0]
-    if cell.has_cell_state:
-        out["c0"] = dstate[1]
+    for name, d in zip(cell.state_names, dstate):
+        out[f"{name}0"] = d
     return out

@@ -42,7 +42,9 @@ def gradcheck(cell, input_size=3, hidden_size=4, seq_len=5, batch=2, seed=0, eps
         assert max(errors.values()) < 1e-6
 
     The loss is ``sum(y * dy) + sum(state_n * d_state)`` with random ``dy`` and ``d_state``, in
-    float64; the keys are the parameter names plus ``x``, ``h0`` and (LSTM family) ``c0``.
+    float64; the keys are the parameter names plus ``x`` and the initial state (``h0``, ``c0``, ...).
+    The cell draws the initial state (``Cell.sample_state``) and shapes ``d_state``
+    (``Cell.invariant_dstate``), so a state with a redundancy is checked on what it defines.
     ``zoneout`` and ``dropout_state`` may be probabilities: masks are then drawn from the same
     seed (the state mask scaled by ``1 / (1 - p)``, as in training).
     """
@@ -52,7 +54,7 @@ def gradcheck(cell, input_size=3, hidden_size=4, seq_len=5, batch=2, seed=0, eps
     T, B = seq_len, batch
     x = rng.standard_normal((T, B, input_size))
     sizes = cell.state_sizes(hidden_size)
-    state = [rng.standard_normal((B, s)) for s in sizes]
+    state = cell.sample_state(rng, B, hidden_size)
     masks = None
     if zoneout:
         masks = tuple((rng.random((T, B, s)) < zoneout).astype(np.float64) for s in sizes)
@@ -67,9 +69,8 @@ def gradcheck(cell, input_size=3, hidden_size=4, seq_len=5, batch=2, seed=0, eps
         state_n = state_n if cell.has_cell_state else (state_n,)
         return float((y * dy).sum() + sum((s * d).sum() for s, d in zip(state_n, d_state)))
 
-    _, _, cache = forward(cell, params, x, unpack_state(cell, state), keep=masks, mask_hh=state_mask)
+    _, state_n, cache = forward(cell, params, x, unpack_state(cell, state), keep=masks, mask_hh=state_mask)
+    d_state = cell.invariant_dstate(state_n if cell.has_cell_state else (state_n,), d_state)
     analytic = backward_fn(cache, dy, unpack_state(cell, d_state))
-    arrays = {**params, "x": x, "h0": state[0]}
-    if cell.has_cell_state:
-        arrays["c0"] = state[1]
+    arrays = {**params, "x": x, **{f"{name}0": s for name, s in zip(cell.state_names, state)}}
     return {k: relative_error(analytic[k], numerical_gradient(loss, a, eps)) for k, a in arrays.items()}

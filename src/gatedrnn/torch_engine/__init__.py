@@ -5,10 +5,14 @@ from .cell_modules import (
     CELL_MODULES,
     CIFGLSTMCell,
     GRUCell,
+    IndRNNCell,
     LSTMCell,
+    MinGRUCell,
+    MinLSTMCell,
     MogrifierLSTMCell,
     PeepholeLSTMCell,
     RNNCell,
+    SLSTMCell,
 )
 from .functional import autograd_layer, reference_layer, run_layer
 from .modules import (
@@ -17,7 +21,11 @@ from .modules import (
     LSTM,
     MODULES,
     RNN,
+    SLSTM,
+    IndRNN,
     InputError,
+    MinGRU,
+    MinLSTM,
     MogrifierLSTM,
     PeepholeLSTM,
     RecurrentBase,
@@ -28,4 +36,5 @@ from .native import native_kernel
 __all__ = ["run_layer", "autograd_layer", "reference_layer", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CIFGLSTM",
            "MogrifierLSTM", "RecurrentBase", "MODULES", "layer", "RNNCell", "LSTMCell", "GRUCell",
            "PeepholeLSTMCell", "CIFGLSTMCell", "MogrifierLSTMCell", "CELL_MODULES", "InputError",
-           "native_kernel", "convert"]
+           "native_kernel", "convert", "SLSTM", "MinGRU", "MinLSTM", "IndRNN", "SLSTMCell", "MinGRUCell",
+           "MinLSTMCell", "IndRNNCell"]

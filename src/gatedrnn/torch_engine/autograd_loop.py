@@ -30,6 +30,7 @@ def twin_grads(cell, params, x, state0, keep, dy, dstate, tensors):
         names = list(params)
         p = dict(zip(names, inputs[: len(names)]))
         y, state = autograd_layer(cell, p, inputs[len(names)], tuple(inputs[len(names) + 1 :]), keep)
-        pairs = [(o, g) for o, g in zip((y, *state), (dy, *dstate)) if g is not None]
+        # an output without a graph (the sLSTM's stabiliser m, a constant of its steps) sends nothing back
+        pairs = [(o, g) for o, g in zip((y, *state), (dy, *dstate)) if g is not None and o.requires_grad]
         return torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs],
                                    create_graph=True, allow_unused=True)

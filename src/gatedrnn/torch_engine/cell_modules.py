@@ -33,7 +33,7 @@ class CellBase(nn.Module):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         # zoneout (per step, so a step can draw it); the per-sequence masks need the sequence modules
-        self.regularisation = Regularisation.pop_from(cell_options, CELLS[self.cell_name].has_cell_state)
+        self.regularisation = Regularisation.pop_from(cell_options, CELLS[self.cell_name])
         sequence_only = sorted(k for k in self.regularisation.changed() if not k.startswith("zoneout"))
         if sequence_only:
             raise ValueError(f"{type(self).__name__} takes zoneout only, got {sequence_only}: one mask per "
@@ -86,9 +86,9 @@ class CellBase(nn.Module):
         B = x.shape[0]
         if hx is None:
             return tuple(x.new_zeros((B, size)) for size in self.state_sizes)
-        hx = state_tuple(name, self.cell, hx, ("h", "c"))
+        hx = state_tuple(name, self.cell, hx, self.cell.state_names)
         out = []
-        for s, size, sname in zip(hx, self.state_sizes, ("h", "c")):
+        for s, size, sname in zip(hx, self.state_sizes, self.cell.state_names):
             expected = (B, size) if batched else (size,)
             if not isinstance(s, torch.Tensor) or tuple(s.shape) != expected:
                 got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
@@ -122,5 +122,11 @@ PeepholeLSTMCell = _cell_module("peephole", "PeepholeLSTMCell", "Peephole LSTM s
 CIFGLSTMCell = _cell_module("cifg", "CIFGLSTMCell", "Coupled input-forget gate LSTM step.")
 MogrifierLSTMCell = _cell_module("mogrifier", "MogrifierLSTMCell", "Mogrifier LSTM step (``rounds``, ``rank``).")
 
-CELL_MODULES = {m.cell_name: m for m in (RNNCell, LSTMCell, GRUCell, PeepholeLSTMCell, CIFGLSTMCell, MogrifierLSTMCell)}
+SLSTMCell = _cell_module("slstm", "SLSTMCell", "sLSTM step (``num_heads``); state ``(h, c, n, m)``.")
+MinGRUCell = _cell_module("mingru", "MinGRUCell", "minGRU step.")
+MinLSTMCell = _cell_module("minlstm", "MinLSTMCell", "minLSTM step.")
+IndRNNCell = _cell_module("indrnn", "IndRNNCell", "IndRNN step (``nonlinearity`` relu or tanh).")
+
+CELL_MODULES = {m.cell_name: m for m in (RNNCell, LSTMCell, GRUCell, PeepholeLSTMCell, CIFGLSTMCell, MogrifierLSTMCell,
+                                         SLSTMCell, MinGRUCell, MinLSTMCell, IndRNNCell)}
 assert set(CELL_MODULES) == set(CELLS)

@@ -64,7 +64,7 @@ class RecurrentBase(nn.Module):
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         # zoneout, dropout_* and weight_drop are the module's (see regularisation.py), the rest the cell's
-        self.regularisation = Regularisation.pop_from(cell_options, CELLS[self.cell_name].has_cell_state)
+        self.regularisation = Regularisation.pop_from(cell_options, CELLS[self.cell_name])
         self.generator = generator  # the masks' torch.Generator; None: the global one
         self.cell = make_cell(self.cell_name, bias=bias, **cell_options)
         if dropout > 0 and num_layers == 1:
@@ -279,7 +279,7 @@ class RecurrentBase(nn.Module):
         n = self.num_layers * self.num_directions
         if hx is None:
             return tuple(x.new_zeros((n, B, size)) for size in self.state_sizes)
-        names = ("h_0", "c_0")[: len(self.state_sizes)]
+        names = tuple(f"{n}_0" for n in self.cell.state_names)
         hx = state_tuple(name, self.cell, hx, names)
         out = []
         for s, size, sname in zip(hx, self.state_sizes, names):
@@ -305,11 +305,13 @@ class RecurrentBase(nn.Module):
 
 
 def state_tuple(name, cell, hx, names) -> tuple:
-    """``hx`` as a tuple of state tensors: ``(h, c)`` for the LSTM family, ``h`` alone otherwise."""
+    """``hx`` as a tuple of state tensors: ``(h, c)`` for the LSTM family, ``(h, c, n, m)`` for the
+    sLSTM, ``h`` alone otherwise."""
     if cell.has_cell_state:
-        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            got = f"a tensor of shape {tuple(hx.shape)}" if isinstance(hx, torch.Tensor) else type(hx).__name__
-            raise InputError(f"{name} expects hx as a tuple ({names[0]}, {names[1]}), got {got}")
+        if not isinstance(hx, (tuple, list)) or len(hx) != len(names):
+            got = (f"a tensor of shape {tuple(hx.shape)}" if isinstance(hx, torch.Tensor)
+                   else f"{len(hx)} element(s)" if isinstance(hx, (tuple, list)) else type(hx).__name__)
+            raise InputError(f"{name} expects hx as a tuple ({', '.join(names)}), got {got}")
         return tuple(hx)
     if not isinstance(hx, torch.Tensor):
         raise InputError(f"{name} expects hx as one tensor {names[0]}, got {type(hx).__name__}")
@@ -359,7 +361,13 @@ PeepholeLSTM = _module("peephole", "PeepholeLSTM", "LSTM with diagonal peepholes
 CIFGLSTM = _module("cifg", "CIFGLSTM", "Coupled input-forget gate LSTM: three blocks f, g, o and i = 1 - f.")
 MogrifierLSTM = _module("mogrifier", "MogrifierLSTM", "Mogrifier LSTM (``rounds``, ``rank``).")
 
-MODULES = {m.cell_name: m for m in (RNN, LSTM, GRU, PeepholeLSTM, CIFGLSTM, MogrifierLSTM)}
+SLSTM = _module("slstm", "SLSTM", "sLSTM of xLSTM (``num_heads``); state ``(h, c, n, m)``.")
+MinGRU = _module("mingru", "MinGRU", "minGRU: gates read only the input; no ``weight_hh``.")
+MinLSTM = _module("minlstm", "MinLSTM", "minLSTM: normalised gates that read only the input; no ``weight_hh``.")
+IndRNN = _module("indrnn", "IndRNN", "IndRNN: one recurrent weight per unit (``nonlinearity`` relu or tanh).")
+
+MODULES = {m.cell_name: m for m in (RNN, LSTM, GRU, PeepholeLSTM, CIFGLSTM, MogrifierLSTM, SLSTM, MinGRU, MinLSTM,
+                                    IndRNN)}
 assert set(MODULES) == set(CELLS)
 
 

@@ -12,6 +12,14 @@ class TorchOps:
     relu = staticmethod(torch.relu)
     rsqrt = staticmethod(torch.rsqrt)
     zeros_like = staticmethod(torch.zeros_like)
+    exp = staticmethod(torch.exp)
+    maximum = staticmethod(torch.maximum)
+    where = staticmethod(torch.where)
+    log_sigmoid = staticmethod(torch.nn.functional.logsigmoid)
+
+    @staticmethod
+    def stop_gradient(a):
+        return a.detach()
 
     @staticmethod
     def new_zeros(like, shape):

@@ -48,8 +48,10 @@ class Regularisation:
     weight_drop: float = 0.0
 
     @classmethod
-    def pop_from(cls, options: dict, has_cell_state: bool) -> "Regularisation":
-        """Take this module's options out of ``options`` (the rest are the cell's)."""
+    def pop_from(cls, options: dict, cell) -> "Regularisation":
+        """Take this module's options out of ``options`` (the rest are the cell's); ``cell`` is the
+        cell's class, which says whether it has a cell state, a recurrent product and zoneout."""
+        has_cell_state = cell.has_cell_state
         given = {k: options.pop(k) for k in OPTIONS if k in options}
         for key, p in given.items():
             high_ok = key.startswith("zoneout")  # p = 1 freezes the state; dropout p = 1 divides by 0
@@ -63,6 +65,14 @@ class Regularisation:
             given["zoneout_h"] = zoneout
             if has_cell_state:
                 given["zoneout_c"] = zoneout
+        zoned = sorted(k for k in ("zoneout", "zoneout_h", "zoneout_c") if given.get(k))
+        if zoned and not cell.supports_zoneout:
+            raise ValueError(f"zoneout keeps each state element on its own, which is not defined for cell "
+                             f"{cell.name!r}; got {zoned[0]}={given[zoned[0]]!r}")
+        recurrent = sorted(k for k in ("dropout_state", "weight_drop") if given.get(k))
+        if recurrent and not cell.has_recurrent_product:
+            raise ValueError(f"{recurrent[0]} acts on the recurrent weight, which cell {cell.name!r} does not have; "
+                             f"got {recurrent[0]}={given[recurrent[0]]!r}")
         if given.get("zoneout_c") and not has_cell_state:
             raise ValueError(f"zoneout_c needs a cell state c, which this cell does not have; got zoneout_c={given['zoneout_c']!r}")
         return cls(**{k: float(v) for k, v in given.items()})
@@ -157,8 +167,9 @@ def draw_masks(module, T: int, B: int, like) -> Masks:
     masks.input = drop(reg.dropout_input, (B, module.input_size))
     for k in range(module.num_layers):
         for d in range(D):
-            weight_hh = module.layer_params(k, d)["weight_hh"]
-            weight = drop(reg.weight_drop, tuple(weight_hh.shape))
+            weight = None  # (a cell without a recurrent weight refuses weight_drop)
+            if reg.weight_drop:
+                weight = drop(reg.weight_drop, tuple(module.layer_params(k, d)["weight_hh"].shape))
             state = drop(reg.dropout_state, (B, R))
             zoneout = None
             if any(zoneouts[: len(sizes)]):

@@ -154,10 +154,11 @@ def test_gradcheck_with_batched_grad(name):
     gradients (through the autograd twin), on the input, a weight and the initial state."""
     cell, params, x, state = make_inputs(name, {}, T=3, B=2, I=3, H=4)
     x = x.requires_grad_()
-    w = params["weight_hh"].requires_grad_()
+    key = "weight_hh" if "weight_hh" in params else "weight_ih"  # minGRU/minLSTM: no recurrent weight
+    w = params[key].requires_grad_()
     h0 = state[0].requires_grad_()
 
     def fn(x_, w_, h_):
-        y, _ = run_layer(cell, {**params, "weight_hh": w_}, x_, (h_, *state[1:]), engine="fused")
+        y, _ = run_layer(cell, {**params, key: w_}, x_, (h_, *state[1:]), engine="fused")
         return y
     assert torch.autograd.gradcheck(fn, (x, w, h0), check_batched_grad=True)

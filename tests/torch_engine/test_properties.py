@@ -51,7 +51,7 @@ def cell_configs(draw, hidden_size: int):
     if options.get("proj_size"):
         options["proj_size"] = draw(st.integers(0, hidden_size - 1))
     try:
-        make_cell(name, **options)
+        make_cell(name, **options).param_spec(1, hidden_size)  # (num_heads must divide hidden_size)
     except ValueError:  # a combination the cell refuses (forget_bias without a forget gate)
         assume(False)
     return name, options
@@ -79,6 +79,12 @@ def _random_params(cell, input_size, hidden_size, rng):
     return {s.name: rng.uniform(-1.0, 1.0, s.shape) for s in cell.param_spec(input_size, hidden_size)}
 
 
+def _plausible(cell, states):
+    """Random states the cell can reach: the elements it keeps positive (the sLSTM's ``n``) as
+    ``|s| + 0.5``."""
+    return tuple(np.abs(s) + 0.5 if n in cell.positive_state else s for n, s in zip(cell.state_names, states))
+
+
 def _t(a, grad=True):
     return torch.tensor(a, dtype=F64, requires_grad=grad)
 
@@ -101,8 +107,12 @@ def test_fused_layer_matches_reference(case):
     sizes = cell.state_sizes(H)
     params = _random_params(cell, I, H, rng)
     x = rng.normal(size=(T, B, I))
-    state = tuple(rng.normal(size=(B, s)) for s in sizes)
-    masks = tuple(rng.uniform(0.0, 1.0, (T, B, s)) for s in sizes) if case["zoneout"] else None
+    state = _plausible(cell, tuple(rng.normal(size=(B, s)) for s in sizes))
+    masks = None
+    if case["zoneout"]:
+        masks = tuple(rng.uniform(0.0, 1.0, (T, B, s)) for s in sizes)
+        if not cell.supports_zoneout:  # a state kept whole (the sLSTM's): padding-like masks
+            masks = ((masks[0] < 0.5).astype(float),) * len(sizes)
     dy = rng.normal(size=(T, B, sizes[0]))
     dstate = tuple(rng.normal(size=(B, s)) for s in sizes)
 
@@ -124,9 +134,9 @@ def test_fused_layer_matches_reference(case):
     loss = (y * _t(dy, False)).sum() + sum((s * _t(d, False)).sum() for s, d in zip(state_n, dstate))
     leaves = [*tp.values(), tx, *ts]
     got = torch.autograd.grad(loss, leaves, allow_unused=True)
-    expected = [grads_ref[k] for k in tp] + [grads_ref["x"], grads_ref["h0"]]
-    expected += [grads_ref["c0"]] if cell.has_cell_state else []
-    for name, g, e in zip([*tp, "x", "h0", "c0"], got, expected):
+    state0 = [f"{n}0" for n in cell.state_names]
+    expected = [grads_ref[k] for k in [*tp, "x", *state0]]
+    for name, g, e in zip([*tp, "x", *state0], got, expected):
         _close(np.zeros_like(e) if g is None else g, e, f"d{name}")  # None: unused, so zero
 
 
@@ -196,7 +206,7 @@ def test_fused_module_matches_reference_per_sequence(case):
             p.copy_(torch.from_numpy(rng.uniform(-1.0, 1.0, tuple(p.shape))))
     sizes = cell.state_sizes(H)
     x = rng.normal(size=(T, B, I))
-    hx = tuple(rng.normal(size=(L * D, B, s)) for s in sizes)
+    hx = _plausible(cell, tuple(rng.normal(size=(L * D, B, s)) for s in sizes))
     dout = rng.normal(size=(T, B, D * sizes[0]))
     dfin = tuple(rng.normal(size=(L * D, B, s)) for s in sizes)
     for b, n in enumerate(lengths):
@@ -235,10 +245,10 @@ def test_fused_module_matches_reference_per_sequence(case):
             k, d = divmod(idx, D)
             suffix = f"_l{k}" + ("_reverse" if d else "")
             for key, value in g.items():
-                if key in ("x", "h0", "c0"):
+                if key == "x" or key in {f"{n}0" for n in cell.state_names}:
                     continue
                 grads_ref[key + suffix] = grads_ref.get(key + suffix, 0.0) + value
-            for i, key in enumerate(("h0", "c0")[: len(sizes)]):
+            for i, key in enumerate(f"{n}0" for n in cell.state_names):
                 dhx_ref[i][idx, b : b + 1] = g[key]
 
     for pname, p in module.named_parameters():

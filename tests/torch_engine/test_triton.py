@@ -9,8 +9,10 @@ imported for a GPU in this process, these tests skip; tests/torch_engine/test_tr
 covers the GPU.
 """
 import math
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -312,6 +314,21 @@ def test_refuses_bad_calls(what):
         expected = r"mask_hh should have shape \(3, 5\), got \(4, 5\)"
     with pytest.raises(ValueError, match=expected):
         engine.run(cell, params, x, state)
+
+
+def test_kernels_compile_for_a_gpu():
+    """The Triton compiler's own rules, which the interpreter does not apply: the launches of a
+    sample of configurations (every compile-time flag set somewhere) compiled to a cubin for sm_90
+    without a GPU, in a process without the interpreter. Every declared case, mask and dtype:
+    ``python tests/torch_engine/triton_compile.py all 90 80``."""
+    helper = Path(__file__).with_name("triton_compile.py")
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    done = subprocess.run([sys.executable, str(helper), "quick", "90"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert done.stdout.startswith("compiled ")
 
 
 def test_import_does_not_need_triton():

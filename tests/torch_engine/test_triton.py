@@ -201,6 +201,46 @@ def test_empty_sequence_and_batch():
     assert y.shape == (T, 0, H)
 
 
+# -- through run_layer and the modules --------------------------------------------------------
+@pytest.mark.parametrize("name", list(engine.HANDLES))
+def test_modules(name):
+    """``engine="triton"`` on a module: a 2-layer bidirectional stack training with zoneout, state
+    dropout and weight drop gives the fused engine's outputs, states and gradients (the masks drawn
+    from the same seed); ``engine="auto"`` never takes it on CPU."""
+    from gatedrnn.torch_engine import layer
+
+    options = {"rounds": 2} if name == "mogrifier" else {}
+    torch.manual_seed(0)
+    module = layer(name, I, H, num_layers=2, bidirectional=True, dtype=torch.float64, zoneout=0.2,
+                   dropout_state=0.3, weight_drop=0.2, **options)
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    results = {}
+    for e in ("fused", "triton"):
+        module.engine = e
+        module.zero_grad()
+        x_ = x.clone().requires_grad_()
+        torch.manual_seed(1)
+        y, state = module(x_)
+        state = state if isinstance(state, tuple) else (state,)
+        (y.square().sum() + sum(s.sum() for s in state)).backward()
+        results[e] = [y, *state, x_.grad, *(p.grad for p in module.parameters())]
+    for a, b in zip(results["triton"], results["fused"]):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-13)
+    module.engine = "auto"
+    assert module.resolve_engine(x) in ("torch", "fused")
+
+
+def test_run_layer_and_modules_refuse_in_one_line():
+    from gatedrnn.torch_engine import layer
+
+    cell, params, x, state = make_inputs("lstm", {})
+    y, _ = run_layer(cell, params, x, state, engine="triton")
+    torch.testing.assert_close(y, reference_layer(cell, params, x, state)[0], rtol=1e-12, atol=1e-13)
+    module = layer("lstm", I, H, proj_size=2, dtype=torch.float64, engine="triton")
+    with pytest.raises(ValueError, match=r"^engine='triton' does not compute lstm with proj_size=2 \(it computes proj_size in \[0\]\); use engine='fused'$"):
+        module(x)
+
+
 # -- the CUDA graph cache, with a stand-in for capture --------------------------------------
 def _fake_record(fn, static_in):
     """What capture gives, without CUDA: outputs in buffers of their own, and a replay that runs

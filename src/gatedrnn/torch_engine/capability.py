@@ -11,7 +11,9 @@ of being silently ignored. The declarers:
   generic loop (``generic.py``), which runs the cell's own ``step``/``step_backward``;
 - ``PER_TOKEN_STEP``: the generation step ``generation.lstm_step``;
 - ``NATIVE_SEQUENCE`` and ``NATIVE_STEP``: PyTorch's own kernels (``native.py``), for exactly what
-  ``torch.nn.LSTM``/``GRU``/``RNN`` and their cells compute.
+  ``torch.nn.LSTM``/``GRU``/``RNN`` and their cells compute;
+- ``TRITON``: the GPU engine's loops (``triton/``, ``engine="triton"``; ``engine="auto"`` on a
+  CUDA device for what PyTorch's kernels do not compute).
 
 ``supports`` adds what only a call shows (dtypes, devices, masks, autocast). ``GATEDRNN_FAST=0``
 (or ``ENABLED = False``) sends every call to the generic loop.
@@ -25,6 +27,7 @@ from .loops.lstm import LSTMLoop
 from .loops.mogrifier import MogrifierLoop
 from .loops.rnn import RNNLoop
 from .ops import autocast_of
+from .triton import DECLARED as TRITON
 
 ENABLED = os.environ.get("GATEDRNN_FAST", "1") != "0"
 
@@ -46,7 +49,7 @@ NATIVE_STEP = {"lstm": {"bias": ..., "forget_bias_init": ...}, "gru": {"bias": .
 
 #: every declaration, by the name of the code it belongs to
 TABLE = {**{f"loop:{loop.name}": loop.handles for loop in LOOPS}, "per_token_step": PER_TOKEN_STEP,
-         "native_sequence": NATIVE_SEQUENCE, "native_step": NATIVE_STEP}
+         "native_sequence": NATIVE_SEQUENCE, "native_step": NATIVE_STEP, "triton": TRITON}
 
 
 def accepts(handles: dict, cell) -> bool:

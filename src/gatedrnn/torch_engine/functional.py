@@ -19,6 +19,10 @@ the same masks under the same names (``reference.forward(..., keep=..., mask_hh=
   backward recomputes through the autograd twin instead, so second derivatives are exact and
   the first-order path keeps its speed. Under a ``torch.func`` transform (``vmap``, ``grad``,
   ``jacrev``, ``jacfwd``, ...) it runs the autograd loop, which the transforms see through.
+- ``engine="triton"``: the GPU engine (``triton/``, docs/gpu.md): the same hand-derived BPTT with
+  each step's elementwise work in one Triton kernel and the loop captured as a CUDA graph; on CPU
+  only under ``TRITON_INTERPRET=1`` (for tests). What it does not compute (its declaration in the
+  capability table) it refuses with a ``ValueError`` of one line.
 
 Under ``torch.autocast`` both run the matrix products in the autocast dtype while the state keeps
 the initial state's dtype (float32 ``c``); the fused backward runs its products under the
@@ -32,14 +36,14 @@ import torch
 
 from ..cells import Cell
 from ..reference import sequence
-from . import capability
+from . import capability, triton
 from .autograd_loop import autograd_layer
 from .function import run_loop
 from .generic import GENERIC
 from .ops import TORCH_OPS as ops
 from .ops import keep_dtypes, transforms_active
 
-ENGINES = ("fused", "autograd")
+ENGINES = ("fused", "autograd", "triton")
 DEPRECATED_REFERENCE = ('engine="reference" is deprecated: the torch autograd loop is engine="autograd" '
                         '(the NumPy engine is gatedrnn.reference)')
 
@@ -64,7 +68,7 @@ def run_layer(cell: Cell, params: dict, x, state, keep=None, engine: str = "fuse
         # torch.func's transforms see through the autograd loop's ops, not through the fused
         # engine's autograd.Function (its in-place loops have no batching or forward-mode rules)
         return autograd_layer(cell, params, x, tuple(state), keep)
-    if engine != "fused":
+    if engine not in ("fused", "triton"):
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if keep is not None and torch.is_grad_enabled() and any(k is not None and k.requires_grad for k in keep):
         raise ValueError("keep masks are constants to the fused engine, but one requires grad; "
@@ -73,6 +77,8 @@ def run_layer(cell: Cell, params: dict, x, state, keep=None, engine: str = "fuse
     if mask is not None and torch.is_grad_enabled() and mask.requires_grad:
         raise ValueError("mask_hh (state dropout) is a constant to the fused engine, but it requires grad; "
                          "detach it, or use engine='autograd' to differentiate through it")
+    if engine == "triton":  # ValueError with one line where it does not compute the call
+        return triton.run(cell, params, x, tuple(state), keep)
     loop = capability.loop_for(cell) if capability.supports(cell, params, x, keep, state) else GENERIC
     return run_loop(loop, cell, params, x, state, keep)
 

@@ -14,12 +14,13 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from ..cells import CELLS, make_cell
 from .generation import lstm_step
+from . import triton
 from .functional import DEPRECATED_REFERENCE, keep_dtypes, mix_state, run_layer
 from .native import cpu_autocast, native_forward, native_kernel, step_kernel
 from .ops import TORCH_OPS as ops
 from .regularisation import Regularisation, draw_masks
 
-ENGINES = ("auto", "fused", "autograd")
+ENGINES = ("auto", "fused", "autograd", "triton")
 
 
 class InputError(ValueError, RuntimeError):
@@ -111,7 +112,8 @@ class RecurrentBase(nn.Module):
         return {s.name: getattr(self, s.name + suffix) for s in spec}
 
     def resolve_engine(self, x) -> str:
-        """``"torch"`` (PyTorch's own kernels), ``"fused"`` or ``"autograd"`` for input ``x``."""
+        """``"torch"`` (PyTorch's own kernels), ``"fused"``, ``"triton"`` (the GPU engine) or
+        ``"autograd"`` for input ``x``."""
         if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
             # autograd Functions do not export. torch.nn's kernels export as one ONNX LSTM/GRU/RNN
             # node that takes any sequence length, but not with projections; everything else
@@ -121,9 +123,10 @@ class RecurrentBase(nn.Module):
             return "torch" if native else "autograd"
         if self.engine != "auto":
             return self.engine
+        ours = "triton" if triton.usable(self.cell, x) else "fused"  # on a CUDA device, the GPU engine
         if self.regularisation.active(self.training):  # masks torch.nn's kernels cannot take
-            return "fused"
-        return "torch" if native_kernel(self, x) is not None else "fused"
+            return ours
+        return "torch" if native_kernel(self, x) is not None else ours
 
     def flatten_parameters(self) -> None:
         """Kept so code written for ``torch.nn`` RNNs runs unchanged; the weights stay as they are."""

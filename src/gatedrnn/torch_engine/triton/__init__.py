@@ -47,6 +47,8 @@ HANDLES = {
     "gru": {"bias": BOOL, "layer_norm": Handled((False,))},
     "rnn": {"bias": BOOL, "layer_norm": Handled((False,)), "nonlinearity": Handled(("tanh", "relu"), every=True)},
 }
+#: the same in the capability table's format (torch_engine/capability.py: ``...`` for any value)
+DECLARED = {name: {key: (... if h.every else h.values) for key, h in options.items()} for name, options in HANDLES.items()}
 #: beyond the cell: zoneout and padded batches (keep masks on every state element), state dropout
 #: (``mask_hh``), float32 and float64, float16/bfloat16 products under ``torch.autocast``
 DTYPES = (torch.float32, torch.float64)
@@ -77,6 +79,19 @@ def environment_refusal(x) -> str | None:
         return (f"engine='triton' runs on CUDA tensors (on CPU only under TRITON_INTERPRET=1, for tests); "
                 f"got a {x.device.type} tensor")
     return None
+
+
+#: ``engine="auto"`` takes this engine on a CUDA device; ``GATEDRNN_TRITON=0`` (or ``False``)
+#: leaves auto to the fused engine there (``engine="triton"`` still runs it)
+AUTO = os.environ.get("GATEDRNN_TRITON", "1") != "0"
+
+
+def usable(cell, x) -> bool:
+    """Whether ``engine="auto"`` should take this engine for ``cell`` on ``x``: a CUDA tensor of a
+    dtype it computes, triton installed, the configuration declared (never on CPU: there the
+    interpreter is for tests only)."""
+    return (AUTO and x.device.type == "cuda" and x.dtype in DTYPES and cell_refusal(cell) is None
+            and environment_refusal(x) is None)
 
 
 def refusal(cell, params: dict, x, keep=None, state=()) -> str | None:

@@ -235,7 +235,7 @@ def test_run_layer_and_modules_refuse_in_one_line():
 
     cell, params, x, state = make_inputs("lstm", {})
     y, _ = run_layer(cell, params, x, state, engine="triton")
-    torch.testing.assert_close(y, reference_layer(cell, params, x, state)[0], rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(y, autograd_layer(cell, params, x, state)[0], rtol=1e-12, atol=1e-13)
     module = layer("lstm", I, H, proj_size=2, dtype=torch.float64, engine="triton")
     with pytest.raises(ValueError, match=r"^engine='triton' does not compute lstm with proj_size=2 \(it computes proj_size in \[0\]\); use engine='fused'$"):
         module(x)

@@ -100,3 +100,13 @@ def test_a_larger_budget_on_resume_keeps_the_schedule_continuous(tmp_path, capsy
     assert abs(rates[N] - rates[N - 1]) <= step  # continuous: no jump at the resume
     assert all(a >= b for a, b in zip(rates, rates[1:]))  # still going down, never back up
     assert 0.001 <= rates[-1] < 0.0011  # at the floor (lr * min_lr_ratio) at the new end
+
+
+def test_a_time_budget_added_to_a_step_run_leaves_the_schedule_bit_exact(tmp_path):
+    """The schedule follows the step budget: adding --minutes on resume changes nothing in it."""
+    cfg = TrainConfig(data=str(corpus_file(tmp_path)), steps=2 * N, **TRAIN)
+    straight = losses_of(Trainer.new(cfg, MODEL, tmp_path / "a"))
+    first = losses_of(Trainer.new(cfg, MODEL, tmp_path / "b"), until=N)
+    resumed = Trainer.resume(tmp_path / "b", {"minutes": 60.0})
+    assert resumed.schedule_note is None
+    assert first + losses_of(resumed) == straight

@@ -93,6 +93,11 @@ def schedule_progress(cfg: TrainConfig, step: int, elapsed: float, anchor: dict 
     return x / end
 
 
+def schedule_end(cfg: TrainConfig):
+    """What the schedule runs to: the step budget if there is one, else the time budget."""
+    return ("steps", cfg.steps) if cfg.steps else ("minutes", cfg.minutes) if cfg.minutes else None
+
+
 def budget_reached(cfg: TrainConfig, step: int, elapsed: float) -> str | None:
     """``"steps"`` or ``"minutes"`` when the run has used its budget, else None."""
     if cfg.steps and step >= cfg.steps:
@@ -243,8 +248,7 @@ class Trainer:
                              f"tokens hash to SHA-256 {now[:16]}..., expected {was[:16]}...): resuming would train on "
                              f"other data; restore the corpus or start a new run")
         trainer = cls(cfg, model_cfg, corpus, out, checkpoint=ckpt, callback=callback, info=info, device=device)
-        if (saved.steps, saved.minutes) != (cfg.steps, cfg.minutes) and not budget_reached(cfg, trainer.step,
-                                                                                        trainer.elapsed):
+        if schedule_end(saved) != schedule_end(cfg) and not budget_reached(cfg, trainer.step, trainer.elapsed):
             trainer._reanchor(saved)
         if trainer.info.is_writer:
             trainer.lock.acquire()  # before anything is written: a live trainer there stops us

@@ -124,6 +124,12 @@ def rows_t_at(a, b):
 LN_EPS = 1e-5
 
 
+def init_bound(fan: int) -> float:
+    """``1 / sqrt(fan)``, the bound of ``torch.nn``'s uniform initialisation; 0 for an empty
+    dimension (a zero-size cell, which ``torch.nn``'s cells accept)."""
+    return 1.0 / math.sqrt(fan) if fan > 0 else 0.0
+
+
 def layer_norm(ops, a):
     """Normalise over the last axis; returns the normalised ``a_hat`` and ``1/std``."""
     mu = ops.mean_last(a)
@@ -284,7 +290,7 @@ class Cell:
     def linear_spec(self, input_size, hidden_size, state_size) -> list[ParamSpec]:
         """``weight_ih``, ``weight_hh``, biases and layer-norm gains, as ``torch.nn`` lays them out."""
         gh = self.num_gates * hidden_size
-        bound = 1.0 / math.sqrt(hidden_size)
+        bound = init_bound(hidden_size)
         spec = [
             ParamSpec("weight_ih", (gh, input_size), bound=bound),
             ParamSpec("weight_hh", (gh, state_size), bound=bound),

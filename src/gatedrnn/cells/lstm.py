@@ -18,7 +18,6 @@ Mogrifier (``cells/mogrifier.py``) runs this step on a modulated ``x`` and ``h``
 """
 from __future__ import annotations
 
-import math
 import numbers
 
 from .base import (
@@ -28,6 +27,7 @@ from .base import (
     accumulate,
     activate,
     activate_grad,
+    init_bound,
     layer_norm,
     layer_norm_backward,
 )
@@ -128,7 +128,7 @@ class LSTMFamily(Cell):
                 else s
                 for s in spec
             ]
-        bound = 1.0 / math.sqrt(H)
+        bound = init_bound(H)
         if self.peep_gates:
             spec.append(ParamSpec("weight_peephole", (len(self.peep_gates) * H,), bound=bound))
         if self.layer_norm:

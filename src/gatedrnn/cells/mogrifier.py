@@ -12,9 +12,7 @@ the identity and the step projects. ``rounds = 0`` is exactly the LSTM.
 """
 from __future__ import annotations
 
-import math
-
-from .base import ParamSpec, accumulate
+from .base import ParamSpec, accumulate, init_bound
 from .lstm import CIFG, LSTMFamily
 
 
@@ -41,11 +39,11 @@ class Mogrifier(LSTMFamily):
             if n == 0:
                 continue
             if self.rank is None:
-                spec.append(ParamSpec(f"weight_{name}", (n, rows, cols), bound=1.0 / math.sqrt(cols)))
+                spec.append(ParamSpec(f"weight_{name}", (n, rows, cols), bound=init_bound(cols)))
             else:
                 k = self.rank
-                spec.append(ParamSpec(f"weight_{name}_left", (n, rows, k), bound=1.0 / math.sqrt(k)))
-                spec.append(ParamSpec(f"weight_{name}_right", (n, k, cols), bound=1.0 / math.sqrt(cols)))
+                spec.append(ParamSpec(f"weight_{name}_left", (n, rows, k), bound=init_bound(k)))
+                spec.append(ParamSpec(f"weight_{name}_right", (n, k, cols), bound=init_bound(cols)))
         return spec
 
     def matrix(self, p, name, k):

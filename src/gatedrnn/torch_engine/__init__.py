@@ -15,6 +15,8 @@ from .cell_modules import (
     SLSTMCell,
 )
 from .functional import autograd_layer, reference_layer, run_layer
+from .boundary import InputError
+from .cell_modules import CellBase
 from .modules import (
     CIFGLSTM,
     GRU,
@@ -23,7 +25,6 @@ from .modules import (
     RNN,
     SLSTM,
     IndRNN,
-    InputError,
     MinGRU,
     MinLSTM,
     MogrifierLSTM,
@@ -35,6 +36,6 @@ from .native import native_kernel
 
 __all__ = ["run_layer", "autograd_layer", "reference_layer", "RNN", "LSTM", "GRU", "PeepholeLSTM", "CIFGLSTM",
            "MogrifierLSTM", "RecurrentBase", "MODULES", "layer", "RNNCell", "LSTMCell", "GRUCell",
-           "PeepholeLSTMCell", "CIFGLSTMCell", "MogrifierLSTMCell", "CELL_MODULES", "InputError",
+           "PeepholeLSTMCell", "CIFGLSTMCell", "MogrifierLSTMCell", "CELL_MODULES", "CellBase", "InputError",
            "native_kernel", "convert", "SLSTM", "MinGRU", "MinLSTM", "IndRNN", "SLSTMCell", "MinGRUCell",
            "MinLSTMCell", "IndRNNCell"]

@@ -8,6 +8,8 @@ is the order the module registers them in.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import _VF
 from torch.nn.utils.rnn import PackedSequence
@@ -77,8 +79,22 @@ def cpu_autocast(x) -> bool:
 
 
 def flat_weights(module) -> list:
-    """The parameters in ``torch.nn``'s ``_flat_weights`` order."""
-    return [getattr(module, s.name + suffix) for suffix, spec in module._specs for s in spec]
+    """The parameters in ``torch.nn``'s ``_flat_weights`` order, read by name (so that
+    ``torch.func.functional_call``'s substitutes are the ones used)."""
+    return [getattr(module, name) for name in module._flat_weights_names]
+
+
+#: what ``torch.nn.LSTM`` says on CPU when it leaves oneDNN for its own loop: the library chose
+#: that kernel for a module with projections, so the warning would only be noise to its users
+_ONEDNN_PROJECTION_WARNING = "LSTM with projections is not supported with oneDNN"
+
+
+def _call_quietly(kernel, proj_size: int, *args):
+    if not proj_size:
+        return kernel(*args)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_ONEDNN_PROJECTION_WARNING)
+        return kernel(*args)
 
 
 def native_forward(module, kernel, input, state0, batched: bool):
@@ -89,18 +105,18 @@ def native_forward(module, kernel, input, state0, batched: bool):
     if isinstance(input, PackedSequence):
         if input.sorted_indices is not None:
             state0 = tuple(s.index_select(1, input.sorted_indices) for s in state0)
-        hx = state0 if module.cell.has_cell_state else state0[0]
-        result = kernel(input.data, input.batch_sizes, hx, weights, *args)
+        hx = state0 if len(state0) > 1 else state0[0]
+        result = _call_quietly(kernel, module.proj_size, input.data, input.batch_sizes, hx, weights, *args)
         output = PackedSequence(result[0], input.batch_sizes, input.sorted_indices, input.unsorted_indices)
         state_n = tuple(result[1:])
         if input.unsorted_indices is not None:
             state_n = tuple(s.index_select(1, input.unsorted_indices) for s in state_n)
     else:
         x = input if batched else input.unsqueeze(1)
-        hx = state0 if module.cell.has_cell_state else state0[0]
-        result = kernel(x, hx, weights, *args, module.batch_first and batched)
+        hx = state0 if len(state0) > 1 else state0[0]
+        result = _call_quietly(kernel, module.proj_size, x, hx, weights, *args, module.batch_first and batched)
         output, state_n = result[0], tuple(result[1:])
         if not batched:
             output = output.squeeze(1)
             state_n = tuple(s.squeeze(1) for s in state_n)
-    return output, (state_n if module.cell.has_cell_state else state_n[0])
+    return output, (state_n if len(state_n) > 1 else state_n[0])

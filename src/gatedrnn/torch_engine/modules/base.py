@@ -1,31 +1,49 @@
-"""``torch.nn``-compatible recurrent modules for every cell: cell -> layer -> direction -> stack.
+"""The machinery every sequence module shares: cell -> layer -> direction -> stack.
 
-``gatedrnn.LSTM(...)`` takes the constructor and ``forward`` of ``torch.nn.LSTM`` and holds the
-same parameters under the same names, so a ``torch.nn`` ``state_dict`` loads unchanged. The cell's
-options (``forget_bias``, ``rounds``, ``layer_norm``, ...) are keyword arguments on top.
+``RecurrentBase`` takes the constructor and ``forward`` of ``torch.nn.RNNBase`` and holds the same
+parameters under the same names, so a ``torch.nn`` ``state_dict`` loads unchanged; the public
+classes (``gatedrnn.LSTM``, ...) each name a cell and document it. The cell's options
+(``forget_bias``, ``rounds``, ``layer_norm``, ...) are keyword arguments on top.
 """
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from ..cells import CELLS, make_cell
-from .generation import lstm_step
-from . import triton
-from .functional import DEPRECATED_REFERENCE, keep_dtypes, mix_state, run_layer
-from .native import cpu_autocast, native_forward, native_kernel, step_kernel
-from .ops import TORCH_OPS as ops
-from .regularisation import Regularisation, draw_masks
+from ...cells import CELLS, make_cell
+from ..boundary import (
+    InputError,
+    check_dropout,
+    check_flag,
+    check_input,
+    check_proj_size,
+    check_sequence_sizes,
+    sequence_state,
+    state_names,
+)
+from ..generation import lstm_step
+from .. import triton
+from ..functional import DEPRECATED_REFERENCE, keep_dtypes, mix_state, run_layer
+from ..native import cpu_autocast, native_forward, native_kernel, step_kernel
+from ..ops import TORCH_OPS as ops
+from ..regularisation import Regularisation, draw_masks
 
 ENGINES = ("auto", "fused", "autograd", "triton")
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # .../gatedrnn
 
 
-class InputError(ValueError, RuntimeError):
-    """Bad input to a module: says what was expected and what came. A ``RuntimeError`` too,
-    which is what ``torch.nn``'s recurrent modules raise for the same mistakes."""
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside gatedrnn (the user's
+    line), however many of the package's own frames are between."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def init_tensor(spec, tensor: torch.Tensor) -> None:
@@ -45,40 +63,56 @@ def init_tensor(spec, tensor: torch.Tensor) -> None:
 
 
 class RecurrentBase(nn.Module):
-    """A stack of ``num_layers`` layers of one cell, optionally bidirectional."""
+    """The machinery every sequence module shares: a stack of ``num_layers`` layers of one cell,
+    optionally bidirectional, with ``torch.nn.RNNBase``'s constructor, attributes and ``forward``.
+
+    A module is one small class: it names its cell (``cell_name``, a key of ``gatedrnn.CELLS``)
+    and ``torch.nn``'s name for what it computes (``mode``), and documents itself; the number of
+    parts of the state (``h``; ``(h, c)``; more) comes from the cell's ``state_sizes``.
+    """
 
     cell_name: str = ""
+    #: ``torch.nn.RNNBase.mode``: ``"LSTM"``, ``"GRU"``, ``"RNN_TANH"``, ``"RNN_RELU"``, or this
+    #: library's name for a computation ``torch.nn`` does not have
+    mode: str = ""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, *, engine="auto", device=None, dtype=None,
-                 generator=None, **cell_options):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
+                 engine: str = "auto", device=None, dtype=None, generator=None, **options):
         super().__init__()
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1 or isinstance(dropout, bool):
-            raise ValueError("dropout should be a number in range [0, 1] representing the probability "
-                             f"of an element being zeroed, got {dropout!r}")
+        cell_class = CELLS[self.cell_name]
+        if "proj_size" in options and "proj_size" not in cell_class.options:
+            raise ValueError(f"proj_size argument is only supported for LSTM, not RNN or GRU: "
+                             f"{type(self).__name__} got proj_size={options['proj_size']!r}")
+        check_dropout(dropout)
+        check_flag("bias", bias)
+        check_flag("batch_first", batch_first)
+        check_flag("bidirectional", bidirectional)
+        check_sequence_sizes(input_size, hidden_size, num_layers)
+        if "proj_size" in options:
+            check_proj_size(options["proj_size"], hidden_size)
         if engine == "reference":  # the autograd loop's name before 0.2
-            warnings.warn(DEPRECATED_REFERENCE, DeprecationWarning, stacklevel=2)
+            warnings.warn(DEPRECATED_REFERENCE, DeprecationWarning, stacklevel=caller_stacklevel())
             engine = "autograd"
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         # zoneout, dropout_* and weight_drop are the module's (see regularisation.py), the rest the cell's
-        self.regularisation = Regularisation.pop_from(cell_options, CELLS[self.cell_name])
+        self.regularisation = Regularisation.pop_from(options, cell_class)
         self.generator = generator  # the masks' torch.Generator; None: the global one
-        self.cell = make_cell(self.cell_name, bias=bias, **cell_options)
+        self.cell = make_cell(self.cell_name, bias=bias, **options)
         if dropout > 0 and num_layers == 1:
             warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero "
                           f"dropout expects num_layers greater than 1, but got dropout={dropout} and "
-                          f"num_layers={num_layers}", stacklevel=2)
+                          f"num_layers={num_layers}", stacklevel=caller_stacklevel())
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.engine = bidirectional, engine
         self.proj_size = getattr(self.cell, "proj_size", 0)
         self.num_directions = 2 if bidirectional else 1
         self.state_sizes = self.cell.state_sizes(hidden_size)
+        self.state_names = state_names(self.cell)
         self._specs = []  # per (layer, direction): the cell's parameter spec
+        self._all_weights = []  # per (layer, direction): the parameter names, as torch.nn.RNNBase
         factory = {"device": device, "dtype": dtype}
         for k in range(num_layers):
             layer_input = input_size if k == 0 else self.num_directions * self.state_sizes[0]
@@ -86,9 +120,40 @@ class RecurrentBase(nn.Module):
                 suffix = f"_l{k}" + ("_reverse" if d else "")
                 spec = self.cell.param_spec(layer_input, hidden_size)
                 self._specs.append((suffix, spec))
+                self._all_weights.append([s.name + suffix for s in spec])
                 for s in spec:
                     self.register_parameter(s.name + suffix, nn.Parameter(torch.empty(s.shape, **factory)))
+        self._flat_weights_names = [name for names in self._all_weights for name in names]
+        self._init_flat_weights()
         self.reset_parameters()
+
+    # -- torch.nn.RNNBase's attributes ------------------------------------------------------
+    def _init_flat_weights(self) -> None:
+        self._flat_weights = [getattr(self, name, None) for name in self._flat_weights_names]
+
+    def __setattr__(self, name, value) -> None:
+        names = self.__dict__.get("_flat_weights_names")
+        if names is not None and name in names:  # keep _flat_weights current, as torch.nn.RNNBase does
+            self._flat_weights[names.index(name)] = value
+        super().__setattr__(name, value)
+
+    def _apply(self, fn, recurse=True):
+        """``.to()``, ``.double()``, ``.half()``, ...: then ``_flat_weights`` holds the new tensors."""
+        ret = super()._apply(fn, recurse)
+        self._init_flat_weights()
+        self.__dict__.pop("_step_cache", None)
+        return ret
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """The parameters per layer and direction (``l0``, ``l0_reverse``, ``l1``, ...), each
+        list in ``torch.nn``'s order (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``,
+        ``weight_hr``) with the cell's own parameters where its spec puts them."""
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def flatten_parameters(self) -> None:
+        """Kept so code written for ``torch.nn`` RNNs runs unchanged; the weights stay as they are
+        (``torch.nn`` flattens them into one buffer for cuDNN only)."""
 
     def reset_parameters(self) -> None:
         for suffix, spec in self._specs:
@@ -96,13 +161,16 @@ class RecurrentBase(nn.Module):
                 init_tensor(s, getattr(self, s.name + suffix))
 
     def extra_repr(self) -> str:
+        """``torch.nn``'s fields in its order and form, then the engine and the options changed."""
         s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        for key, default in (("batch_first", False), ("dropout", 0.0), ("bidirectional", False), ("engine", "auto")):
+        for key, default in (("proj_size", 0), ("num_layers", 1), ("bias", True), ("batch_first", False),
+                             ("dropout", 0.0), ("bidirectional", False)):
             if getattr(self, key) != default:
-                s += f", {key}={getattr(self, key)!r}"
-        changed = {k: v for k, v in self.cell.config.items() if v != type(self.cell).options[k]}
+                s += f", {key}={getattr(self, key)}"
+        if self.engine != "auto":
+            s += f", engine={self.engine!r}"
+        shown = ("bias", "proj_size", "nonlinearity")  # above, or (nonlinearity) not in torch.nn's repr
+        changed = {k: v for k, v in self.cell.config.items() if v != type(self.cell).options[k] and k not in shown}
         changed.update(self.regularisation.changed())
         return s + "".join(f", {k}={v!r}" for k, v in changed.items())
 
@@ -128,20 +196,27 @@ class RecurrentBase(nn.Module):
             return ours
         return "torch" if native_kernel(self, x) is not None else ours
 
-    def flatten_parameters(self) -> None:
-        """Kept so code written for ``torch.nn`` RNNs runs unchanged; the weights stay as they are."""
-
     # -- forward --------------------------------------------------------------------------
     def forward(self, input, hx=None):
+        """See the class's documentation: ``input`` ``(T, B, I)``, ``(B, T, I)`` or ``(T, I)``, or a
+        ``PackedSequence``; returns ``(output, h_n)``, or ``(output, (h_n, c_n, ...))``."""
+        name = type(self).__name__
         is_packed = isinstance(input, PackedSequence)
         x = input.data if is_packed else input
-        self._check_input(x, (2,) if is_packed else (2, 3), "PackedSequence data" if is_packed else "input")
+        check_input(name, x, (2,) if is_packed else (2, 3), self.input_size, self.weight_ih_l0,
+                    "PackedSequence data" if is_packed else "input")
         batched = is_packed or x.dim() == 3
         if is_packed:
             B = int(input.batch_sizes[0])
         else:
             B = x.shape[0 if self.batch_first else 1] if batched else 1
         state0 = self._initial_state(hx, B, x, batched)  # each (L*D, B, size), caller's batch order
+        steps = x.shape[1 if batched and self.batch_first else 0]
+        if not is_packed and steps == 0:
+            raise InputError(f"Expected sequence length to be larger than 0 in RNN ({name}: input of shape "
+                             f"{tuple(x.shape)} has no time steps)")
+        if B == 0:  # torch.nn's empty result, in every engine
+            return self._empty_forward(input, x, state0, batched)
         engine = self.resolve_engine(x)
         if engine == "torch":
             return native_forward(self, native_kernel(self, x), input, state0, batched)
@@ -160,7 +235,7 @@ class RecurrentBase(nn.Module):
             state_n = tuple(s.squeeze(1) for s in state_n)
         elif self.batch_first:
             out = out.transpose(0, 1)
-        return out, (state_n if self.cell.has_cell_state else state_n[0])
+        return out, self._public_state(state_n)
 
     def _forward_layers(self, x, state0, lengths, engine):
         """The stack over time-major ``x`` ``(T, B, I)``; ``lengths`` ``(B,)`` for packed input."""
@@ -207,7 +282,7 @@ class RecurrentBase(nn.Module):
         if self.bidirectional:
             raise ValueError(f"{type(self).__name__}.step runs forward in time only; a bidirectional "
                              "module needs the whole sequence: call forward")
-        self._check_input(input, (1, 2), "step input")
+        check_input(type(self).__name__, input, (1, 2), self.input_size, self.weight_ih_l0, "step input")
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)  # (B, I)
         state0 = self._initial_state(hx, x.shape[0], x, batched)
@@ -238,7 +313,7 @@ class RecurrentBase(nn.Module):
         if not batched:
             x = x.squeeze(0)
             state_n = tuple(s.squeeze(1) for s in state_n)
-        return x, (state_n if self.cell.has_cell_state else state_n[0])
+        return x, self._public_state(state_n)
 
     def _step_params(self) -> tuple:
         """Per-layer parameter dicts and single-step kernels (``native.step_kernel``, else
@@ -253,18 +328,23 @@ class RecurrentBase(nn.Module):
             self.__dict__["_step_cache"] = cached
         return cached[1]
 
-    # -- validation at the boundary ---------------------------------------------------------
-    def _check_input(self, x, dims, what):
-        name = type(self).__name__
-        if not isinstance(x, torch.Tensor):
-            raise InputError(f"{name}: {what} must be a tensor or PackedSequence, got {type(x).__name__}")
-        if x.dim() not in dims:
-            expected = " or ".join(f"{d}-D" for d in dims)
-            raise InputError(f"{name}: expected {what} to be {expected}, got {x.dim()}-D tensor of shape {tuple(x.shape)}")
-        if x.shape[-1] != self.input_size:
-            raise InputError(f"{name}: input.size(-1) must be equal to input_size. "
-                             f"Expected {self.input_size}, got {x.shape[-1]} (input shape {tuple(x.shape)})")
-        check_like_params(name, what, x, self.weight_ih_l0)
+    # -- state at the boundary -----------------------------------------------------------------
+    def _public_state(self, state: tuple):
+        """The state as ``forward`` returns it: ``h`` alone for a one-part state, else the tuple."""
+        return state if len(state) > 1 else state[0]
+
+    def _empty_forward(self, input, x, state0, batched):
+        """An empty batch: outputs and states with no rows, as ``torch.nn`` returns them, still
+        attached to the parameters' graph (a sum over them is a zero gradient)."""
+        zero = sum(p.sum() for p in self._flat_weights if p is not None) * 0  # ties the graph, no value
+        out_size = self.num_directions * self.state_sizes[0]
+        if isinstance(input, PackedSequence):
+            out = PackedSequence(x.new_zeros((0, out_size)) + zero, input.batch_sizes, input.sorted_indices,
+                                 input.unsorted_indices)
+        else:
+            shape = list(x.shape[:-1]) + [out_size]
+            out = x.new_zeros(shape) + zero + x.sum() * 0
+        return out, self._public_state(tuple(s + zero for s in state0))
 
     def _between_layers(self, x, k, masks):
         """What the output of layer ``k`` goes through before layer ``k + 1`` reads it."""
@@ -278,58 +358,11 @@ class RecurrentBase(nn.Module):
 
     def _initial_state(self, hx, B, x, batched):
         """``hx`` validated against the input, as a tuple of ``(L*D, B, size)`` tensors."""
-        name = type(self).__name__
         n = self.num_layers * self.num_directions
         if hx is None:
             return tuple(x.new_zeros((n, B, size)) for size in self.state_sizes)
-        names = tuple(f"{n}_0" for n in self.cell.state_names)
-        hx = state_tuple(name, self.cell, hx, names)
-        out = []
-        for s, size, sname in zip(hx, self.state_sizes, names):
-            if not isinstance(s, torch.Tensor):
-                raise InputError(f"{name}: {sname} must be a tensor, got {type(s).__name__}")
-            expected_dim = 3 if batched else 2
-            if s.dim() != expected_dim:
-                kind = "batched" if batched else "unbatched"
-                raise InputError(f"{name}: for {kind} input, {sname} should be {expected_dim}-D "
-                                 f"(L*D{', B' if batched else ''}, {size}), got {s.dim()}-D tensor of shape {tuple(s.shape)}")
-            if not batched:
-                s = s.unsqueeze(1)
-            if tuple(s.shape) != (n, B, size):
-                expected = (n, B, size) if batched else (n, size)
-                got = tuple(s.shape) if batched else (s.shape[0], s.shape[2])
-                raise InputError(f"{name}: expected {sname} of shape {expected} "
-                                 f"(num_layers*num_directions, batch, {size}), got {got}")
-            if s.dtype != x.dtype or s.device != x.device:
-                raise InputError(f"{name}: {sname} is {s.dtype} on {s.device}, "
-                                 f"expected the input's {x.dtype} on {x.device}")
-            out.append(s)
-        return tuple(out)
-
-
-def state_tuple(name, cell, hx, names) -> tuple:
-    """``hx`` as a tuple of state tensors: ``(h, c)`` for the LSTM family, ``(h, c, n, m)`` for the
-    sLSTM, ``h`` alone otherwise."""
-    if cell.has_cell_state:
-        if not isinstance(hx, (tuple, list)) or len(hx) != len(names):
-            got = (f"a tensor of shape {tuple(hx.shape)}" if isinstance(hx, torch.Tensor)
-                   else f"{len(hx)} element(s)" if isinstance(hx, (tuple, list)) else type(hx).__name__)
-            raise InputError(f"{name} expects hx as a tuple ({', '.join(names)}), got {got}")
-        return tuple(hx)
-    if not isinstance(hx, torch.Tensor):
-        raise InputError(f"{name} expects hx as one tensor {names[0]}, got {type(hx).__name__}")
-    return (hx,)
-
-
-def check_like_params(name, what, x, weight):
-    """Refuse an input whose dtype or device differs from the parameters' (autocast aside)."""
-    if x.device != weight.device:
-        raise InputError(f"{name}: {what} is on {x.device}, expected the parameters' device {weight.device}")
-    if not x.is_floating_point():
-        raise InputError(f"{name}: {what} must be floating point, got {x.dtype}")
-    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
-        raise InputError(f"{name}: {what} is {x.dtype}, expected the parameters' dtype {weight.dtype} "
-                         "(convert the module with .to(dtype) or the input)")
+        shapes = [(n, B, size) for size in self.state_sizes]
+        return sequence_state(type(self).__name__, hx, self.state_names, shapes, x, batched)
 
 
 def repack(out, lengths, packed_in: PackedSequence) -> PackedSequence:
@@ -351,30 +384,3 @@ def reverse_padded(x, lengths=None):
     n = lengths.to(x.device).unsqueeze(0)  # (1, B)
     idx = torch.where(t < n, n - 1 - t, t)  # (T, B)
     return x.gather(0, idx.unsqueeze(-1).expand_as(x))
-
-
-def _module(cell_name: str, class_name: str, doc: str):
-    return type(class_name, (RecurrentBase,), {"cell_name": cell_name, "__doc__": doc, "__module__": __name__})
-
-
-RNN = _module("rnn", "RNN", "Elman RNN, drop-in for ``torch.nn.RNN`` (``nonlinearity`` tanh or relu).")
-LSTM = _module("lstm", "LSTM", "LSTM, drop-in for ``torch.nn.LSTM`` (``proj_size``, ``forget_bias``, ...).")
-GRU = _module("gru", "GRU", "GRU, drop-in for ``torch.nn.GRU``.")
-PeepholeLSTM = _module("peephole", "PeepholeLSTM", "LSTM with diagonal peepholes (``weight_peephole_l{k}``).")
-CIFGLSTM = _module("cifg", "CIFGLSTM", "Coupled input-forget gate LSTM: three blocks f, g, o and i = 1 - f.")
-MogrifierLSTM = _module("mogrifier", "MogrifierLSTM", "Mogrifier LSTM (``rounds``, ``rank``).")
-
-SLSTM = _module("slstm", "SLSTM", "sLSTM of xLSTM (``num_heads``); state ``(h, c, n, m)``.")
-MinGRU = _module("mingru", "MinGRU", "minGRU: gates read only the input; no ``weight_hh``.")
-MinLSTM = _module("minlstm", "MinLSTM", "minLSTM: normalised gates that read only the input; no ``weight_hh``.")
-IndRNN = _module("indrnn", "IndRNN", "IndRNN: one recurrent weight per unit (``nonlinearity`` relu or tanh).")
-
-MODULES = {m.cell_name: m for m in (RNN, LSTM, GRU, PeepholeLSTM, CIFGLSTM, MogrifierLSTM, SLSTM, MinGRU, MinLSTM,
-                                    IndRNN)}
-assert set(MODULES) == set(CELLS)
-
-
-def layer(cell_name: str, input_size: int, hidden_size: int, **kwargs) -> RecurrentBase:
-    """The module for a cell name: ``layer("mogrifier", 32, 64, num_layers=2, rounds=4)``."""
-    make_cell(cell_name)  # unknown names fail here with the close ones suggested
-    return MODULES[cell_name](input_size, hidden_size, **kwargs)

@@ -11,6 +11,7 @@ import torch
 
 import gatedrnn
 from gatedrnn import reference
+from gatedrnn.cells import make_cell
 from gatedrnn.torch_engine import CELL_MODULES, MODULES, InputError
 
 I, H, P, B = 3, 4, 2, 3
@@ -153,3 +154,22 @@ def test_bad_input_says_expected_and_got():
     _raises(lambda: gatedrnn.LSTMCell(I, H, proj_size=H), "smaller than hidden_size")
     _raises(lambda: gatedrnn.GRUCell(I, H, forget_bias=1.0), "unknown option", "forget_bias")
     _raises(lambda: gatedrnn.RNNCell(I, H, nonlinearity="sigmoid"), "sigmoid", "tanh")
+
+
+@pytest.mark.parametrize("cls", CELL_MODULES.values(), ids=lambda c: c.__name__)
+def test_docstring_documents_every_argument_and_its_example_runs(cls):
+    import doctest
+    import inspect
+
+    doc = cls.__doc__
+    assert "$" not in doc, "a section marker was not expanded"
+    options = make_cell(cls.cell_name).options
+    signature = [p for p in inspect.signature(cls).parameters if p != "options"]
+    for name in [*signature, *options, "zoneout"]:
+        assert f"{name}:" in doc or f"{name}," in doc, f"{cls.__name__} does not document {name}"
+    for section in ("Args:", "Keyword Args:", "Inputs:", "Outputs:", "Attributes:", "Example::"):
+        assert section in doc, section
+    torch.manual_seed(0)
+    tests = doctest.DocTestFinder().find(cls, globs={"torch": torch, "gatedrnn": gatedrnn})
+    results = [doctest.DocTestRunner().run(t) for t in tests if t.examples]
+    assert results and all(r.failed == 0 and r.attempted > 0 for r in results)

@@ -8,6 +8,8 @@ Sizes are small (I=3, H=4, P=2, T=5, B=3) so the whole file runs in seconds.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -456,15 +458,25 @@ def _train(model, steps=3, seed=0):
     return losses
 
 
-def test_trains_under_torch_compile():
-    # aot_eager traces forward and backward as torch.compile does; inductor's code generation
-    # would add about a minute on a 2-core CPU and tests nothing of ours
+@pytest.mark.parametrize("backend", [
+    "aot_eager",
+    pytest.param("inductor", marks=pytest.mark.skipif(
+        not os.environ.get("GATEDRNN_SLOW_TESTS"),
+        reason="inductor's code generation takes about a minute per model on a 2-core CPU; "
+               "benchmarks/compile_time.py measures it (set GATEDRNN_SLOW_TESTS=1 to run it here)")),
+])
+@pytest.mark.parametrize("options", [{}, {"forget_bias": 1.0}], ids=["torch-kernel", "fused"])
+def test_trains_under_torch_compile(options, backend):
+    # aot_eager traces forward and backward as torch.compile does, without inductor's code
+    # generation. {}: engine="auto" hands the LSTM to torch.nn's kernel, which runs outside the
+    # graph as torch.nn's own modules do under dynamo; forget_bias keeps it on the fused engine
     torch.manual_seed(0)
-    eager = TinyModel(forget_bias=1.0)  # forget_bias keeps "auto" on the fused engine
-    compiled = TinyModel(forget_bias=1.0)
+    eager = TinyModel(**options)
+    compiled = TinyModel(**options)
     compiled.load_state_dict(eager.state_dict())
     expected = _train(eager)
-    got = _train(torch.compile(compiled, backend="aot_eager"))
+    torch._dynamo.reset()
+    got = _train(torch.compile(compiled, backend=backend))
     assert got[-1] < got[0]
     np.testing.assert_allclose(got, expected, rtol=1e-5)  # float32, same ops in the same order
     for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
@@ -511,3 +523,27 @@ def test_step_in_training_sees_the_dropped_weights(cell, option):
     module.eval()
     torch.testing.assert_close(outs["fused"], outs["autograd"], rtol=1e-12, atol=1e-12)
     assert not torch.allclose(outs["fused"], module.step(x, hx)[0])
+
+
+# -- documentation ------------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", MODULES.values(), ids=lambda c: c.__name__)
+def test_docstring_documents_every_argument_and_its_example_runs(cls):
+    import doctest
+    import inspect
+
+    from gatedrnn.torch_engine.regularisation import OPTIONS
+
+    doc = cls.__doc__
+    assert "$" not in doc, "a section marker was not expanded"
+    cell = make_cell(cls.cell_name)
+    signature = [p for p in inspect.signature(cls).parameters if p != "options"]
+    for name in [*signature, *type(cell).options, *OPTIONS]:
+        assert f"{name}:" in doc or f"{name}," in doc, f"{cls.__name__} does not document {name}"
+    for section in ("Args:", "Keyword Args:", "Inputs:", "Outputs:", "Attributes:", "Example::", 'engine: '):
+        assert section in doc, section
+    assert "fused" in doc and "auto" in doc
+    assert inspect.getmodule(cls).__name__.startswith("gatedrnn.torch_engine.modules")
+    torch.manual_seed(0)
+    tests = doctest.DocTestFinder().find(cls, globs={"torch": torch, "gatedrnn": gatedrnn})
+    results = [doctest.DocTestRunner(optionflags=doctest.ELLIPSIS).run(t) for t in tests if t.examples]
+    assert results and all(r.failed == 0 and r.attempted > 0 for r in results)

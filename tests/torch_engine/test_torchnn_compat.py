@@ -181,6 +181,18 @@ def test_constructor_errors_are_torch_nn_errors(name, args, kwargs):
     assert_same_error(lambda: make("torch.nn", name, *args, **kwargs), lambda: make("auto", name, *args, **kwargs))
 
 
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("args, expected", [((3, -1), RuntimeError), ((-2, 4), RuntimeError), ((3, 4.0), TypeError)])
+def test_cell_constructor_errors_are_torch_nn_errors(name, args, expected):
+    # torch.nn's cells fail in torch.empty; the message starts the same, then says which argument
+    ref, got = _error(lambda: make("torch.nn", name, *args)), _error(lambda: make("auto", name, *args))
+    assert isinstance(ref, expected) and isinstance(got, expected), (type(ref), type(got))
+    words = "Trying to create tensor with negative dimension" if expected is RuntimeError else "tuple of ints"
+    assert words in str(ref), str(ref)  # what torch.nn says, so that the check below means something
+    ours = words if expected is RuntimeError else "should be of type int"
+    assert ours in str(got) and ("hidden_size" in str(got) or "input_size" in str(got)), str(got)
+
+
 x10 = torch.randn(5, 3, 10)
 FORWARD_ERRORS = {
     "input_size": ("LSTM", lambda m: m(torch.randn(5, 3, 11))),
@@ -326,3 +338,29 @@ def test_unpacked_outputs_of_packed_input_match():
     y_ref, n_ref = pad_packed_sequence(ref(packed)[0])
     y_ours, n_ours = pad_packed_sequence(ours(packed)[0])
     assert_same((y_ref, n_ref), (y_ours, n_ours))
+
+
+# -- signatures: torch.nn's arguments in torch.nn's order, with its defaults ----------------------
+def _torch_signature(name):
+    import inspect
+
+    if name.endswith("Cell"):
+        params = list(inspect.signature(getattr(torch.nn, name).__init__).parameters.values())[1:]
+    else:  # torch.nn.LSTM/GRU/RNN take *args into RNNBase(mode, ...); RNN moves nonlinearity fourth
+        params = list(inspect.signature(torch.nn.RNNBase.__init__).parameters.values())[2:]
+        if name != "LSTM":
+            params = [p for p in params if p.name != "proj_size"]
+        if name == "RNN":
+            params.insert(3, inspect.Parameter("nonlinearity", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="tanh"))
+    return [(p.name, p.default) for p in params if p.name not in ("device", "dtype")]
+
+
+@pytest.mark.parametrize("name", SEQUENCE + CELLS)
+def test_signature_is_torch_nns(name):
+    import inspect
+
+    ours = inspect.signature(getattr(gatedrnn, name)).parameters.values()
+    positional = [(p.name, p.default) for p in ours if p.kind == p.POSITIONAL_OR_KEYWORD]
+    keyword = {p.name: p.default for p in ours if p.kind == p.KEYWORD_ONLY}
+    assert positional == _torch_signature(name)
+    assert keyword["device"] is None and keyword["dtype"] is None  # keyword-only here

@@ -89,12 +89,27 @@ def flat_weights(module) -> list:
 _ONEDNN_PROJECTION_WARNING = "LSTM with projections is not supported with oneDNN"
 
 
-def _call_quietly(kernel, proj_size: int, *args):
+def _run_kernel(kernel, proj_size: int, *args):
     if not proj_size:
         return kernel(*args)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_ONEDNN_PROJECTION_WARNING)
         return kernel(*args)
+
+
+# torch._disable_dynamo imports dynamo at its first call only (torch.compiler.disable would import
+# it, and with it triton, when this module is imported); a plain call where it is missing
+_run_kernel_outside_graph = getattr(torch, "_disable_dynamo", lambda fn: fn)(_run_kernel)
+
+
+def _call_quietly(kernel, proj_size: int, *args):
+    """``kernel(*args)`` without the projection warning; under ``torch.compile`` outside the
+    graph, as ``torch.nn``'s RNN modules are (dynamo leaves them to eager): inductor cannot
+    compile the oneDNN RNN layer the traced kernel decomposes into (torch 2.13 on CPU: "expected
+    Tensor() for op: torch.ops.aten.mkldnn_rnn_layer.default")."""
+    if torch.compiler.is_compiling():
+        return _run_kernel_outside_graph(kernel, proj_size, *args)
+    return _run_kernel(kernel, proj_size, *args)
 
 
 def native_forward(module, kernel, input, state0, batched: bool):

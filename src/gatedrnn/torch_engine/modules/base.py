@@ -144,6 +144,12 @@ class RecurrentBase(nn.Module):
         self.__dict__.pop("_step_cache", None)
         return ret
 
+    def _replicate_for_data_parallel(self):
+        replica = super()._replicate_for_data_parallel()
+        # the replica's parameters are set afterwards; its lists must not be the original's
+        replica._flat_weights, replica._flat_weights_names = self._flat_weights[:], self._flat_weights_names[:]
+        return replica
+
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
         """The parameters per layer and direction (``l0``, ``l0_reverse``, ``l1``, ...), each

@@ -1,5 +1,9 @@
 """The PyTorch engine: fused autograd Functions, ``torch.nn``-compatible modules, single-step
 cells and weight converters."""
+import warnings as _warnings
+
+import torch as _torch
+
 from . import convert
 from .cell_modules import (
     CELL_MODULES,
@@ -39,3 +43,8 @@ __all__ = ["run_layer", "autograd_layer", "reference_layer", "RNN", "LSTM", "GRU
            "PeepholeLSTMCell", "CIFGLSTMCell", "MogrifierLSTMCell", "CELL_MODULES", "CellBase", "InputError",
            "native_kernel", "convert", "SLSTM", "MinGRU", "MinLSTM", "IndRNN", "SLSTMCell", "MinGRUCell",
            "MinLSTMCell", "IndRNNCell"]
+
+# The modules' checks at the boundary compare sizes, which a trace (torch.onnx.export,
+# torch.jit.trace) records as constants, the right thing for a module's fixed sizes; torch
+# silences the same TracerWarning for its own modules (torch/jit/_trace.py), and so does this.
+_warnings.filterwarnings("ignore", category=_torch.jit.TracerWarning, module=r"gatedrnn\.")

@@ -18,9 +18,8 @@ import time
 import torch
 
 import gatedrnn
-from gatedrnn.torch_engine.modules import ENGINES
 
-AUTOGRAD = "autograd" if "autograd" in ENGINES else "reference"  # the plain autograd loop
+AUTOGRAD = "autograd"  # the plain autograd loop
 CONFIGS = {
     "lstm-auto": ("lstm", {}),  # torch.nn's own kernel (torch._VF.lstm)
     "lstm-fused": ("lstm", {"forget_bias": 1.0}),  # an option torch.nn lacks: the fused engine

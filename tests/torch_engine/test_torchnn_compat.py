@@ -18,10 +18,9 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import gatedrnn
-from gatedrnn.torch_engine.modules import ENGINES
 
 F64 = torch.float64
-AUTOGRAD = "autograd" if "autograd" in ENGINES else "reference"  # the plain autograd loop
+AUTOGRAD = "autograd"  # the plain autograd loop
 TOL = dict(rtol=1e-10, atol=1e-12)  # float64; the engines differ from torch.nn in summation order only
 
 SEQUENCE = ("LSTM", "GRU", "RNN")
@@ -258,14 +257,15 @@ def test_cells_take_zero_sizes(name, input_size, hidden_size, batch):
 
 
 # -- batched gradients: per-sample gradients with torch.func ---------------------------------
+@pytest.mark.parametrize("engine", ["fused", AUTOGRAD])
 @pytest.mark.parametrize("name", SEQUENCE)
-def test_per_sample_gradients_with_vmap(name):
+def test_per_sample_gradients_with_vmap(name, engine):
     """Opacus-style per-sample gradients: ``vmap(grad(loss))`` over a batch of unbatched sequences
-    through gatedrnn's autograd loop equals ``torch.nn``'s gradient of each sample alone (torch.nn
-    itself cannot be vmapped in float64 on CPU: its oneDNN path has no batching rule)."""
+    through gatedrnn equals ``torch.nn``'s gradient of each sample alone (torch.nn itself cannot be
+    vmapped in float64 on CPU: its oneDNN path has no batching rule)."""
     from torch.func import functional_call, grad, vmap
 
-    ref, ours = both(AUTOGRAD, name, 3, 4, dtype=F64)
+    ref, ours = both(engine, name, 3, 4, dtype=F64)
     x = torch.randn(4, 5, 3, dtype=F64)  # 4 samples, each an unbatched (T=5, I=3) sequence
     params = {k: v.detach() for k, v in ours.named_parameters()}
 

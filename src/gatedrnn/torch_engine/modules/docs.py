@@ -36,18 +36,22 @@ _ENGINE_TAIL = """\
     the cell's step, differentiated by autograd: the slow twin the others are tested against,
     and what ``torch.onnx`` and ``torch.jit.trace`` record for cells ``torch.nn`` lacks
     (``"reference"``, its name before 0.2, is still taken, with a ``DeprecationWarning``).
+    ``"triton"``: the GPU engine, each step's elementwise work one Triton kernel (CUDA devices;
+    on CPU only under ``TRITON_INTERPRET=1``, for tests).
     Every engine computes the same function to rounding (float64 tests hold them to 1e-10)."""
 
 SECTIONS["ENGINE_NATIVE"] = """\
 engine: Which code computes the sequence. ``"auto"`` (the default) runs PyTorch's own kernels
     (``torch._VF``: oneDNN on CPU, cuDNN on GPU; what ``torch.nn`` runs) when the configuration is
     exactly one ``torch.nn`` has (no gatedrnn option changed, no regularisation active in this
-    mode but ``dropout``, a dtype those kernels take, not under CPU autocast), else ``"fused"``.
+    mode but ``dropout``, a dtype those kernels take, not under CPU autocast), else ``"fused"``
+    (on a CUDA device, ``"triton"`` where it computes the configuration).
 """ + _ENGINE_TAIL
 
 SECTIONS["ENGINE_FUSED"] = """\
 engine: Which code computes the sequence. ``"auto"`` (the default) is ``"fused"`` for this cell,
-    which ``torch.nn`` has no kernel for.
+    which ``torch.nn`` has no kernel for (on a CUDA device, ``"triton"`` where it computes the
+    configuration).
 """ + _ENGINE_TAIL
 
 SECTIONS["FACTORY"] = """\

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 #: command name -> (module, one-line help)
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    # OpenMP threads that wait by spinning made two threads 8-25x slower than one on cores other
+    # jobs kept busy; sleeping waits did not (benchmarks/RESULTS.md, "Threads and the first hour").
+    # OpenMP reads the policy when it starts: set before torch is imported; the user's value is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:  # a bare ``gatedrnn``: what it can do, as a usage error (exit code 2, like argparse)

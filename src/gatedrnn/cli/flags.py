@@ -35,7 +35,13 @@ CELL_OPTIONS = {
 DEFAULT_THREADS = 1
 
 
-def add_threads_flag(p) -> None:
+def add_threads_flag(p, chosen: bool = False) -> None:
+    """``--threads``; with ``chosen`` (``gatedrnn train``) its default is chosen by timing."""
+    if chosen:
+        p.add_argument("--threads", type=int, default=None,
+                       help="CPU threads (default with a time budget: 1 or all cores, whichever trains faster, timed "
+                            f"on the run's own steps every minute; with --steps: {DEFAULT_THREADS})")
+        return
     p.add_argument("--threads", type=int, default=None,
                    help=f"CPU threads (default {DEFAULT_THREADS}: on a machine shared with other jobs, more threads "
                         f"thrash)")

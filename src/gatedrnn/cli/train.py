@@ -23,7 +23,7 @@ def add_arguments(p):
     add_config_flags(groups, LMConfig)
     add_cell_option_flags(groups["model"])
     add_config_flags(groups, TrainConfig)
-    add_threads_flag(groups["training"])
+    add_threads_flag(groups["training"], chosen=True)
     g = groups["run"]
     g.add_argument("--out", metavar="DIR", help="run folder (default runs/<date-time>); never overwritten")
     g.add_argument("--resume", nargs="?", const=True, metavar="RUN", help="continue the run in RUN (or --out)")
@@ -117,6 +117,12 @@ def run(args) -> int:
             out = Path(args.out) if args.out else D.broadcast_object(default_out(), info)
             cfg, model = configs(args)
             trainer = Trainer.new(cfg, model, out, callback=Printer(say), info=info, device=device)
+        if args.threads is None and not trainer.cfg.steps and trainer.device.type == "cpu" and info.world_size == 1:
+            # a time budget: the thread count that trains fastest now, by timing the run's own steps
+            # (with --steps the count stays fixed, so that a run is reproducible bit for bit)
+            from ..training.threads import ThreadChooser
+
+            trainer.callback = ThreadChooser(trainer.callback)
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
         def stop_now(signum, frame):  # a second signal: out of the step at once, nothing saved
@@ -224,6 +230,9 @@ class Printer:
             say(f"step {event.step:>6}{steps} | loss {d['loss']:.4f} | {self.per_token(d)} | "
                 f"{d['tokens_per_s'] / 1000:.1f}k tok/s | lr {d['lr']:.2e} | {clock(d['elapsed'])} | "
                 f"ETA {clock(d['eta'])}", flush=True)
+        elif event.kind == "threads":
+            times = ", ".join(f"{n} thread{'s' if n > 1 else ''} {t * 1000:.0f} ms" for n, t in d["seconds_per_step"].items())
+            say(f"threads: {d['threads']} (a step took {times}; --threads N fixes the count)", flush=True)
         elif event.kind == "skip":
             say(f"step {event.step:>6} | {d['reason']}: step skipped (--on-nan skip)", flush=True)
         elif event.kind == "valid":

@@ -160,6 +160,14 @@ def test_masks_match_fused_and_autograd(case, kind):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", [n for n, o in engine.HANDLES.items() if True in o["layer_norm"].values])
+def test_layer_norm_with_masks(name):
+    """Layer norm with zoneout and state dropout together, for each cell declaring layer norm."""
+    cell, params, x, state = make_inputs(name, {"layer_norm": True})
+    params, keep = make_masks("zoneout+state-dropout", cell, params, x)
+    assert_matches(cell, params, x, state, keep)
+
+
 @pytest.mark.parametrize("name", list(engine.HANDLES))
 def test_float32(name):
     """float32 (what a GPU runs) against the float64 result, within float32 rounding."""

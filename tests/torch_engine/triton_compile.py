@@ -33,7 +33,8 @@ DTYPES = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16", 
 
 F32, F64, BF16 = (torch.float32, torch.float32), (torch.float64, torch.float64), (torch.float32, torch.bfloat16)
 #: configurations that together set every compile-time flag
-PICKS = [("peephole", {}), ("cifg", {}), ("lstm", {"drop_gates": ("i", "f", "o"), "input_activation": "identity",
+PICKS = [("peephole", {}), ("peephole", {"layer_norm": True}), ("cifg", {}), ("gru", {"layer_norm": True}),
+         ("rnn", {"layer_norm": True}), ("lstm", {"drop_gates": ("i", "f", "o"), "input_activation": "identity",
          "output_activation": "identity"}), ("gru", {}), ("rnn", {}), ("rnn", {"nonlinearity": "relu"}),
          ("mogrifier", {"rounds": 1}), ("mogrifier", {"rounds": 2})]
 
@@ -84,14 +85,18 @@ def record(cell, keep_on, mask, dtype, product_dtype):
     plan = loops.Plan(cell, keep_h=keep[0] is not None, keep_c=len(keep) > 1 and keep[1] is not None, mask=mask,
                       product_dtype=product_dtype)
     forward, backward, _ = function.LOOPS[function.family(cell)]
-    saved_launch = loops.launch, mogrifier.launch
+    def row_recorder(kernel, rows, width, *args, **consts):
+        seen.append((kernel, args, {**consts, "BLOCK": triton.next_power_of_2(width)}))
+
+    saved_launch = loops.launch, mogrifier.launch, loops.launch_rows
     loops.launch = mogrifier.launch = recorder
+    loops.launch_rows = row_recorder
     try:
         y, state_n, saved = forward(plan, params, x, state, keep if any(keep_on) else None)
         backward(plan, params, x, saved, torch.ones_like(y), tuple(torch.ones_like(s) for s in state_n))
         backward(plan, params, x, saved, None, (None,) * len(state))
     finally:
-        loops.launch, mogrifier.launch = saved_launch
+        loops.launch, mogrifier.launch, loops.launch_rows = saved_launch
     return seen
 
 

@@ -26,13 +26,14 @@ class Handled:
 
 
 BOOL = Handled((True, False), every=True)
+LAYER_NORM = Handled((False, True), every=True)
 ACT = Handled(("tanh", "identity"), every=True)
 _LSTM = {
     "bias": BOOL,
     "forget_bias": Handled((0.0, 1.5), every=True),
     "forget_bias_init": Handled((None, 1.0), every=True),  # an initialisation: nothing to compute
     "proj_size": Handled((0,)),
-    "layer_norm": Handled((False,)),
+    "layer_norm": LAYER_NORM,
     "drop_gates": Handled(((), ("i",), ("f",), ("o",), ("i", "o"), ("i", "f", "o")), every=True),
     "input_activation": ACT,
     "output_activation": ACT,
@@ -43,9 +44,10 @@ HANDLES = {
     "lstm": _LSTM,
     "peephole": _LSTM,
     "cifg": _CIFG,
-    "mogrifier": {**_CIFG, "rounds": Handled((5, 0, 1, 2), every=True), "rank": Handled((None, 2), every=True)},
-    "gru": {"bias": BOOL, "layer_norm": Handled((False,))},
-    "rnn": {"bias": BOOL, "layer_norm": Handled((False,)), "nonlinearity": Handled(("tanh", "relu"), every=True)},
+    "mogrifier": {**_CIFG, "layer_norm": Handled((False,)), "rounds": Handled((5, 0, 1, 2), every=True),
+                  "rank": Handled((None, 2), every=True)},
+    "gru": {"bias": BOOL, "layer_norm": LAYER_NORM},
+    "rnn": {"bias": BOOL, "layer_norm": LAYER_NORM, "nonlinearity": Handled(("tanh", "relu"), every=True)},
 }
 #: the same in the capability table's format (torch_engine/capability.py: ``...`` for any value)
 DECLARED = {name: {key: (... if h.every else h.values) for key, h in options.items()} for name, options in HANDLES.items()}

@@ -47,3 +47,16 @@ def tanh(x):
 def mix(new, prev, keep):
     """Zoneout or a padded step: ``keep * prev + (1 - keep) * new``, as ``torch.lerp(new, prev, keep)``."""
     return new + keep * (prev - new)
+
+
+@triton.jit
+def _add(a, b):
+    return a + b
+
+
+@triton.jit
+def row_sum(x):
+    """The sum of a program's block, written with ``tl.reduce`` on a combine function of this
+    module: ``tl.sum`` is decorated when triton is imported, so under an interpreter switched on
+    afterwards (the tests) it would be a compiled function the interpreter cannot call."""
+    return tl.reduce(x, 0, _add)

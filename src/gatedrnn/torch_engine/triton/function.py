@@ -18,6 +18,7 @@ import torch
 
 from . import graphs
 from .loops import (
+    NORM_KEYS,
     Plan,
     gru_backward_loop,
     gru_forward_loop,
@@ -29,9 +30,9 @@ from .loops import (
 from .mogrifier import mogrifier_backward_loop, mogrifier_forward_loop
 
 LOOPS = {  # family -> (forward, backward, the names of the buffers the forward saves)
-    "lstm": (lstm_forward_loop, lstm_backward_loop, ("Hs", "C", "Cn", "Gs", "HP", "kh", "kc")),
-    "gru": (gru_forward_loop, gru_backward_loop, ("Hs", "Gs", "GHn", "HP", "kh")),
-    "rnn": (rnn_forward_loop, rnn_backward_loop, ("Hs", "Act", "HP", "kh")),
+    "lstm": (lstm_forward_loop, lstm_backward_loop, ("Hs", "C", "Cn", "Gs", "HP", "kh", "kc", *NORM_KEYS, "CMu", "CRs")),
+    "gru": (gru_forward_loop, gru_backward_loop, ("Hs", "Gs", "GHn", "HP", "kh", *NORM_KEYS)),
+    "rnn": (rnn_forward_loop, rnn_backward_loop, ("Hs", "Act", "HP", "kh", *NORM_KEYS)),
     "mogrifier": (mogrifier_forward_loop, mogrifier_backward_loop,
                   ("Hs", "C", "Cn", "Gs", "Xm", "SQ", "Hm", "SR", "HM", "kh", "kc")),
 }

@@ -12,6 +12,10 @@ dropout mask); writes the post-activation gates ``(B, G*H)`` (saved), the cell's
 zoneout (saved, with zoneout on ``c``), the state ``h_t, c_t`` after zoneout, and the next
 recurrent product's input ``h_t * mask`` in the product dtype.
 
+With layer norm on ``c_t`` (``LN_C``) each program takes one row of the batch, whose mean and
+``1/std`` the forward writes (saved) and the backward reads; the backward also writes ``dL/dn_t``
+for the gains' gradients.
+
 Backward, per step ``t``, in reverse; reads the saved gates, ``c_{t-1}``, the cell's ``c_t``, the
 recurrent product ``dA_{t+1} W_hh`` of the step after (raw: the mask is applied here), the
 carried gradient that bypasses that product, ``dy_t``, ``dL/dc_t``; writes ``dA_t`` ``(B, G*H)``
@@ -23,22 +27,28 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .common import mix, sigmoid, tanh
+from .common import mix, row_sum, sigmoid, tanh
 
 
 @triton.jit
-def lstm_forward(A, C_PREV, H_PREV, KH, KC, MASK, PEEP,
-                 GATES, C_CELL, H_OUT, C_OUT, HP,
+def lstm_forward(A, C_PREV, H_PREV, KH, KC, MASK, PEEP, LNW, LNB,
+                 GATES, C_CELL, H_OUT, C_OUT, HP, CMU, CRS,
                  N, H,
                  G: tl.constexpr, I_IDX: tl.constexpr, F_IDX: tl.constexpr, G_IDX: tl.constexpr,
                  O_IDX: tl.constexpr, COUPLED: tl.constexpr, HAS_I: tl.constexpr, PI: tl.constexpr, PF: tl.constexpr,
                  PO: tl.constexpr, ACT_IN: tl.constexpr, ACT_OUT: tl.constexpr,
                  KEEP_H: tl.constexpr, KEEP_C: tl.constexpr, WRITE_HP: tl.constexpr,
-                 HAS_MASK: tl.constexpr, BLOCK: tl.constexpr):
-    idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    m = idx < N
-    row = idx // H
-    col = idx % H
+                 HAS_MASK: tl.constexpr, LN_C: tl.constexpr, EPS: tl.constexpr, BLOCK: tl.constexpr):
+    if LN_C:  # one program per row of B: the layer norm of c_t needs the whole row
+        row = tl.program_id(0)
+        col = tl.arange(0, BLOCK)
+        m = col < H
+        idx = row * H + col
+    else:
+        idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = idx < N
+        row = idx // H
+        col = idx % H
     ga = A + row * (G * H) + col
     gs = GATES + row * (G * H) + col
     ct = C_PREV.dtype.element_ty
@@ -70,9 +80,17 @@ def lstm_forward(A, C_PREV, H_PREV, KH, KC, MASK, PEEP,
         c += i * g
     else:
         c += g
-    tc = c
+    n = c
+    if LN_C:  # n_t = LN(c_t) * ln_weight_c + ln_bias_c; its statistics saved per row
+        mu = row_sum(tl.where(m, c, 0.0)) / H
+        centred = tl.where(m, c - mu, 0.0)
+        rstd = 1.0 / tl.sqrt(row_sum(centred * centred) / H + EPS)
+        n = centred * rstd * tl.load(LNW + col, mask=m, other=0.0).to(ct) + tl.load(LNB + col, mask=m, other=0.0).to(ct)
+        tl.store(CMU + row, mu.to(ct))
+        tl.store(CRS + row, rstd.to(ct))
+    tc = n
     if ACT_OUT:
-        tc = tanh(c)
+        tc = tanh(n)
     h = tc
     if O_IDX >= 0:
         ao = tl.load(ga + O_IDX * H, mask=m, other=0.0).to(ct)
@@ -96,17 +114,23 @@ def lstm_forward(A, C_PREV, H_PREV, KH, KC, MASK, PEEP,
 
 
 @triton.jit
-def lstm_backward(DPROD, MASK, CARRY, DY, DC, GATES, C_PREV, C_CELL, KH, KC, PEEP, DA,
+def lstm_backward(DPROD, MASK, CARRY, DY, DC, GATES, C_PREV, C_CELL, KH, KC, PEEP, LNW, LNB, CMU, CRS, DA, DN,
                   N, H,
                   G: tl.constexpr, I_IDX: tl.constexpr, F_IDX: tl.constexpr, G_IDX: tl.constexpr,
                   O_IDX: tl.constexpr, COUPLED: tl.constexpr, HAS_I: tl.constexpr, PI: tl.constexpr, PF: tl.constexpr,
                   PO: tl.constexpr, ACT_IN: tl.constexpr, ACT_OUT: tl.constexpr,
                   KEEP_H: tl.constexpr, KEEP_C: tl.constexpr, HAS_MASK: tl.constexpr,
-                  HAS_DY: tl.constexpr, BLOCK: tl.constexpr):
-    idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    m = idx < N
-    row = idx // H
-    col = idx % H
+                  HAS_DY: tl.constexpr, LN_C: tl.constexpr, EPS: tl.constexpr, BLOCK: tl.constexpr):
+    if LN_C:  # one program per row of B: the layer norm of c_t needs the whole row
+        row = tl.program_id(0)
+        col = tl.arange(0, BLOCK)
+        m = col < H
+        idx = row * H + col
+    else:
+        idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = idx < N
+        row = idx // H
+        col = idx % H
     gs = GATES + row * (G * H) + col
     da = DA + row * (G * H) + col
     ct = DC.dtype.element_ty
@@ -130,19 +154,31 @@ def lstm_backward(DPROD, MASK, CARRY, DY, DC, GATES, C_PREV, C_CELL, KH, KC, PEE
         dc = dc - carry_c
     c = tl.load(C_CELL + idx, mask=m, other=0.0).to(ct)
     cp = tl.load(C_PREV + idx, mask=m, other=0.0).to(ct)
-    tc = c
+    n = c
+    if LN_C:
+        c_hat = tl.where(m, (c - tl.load(CMU + row).to(ct)) * tl.load(CRS + row).to(ct), 0.0)
+        w_c = tl.load(LNW + col, mask=m, other=0.0).to(ct)
+        n = c_hat * w_c + tl.load(LNB + col, mask=m, other=0.0).to(ct)
+    tc = n
     if ACT_OUT:
-        tc = tanh(c)
+        tc = tanh(n)
     dtc = dh
     if O_IDX >= 0:
         o = tl.load(gs + O_IDX * H, mask=m, other=0.0).to(ct)
         da_o = dh * tc * o * (1.0 - o)
         tl.store(da + O_IDX * H, da_o.to(dt), mask=m)
         dtc = dh * o
+    dn = dtc
     if ACT_OUT:
-        dc += dtc * (1.0 - tc * tc)
+        dn = dtc * (1.0 - tc * tc)
+    if LN_C:  # through n = LN(c) w + b: the row's two means; dL/dn saved for the gains
+        tl.store(DN + idx, dn.to(DN.dtype.element_ty), mask=m)
+        d_hat = tl.where(m, dn * w_c, 0.0)
+        mean_d = row_sum(d_hat) / H
+        mean_dc = row_sum(d_hat * c_hat) / H
+        dc += tl.load(CRS + row).to(ct) * (d_hat - mean_d - c_hat * mean_dc)
     else:
-        dc += dtc
+        dc += dn
     if PO >= 0:
         dc += da_o * tl.load(PEEP + PO * H + col, mask=m, other=0.0).to(ct)
     g = tl.load(gs + G_IDX * H, mask=m, other=0.0).to(ct)

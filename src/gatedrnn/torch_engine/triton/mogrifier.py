@@ -86,8 +86,8 @@ def mogrifier_forward_loop(plan, p, x, state, keep):
         addmm_into(A, hm, w_hh_t)
         write_hp = need_hm and nr == 0
         launch(lstm_forward, B * H, A, C[t], Hs[t], A if kh is None else kh[t], A if kc is None else kc[t],
-               mask, A, Gs[t], A if Cn is None else Cn[t], Hs[t + 1], C[t + 1], HM[t + 1] if write_hp else A,
-               B * H, H, KEEP_H=kh is not None, KEEP_C=kc is not None, WRITE_HP=write_hp,
+               mask, A, A, A, Gs[t], A if Cn is None else Cn[t], Hs[t + 1], C[t + 1], HM[t + 1] if write_hp else A,
+               A, A, B * H, H, KEEP_H=kh is not None, KEEP_C=kc is not None, WRITE_HP=write_hp,
                HAS_MASK=plan.mask, **consts)
     saved = {"Hs": Hs, "C": C, "Cn": Cn, "Gs": Gs, "Xm": Xm, "SQ": SQ, "Hm": Hm, "SR": SR, "HM": HM,
              "kh": kh, "kc": kc}
@@ -115,7 +115,7 @@ def mogrifier_backward_loop(plan, p, x, saved, dy, dstate):
     consts = lstm_consts(cell)
     for t in reversed(range(T)):
         launch(lstm_backward, B * H, dh_next, dA, carry, dA if dy is None else dy[t], dc, Gs[t], C[t], Cc[t],
-               dA if kh is None else kh[t], dA if kc is None else kc[t], dA, dA[t], B * H, H,
+               dA if kh is None else kh[t], dA if kc is None else kc[t], dA, dA, dA, dA, dA, dA[t], dA, B * H, H,
                KEEP_H=kh is not None, KEEP_C=kc is not None, HAS_MASK=False, HAS_DY=dy is not None, **consts)
         dx = (dA[t] @ w_ih).to(sdt)  # (B, I)
         dh = (dA[t] @ w_hh).to(sdt)  # (B, H)

@@ -11,7 +11,27 @@ from __future__ import annotations
 
 import torch
 
+from .. import compiled
 from .common import Recurrent, add_carry, bias_grads, input_backward, input_forward, keep_masks, lerp_into, split_carry
+
+
+def _compiled_bptt(ck, Gs, GHn, Hs, dh, dy, dGX, dGH, hh, kh):
+    """The backward's loop over steps with the compiled kernel ``ck``: each call adds the step's
+    ``dy`` and what reached ``h_t`` outside the product (``dh z``, zoneout's kept share) to the
+    product's ``dh``; returns ``dL/dh_0``."""
+    T, B, _ = dGX.shape
+    H = Hs.shape[-1]
+    dy = None if dy is None else dy.contiguous()
+    khf = None if kh is None else kh.expand(T, B, H).contiguous()
+    carries = (torch.empty_like(dh), torch.empty_like(dh))
+    carry = None
+    for t in reversed(range(T)):
+        out = carries[t % 2]
+        ck.gru_backward(Gs[t], GHn[t], Hs[t], dh, carry, None if dy is None else dy[t], dGX[t], dGH[t],
+                        None if khf is None else khf[t], out)
+        carry = out
+        dh = hh.backward(dGH[t], t)
+    return dh.add_(carry)
 
 
 class GRULoop:
@@ -39,9 +59,15 @@ class GRULoop:
         Gs = x.new_empty(S, B, 3 * H)  # r, z, n
         GHn = x.new_empty(S, B, H)  # a_h,n, which the r gradient needs
         hnew = x.new_empty(B, H) if kh is not None else None
+        ck = compiled.pointwise() if compiled.usable(x) else None  # the step's elementwise work in one call
+        khf = None if kh is None or ck is None else kh.expand(T, B, H).contiguous()
         for t in range(T):
             s = t if save else 0
             gh = hh(Hs[t], s, add)  # (B, 3H)
+            if ck is not None:
+                ck.gru_forward(gx[t], gh, Hs[t], Gs[s], GHn[t] if save else None, Hs[t + 1],
+                               None if khf is None else khf[t])
+                continue
             gt = Gs[s]
             rz = gt[:, : 2 * H]
             torch.add(gx[t, :, : 2 * H], gh[:, : 2 * H], out=rz)
@@ -74,7 +100,9 @@ class GRULoop:
         dGH = x.new_empty(T, B, 3 * H)  # ... and the recurrent ones (n block times r)
         tmp = x.new_empty(B, 2 * H)
         one = x.new_ones(())
-        for t in reversed(range(T)):
+        if compiled.usable(x):
+            dh = _compiled_bptt(compiled.pointwise(), Gs, GHn, Hs, dh.contiguous(), dy, dGX, dGH, hh, kh)
+        for t in reversed(range(T) if not compiled.usable(x) else ()):
             if dy is not None:
                 dh = dh + dy[t]
             carry_h, dh = split_carry(dh, kh, nkh, t)

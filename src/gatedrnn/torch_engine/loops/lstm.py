@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from ...cells.base import LN_EPS
+from .. import compiled
 from ..products import rows, sum_rows
 from .common import (
     Recurrent,
@@ -131,6 +132,38 @@ class Pointwise:
             dc.addcmul_(blk(da, fi), self.peep[1])
 
 
+class CompiledStep:
+    """The same step's elementwise work as one call of the compiled kernel
+    (``csrc/pointwise.cpp``, ``compiled.py``) where it is built and takes the call: a CPU float32
+    or float64 call without layer norm (``of`` says). Each keep mask is expanded to ``(T, B, H)``
+    once per call, the layout the kernel reads."""
+
+    def __init__(self, kernels, cell, p, x, H, keep):
+        self.k, self.coupled = kernels, cell.coupled
+        self.peep = p["weight_peephole"].contiguous() if cell.peephole else None
+        T, B, _ = x.shape
+        self.kh, self.kc = (None if k is None else k.expand(T, B, H).contiguous() for k in keep_masks(keep, 2))
+
+    @staticmethod
+    def of(cell, p, x, H, keep):
+        if cell.layer_norm or not compiled.usable(x):
+            return None
+        return CompiledStep(compiled.pointwise(), cell, p, x, H, keep)
+
+    def forward(self, a, gt, cp, cn, Hs, t, C, jn):
+        """``Gs``, ``c_t`` (``Cn``), ``h_t`` into ``Hs[t+1]`` and, with ``kc``, the mixed ``c_t`` into ``C[jn]``."""
+        kh, kc = self.kh, self.kc
+        self.k.lstm_forward(a, gt, cp, cn, Hs[t + 1], self.coupled, self.peep, None if kh is None else Hs[t],
+                            None if kh is None else kh[t], None if kc is None else kc[t], None if kc is None else C[jn])
+
+    def backward(self, gt, cp, cn, dh, carry, dy_t, dc, da, carry_out, t):
+        """``da`` from ``dh`` (the product's, before ``carry`` and ``dy_t`` are added); ``dc``
+        becomes ``dL/dc_{t-1}``; with ``kh``, ``kh``'s share of the step's ``dh`` into ``carry_out``."""
+        kh, kc = self.kh, self.kc
+        self.k.lstm_backward(gt, cp, cn, dh, carry, dy_t, dc, da, self.coupled, self.peep,
+                             None if kh is None else kh[t], None if kc is None else kc[t], carry_out)
+
+
 def mix_out(Hs, t, o, tc, hnew, kh, C, cn, cp, jn, kc):
     """``h_t = o tanh(c_t)`` into ``Hs[t+1]`` and ``c_t`` into ``C[jn]``, each mixed with the
     previous state where a keep mask says so."""
@@ -140,6 +173,22 @@ def mix_out(Hs, t, o, tc, hnew, kh, C, cn, cp, jn, kc):
         lerp_into(Hs[t + 1], torch.mul(o, tc, out=hnew), Hs[t], kh[t])
     if kc is not None:
         lerp_into(C[jn], cn, cp, kc[t])
+
+
+def _compiled_bptt(cs, Gs, C, Cn, dh, dc, dy, dA, hh):
+    """The backward's loop over steps with ``cs`` (a ``CompiledStep``): the kernel adds each
+    step's ``dy`` and what zoneout carried past the previous step to the product's ``dh``; returns
+    ``dL/dh_0`` (``dc`` becomes ``dL/dc_0`` in place)."""
+    T = dA.shape[0]
+    dy = None if dy is None else dy.contiguous()
+    carries = (torch.empty_like(dh), torch.empty_like(dh)) if cs.kh is not None else (None, None)
+    carry = None
+    for t in reversed(range(T)):
+        out = carries[t % 2]
+        cs.backward(Gs[t], C[t], Cn[t + 1], dh, carry, None if dy is None else dy[t], dc, dA[t], out, t)
+        carry = out
+        dh = hh.backward(dA[t], t)
+    return dh if carry is None else dh.add_(carry)
 
 
 class LSTMLoop:
@@ -160,6 +209,7 @@ class LSTMLoop:
         gx, saved = input_forward(cell, p, x, combined_bias(cell, p, G, H, x))
         hh = Recurrent(cell, p, B, S, x)
         pw = Pointwise(cell, p, x, H)
+        cs = CompiledStep.of(cell, p, x, H, keep)
         h0, c0 = state
         Hs = x.new_empty(T + 1, B, H)  # h_0 .. h_T; y is Hs[1:]
         Hs[0] = h0
@@ -175,6 +225,9 @@ class LSTMLoop:
             a = hh(Hs[t], s, gx[t])  # (B, G*H), a fresh tensor
             j, jn = (t, t + 1) if save else (t % 2, (t + 1) % 2)
             cp, cn = C[j], Cn[jn]
+            if cs is not None:
+                cs.forward(a, Gs[s], cp, cn, Hs, t, C, jn)
+                continue
             tc = TC[s if ln else 0]
             o = pw.forward(a, Gs[s], cp, cn, tc, (CMu, CRs, s))
             mix_out(Hs, t, o, tc, hnew, kh, C, cn, cp, jn, kc)
@@ -198,11 +251,14 @@ class LSTMLoop:
         pw = Pointwise(cell, p, x, H, saved)
         hh = Recurrent(cell, p, B, T, x, saved, backward=True)
         dh_n, dc_n = dstate
-        dc = torch.zeros_like(C[0]) if dc_n is None else dc_n.clone()
+        dc = torch.zeros_like(C[0]) if dc_n is None else dc_n.clone(memory_format=torch.contiguous_format)
         dh = torch.zeros_like(C[0]) if dh_n is None else dh_n
         dA = x.new_empty(T, B, G * H)
         dN = x.new_empty(T, B, H) if ln else None  # dL/d LN(c_t), for the gains
-        for t in reversed(range(T)):
+        cs = CompiledStep.of(cell, p, x, H, keep)
+        if cs is not None:
+            dh = _compiled_bptt(cs, Gs, C, Cn, dh.contiguous(), dc, dy, dA, hh)
+        for t in reversed(range(T) if cs is None else ()):
             if dy is not None:
                 dh = dh + dy[t]
             carry_h, dh = split_carry(dh, kh, nkh, t)  # zoneout: the kept share goes straight back

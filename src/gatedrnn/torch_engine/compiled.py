@@ -1,0 +1,107 @@
+"""Each step's elementwise work as one compiled pass (``csrc/pointwise.cpp``), where a C++
+compiler is at hand.
+
+    kernels = compiled.pointwise()  # the extension module, or None: the eager loops run instead
+
+The extension is built with ``torch.utils.cpp_extension.load`` at first use (tens of seconds,
+once per machine: the build is cached in torch's extension folder, ``TORCH_EXTENSIONS_DIR``,
+under a name that carries a hash of the source, the flags and the processor, so a home folder
+shared between machines of different processors never loads a build made for another).
+``GATEDRNN_CPP=0`` (or ``ENABLED = False``) turns it off; a failed build (no compiler, no
+headers) is reported once as a warning and the eager loops run, as they do everywhere the
+kernels do not apply (CUDA, half precision, autocast). benchmarks/RESULTS.md has what it pays.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import platform
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+ENABLED = os.environ.get("GATEDRNN_CPP", "1") != "0"
+SOURCE = Path(__file__).with_name("csrc") / "pointwise.cpp"
+#: -ffast-math lets gcc call glibc's vector exp and tanh; it is a compiler flag only (not given to
+#: the linker, which would put code setting flush-to-zero into the library)
+CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
+LDFLAGS = ["-fopenmp"]
+DTYPES = (torch.float32, torch.float64)
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def _processor() -> str:
+    """What ``-march=native`` depends on: the processor's model and flags."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    keep = [line for line in text.splitlines() if line.startswith(("model name", "flags"))]
+    return "\n".join(sorted(set(keep)))
+
+
+def build_name() -> str:
+    h = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(CFLAGS + LDFLAGS).encode(), _processor().encode(),
+                 torch.__version__.encode()):
+        h.update(part)
+    return f"gatedrnn_pointwise_{h.hexdigest()[:16]}"
+
+
+def pointwise():
+    """The compiled module, built or loaded once per process; ``None`` where it is off or cannot
+    be built (the reason, once, as a warning)."""
+    if not ENABLED:
+        return None
+    if "module" in _state:
+        return _state["module"]
+    with _lock:
+        if "module" not in _state:
+            _state["module"] = _load()
+    return _state["module"]
+
+
+def _built(name: str):
+    """The module of an earlier build, imported without running the build tool (a process that
+    only uses the kernels pays milliseconds, not the second ``ninja`` takes to check the build)."""
+    from torch.utils import cpp_extension
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+    path = Path(root) / name / f"{name}.so"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _load():
+    if platform.system() != "Linux":  # the flags above are gcc's and clang's on Linux
+        return None
+    try:
+        from torch.utils import cpp_extension
+
+        name = build_name()
+        module = _built(name)
+        if module is not None:
+            return module
+        logging.getLogger("gatedrnn").info("building the compiled elementwise kernels (once per machine)")
+        return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS,
+                                  extra_ldflags=LDFLAGS, verbose=False)
+    except Exception as e:  # noqa: BLE001 - any failure to build means: run the eager loops
+        warnings.warn(f"gatedrnn: the compiled elementwise kernels could not be built ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''}); the eager loops run instead "
+                      "(GATEDRNN_CPP=0 silences this)", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def usable(x) -> bool:
+    """Whether the kernels take tensors like ``x``: on the CPU, float32 or float64, no autocast."""
+    return ENABLED and x.device.type == "cpu" and x.dtype in DTYPES and pointwise() is not None

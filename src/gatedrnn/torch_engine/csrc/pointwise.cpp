@@ -1,0 +1,330 @@
+// Each step's elementwise work of the fused engine's LSTM-family and GRU loops as one pass.
+//
+// Built at first use by gatedrnn/torch_engine/compiled.py (torch.utils.cpp_extension.load);
+// the eager loops stay the fallback. One call per step: the loops of loops/lstm.py and
+// loops/gru.py make a dozen elementwise torch calls per step (each a pass over memory and a
+// dispatch), and at two threads each (32, 512) call is below ATen's parallel grain. Here the
+// rows of the batch are split across threads (at::parallel_for) and each row is one loop over
+// its hidden units that the compiler vectorises (exp and tanh through glibc's vector math,
+// which -ffast-math enables; the flag is given to the compiler only, not the linker, so the
+// process's floating-point mode is left alone).
+//
+// Shapes: B batch, H hidden, G gate blocks (4: i, f, g, o; CIFG 3: f, g, o; GRU 3: r, z, n).
+// Every tensor is contiguous and of one dtype (float or double), checked in check().
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+template <typename s_t>
+inline s_t sigm(s_t v) { return s_t(1) / (s_t(1) + std::exp(-v)); }
+
+void check(const std::vector<at::Tensor>& ts, const at::Tensor& like) {
+  for (const auto& t : ts) {
+    if (!t.defined()) continue;
+    TORCH_CHECK(t.is_contiguous() && t.scalar_type() == like.scalar_type() && t.device().is_cpu(),
+                "gatedrnn pointwise kernel: every tensor must be contiguous, on the CPU and of one dtype");
+  }
+}
+
+template <typename F>
+void rows(int64_t B, int64_t row_elems, const F& f) {
+  // below about 16k elements a parallel region costs more than it saves
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, row_elems));
+  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) f(b);
+  });
+}
+
+// torch.lerp(a, b, w)'s formula, so a keep mask of 1 gives b exactly (a padded step keeps its state)
+template <typename s_t>
+inline s_t lerp(s_t a, s_t b, s_t w) { return w < s_t(0.5) ? a + w * (b - a) : b - (b - a) * (s_t(1) - w); }
+
+template <typename T> T* ptr(const at::Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; }
+
+// -- LSTM (plain, peephole, CIFG), with zoneout or padding keep masks ---------------------------
+// a (B, G*H): the step's pre-activations (input and recurrent products, biases); read only.
+// gt (B, G*H): post-activation gates (out). cp (B, H): c_{t-1}. cn (B, H): the cell's c_t (out).
+// h (B, H): h_t (out; mixed with h_prev by kh). cs (B, H): the state c_t after zoneout by kc (out,
+// only with kc). peep (3H): w_i, w_f, w_o.
+template <typename T, bool PEEP, bool CIFG, bool KH, bool KC>
+void lstm_fwd_impl(const at::Tensor& a, const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& cn,
+                   const at::Tensor& h, const at::Tensor& peep, const at::Tensor& h_prev,
+                   const at::Tensor& kh, const at::Tensor& kc, const at::Tensor& cs) {
+  const int64_t B = cp.size(0), H = cp.size(1), G = CIFG ? 3 : 4;
+  const T *A = ptr<T>(a), *CP = ptr<T>(cp), *W = ptr<T>(peep), *HP = ptr<T>(h_prev), *KHp = ptr<T>(kh),
+          *KCp = ptr<T>(kc);
+  T *GT = ptr<T>(gt), *CN = ptr<T>(cn), *HO = ptr<T>(h), *CS = ptr<T>(cs);
+  rows(B, G * H, [&](int64_t b) {
+    const T* ar = A + b * G * H;
+    T* gr = GT + b * G * H;
+    const T* cpr = CP + b * H;
+    T *cnr = CN + b * H, *hr = HO + b * H, *csr = KC ? CS + b * H : cnr;
+    const T *w = W, *hpr = KH ? HP + b * H : cpr, *khr = KH ? KHp + b * H : cpr, *kcr = KC ? KCp + b * H : cpr;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T c0 = cpr[j];
+      T f, g, c;
+      if (CIFG) {
+        f = sigm<T>(ar[j]);
+        g = std::tanh(ar[H + j]);
+        c = g + f * (c0 - g);
+        gr[j] = f;
+        gr[H + j] = g;
+      } else {
+        T ai = ar[j], af = ar[H + j];
+        if (PEEP) {
+          ai += c0 * w[j];
+          af += c0 * w[H + j];
+        }
+        const T i = sigm<T>(ai);
+        f = sigm<T>(af);
+        g = std::tanh(ar[2 * H + j]);
+        c = f * c0 + i * g;
+        gr[j] = i;
+        gr[H + j] = f;
+        gr[2 * H + j] = g;
+      }
+      T ao = ar[(G - 1) * H + j];
+      if (PEEP) ao += c * w[2 * H + j];
+      const T o = sigm<T>(ao);
+      gr[(G - 1) * H + j] = o;
+      cnr[j] = c;
+      T hn = o * std::tanh(c);
+      if (KH) {
+        const T k = khr[j];
+        hn = lerp<T>(hn, hpr[j], k);
+      }
+      hr[j] = hn;
+      if (KC) {
+        const T k = kcr[j];
+        csr[j] = lerp<T>(c, c0, k);
+      }
+    }
+  });
+}
+
+// dh (B, H): dL/dh_t from the next step's product; carry (B, H) or undefined: what zoneout kept
+// of the gradient at h, added here; dy (B, H) or undefined: dL/dy_t. dc (B, H): dL/dc_t in, dL/dc_{t-1}
+// out. gt, cp, cn as saved by the forward. da (B, G*H): dL/da (out). carry_out (B, H): kh's share of
+// this step's dh (out, only with kh).
+template <typename T, bool PEEP, bool CIFG, bool KH, bool KC>
+void lstm_bwd_impl(const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& cn, const at::Tensor& dh,
+                   const at::Tensor& carry, const at::Tensor& dy, const at::Tensor& dc, const at::Tensor& da,
+                   const at::Tensor& peep, const at::Tensor& kh, const at::Tensor& kc,
+                   const at::Tensor& carry_out) {
+  const int64_t B = cp.size(0), H = cp.size(1), G = CIFG ? 3 : 4;
+  const T *GT = ptr<T>(gt), *CP = ptr<T>(cp), *CN = ptr<T>(cn), *DH = ptr<T>(dh), *CA = ptr<T>(carry),
+          *DY = ptr<T>(dy), *W = ptr<T>(peep), *KHp = ptr<T>(kh), *KCp = ptr<T>(kc);
+  T *DC = ptr<T>(dc), *DA = ptr<T>(da), *CO = ptr<T>(carry_out);
+  const std::vector<T> zeros(H, T(0));  // in place of an absent carry or dy: one loop, no branches
+  rows(B, G * H, [&](int64_t b) {
+    const int64_t r = b * H;
+    const T *gr = GT + b * G * H, *dhr = DH + r, *car = CA ? CA + r : zeros.data(), *dyr = DY ? DY + r : zeros.data(),
+            *khr = KH ? KHp + r : DH + r, *kcr = KC ? KCp + r : DH + r, *cpr = CP + r, *cnr = CN + r, *w = W;
+    T *dar = DA + b * G * H, *dcr = DC + r, *cor = KH ? CO + r : DC + r;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      T d = dhr[j] + car[j] + dyr[j];
+      if (KH) {
+        const T k = khr[j];
+        cor[j] = d * k;
+        d = d * (T(1) - k);
+      }
+      T dcj = dcr[j], carry_c = T(0);
+      if (KC) {
+        const T k = kcr[j];
+        carry_c = dcj * k;
+        dcj = dcj * (T(1) - k);
+      }
+      const T c0 = cpr[j], tc = std::tanh(cnr[j]);
+      const T o = gr[(G - 1) * H + j], f = CIFG ? gr[j] : gr[H + j], g = CIFG ? gr[H + j] : gr[2 * H + j];
+      const T dao = d * tc * (o * (T(1) - o));
+      dcj += d * ((T(1) - tc * tc) * o);
+      if (PEEP) dcj += dao * w[2 * H + j];
+      const T dg = T(1) - g * g, dfs = f * (T(1) - f);
+      T dai = T(0), daf;
+      if (CIFG) {
+        daf = dcj * (c0 - g) * dfs;
+        dar[H + j] = (dcj - dcj * f) * dg;
+      } else {
+        const T i = gr[j];
+        dai = dcj * g * (i * (T(1) - i));
+        daf = dcj * c0 * dfs;
+        dar[j] = dai;
+        dar[2 * H + j] = dcj * i * dg;
+      }
+      dar[CIFG ? j : H + j] = daf;
+      dar[(G - 1) * H + j] = dao;
+      T dcn = dcj * f;
+      if (PEEP) dcn += dai * w[j] + daf * w[H + j];
+      if (KC) dcn += carry_c;
+      dcr[j] = dcn;
+    }
+  });
+}
+
+template <typename T>
+void lstm_fwd_t(bool peep, bool cifg, bool zh, bool zc, const at::Tensor& a, const at::Tensor& gt,
+                const at::Tensor& cp, const at::Tensor& cn, const at::Tensor& h, const at::Tensor& w,
+                const at::Tensor& hp, const at::Tensor& kh, const at::Tensor& kc, const at::Tensor& cs) {
+#define GATEDRNN_F(P, C, ZH, ZC) \
+  if (peep == P && cifg == C && zh == ZH && zc == ZC) return lstm_fwd_impl<T, P, C, ZH, ZC>(a, gt, cp, cn, h, w, hp, kh, kc, cs);
+#define GATEDRNN_F4(P, C) GATEDRNN_F(P, C, false, false) GATEDRNN_F(P, C, true, false) GATEDRNN_F(P, C, false, true) GATEDRNN_F(P, C, true, true)
+  GATEDRNN_F4(false, false) GATEDRNN_F4(true, false) GATEDRNN_F4(false, true) GATEDRNN_F4(true, true)
+#undef GATEDRNN_F4
+#undef GATEDRNN_F
+}
+
+template <typename T>
+void lstm_bwd_t(bool peep, bool cifg, bool zh, bool zc, const at::Tensor& gt, const at::Tensor& cp,
+                const at::Tensor& cn, const at::Tensor& dh, const at::Tensor& carry, const at::Tensor& dy,
+                const at::Tensor& dc, const at::Tensor& da, const at::Tensor& w, const at::Tensor& kh,
+                const at::Tensor& kc, const at::Tensor& co) {
+#define GATEDRNN_B(P, C, ZH, ZC) \
+  if (peep == P && cifg == C && zh == ZH && zc == ZC) return lstm_bwd_impl<T, P, C, ZH, ZC>(gt, cp, cn, dh, carry, dy, dc, da, w, kh, kc, co);
+#define GATEDRNN_B4(P, C) GATEDRNN_B(P, C, false, false) GATEDRNN_B(P, C, true, false) GATEDRNN_B(P, C, false, true) GATEDRNN_B(P, C, true, true)
+  GATEDRNN_B4(false, false) GATEDRNN_B4(true, false) GATEDRNN_B4(false, true) GATEDRNN_B4(true, true)
+#undef GATEDRNN_B4
+#undef GATEDRNN_B
+}
+
+at::Tensor opt(const c10::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); }
+
+void lstm_forward(const at::Tensor& a, const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& cn,
+                  const at::Tensor& h, bool cifg, const c10::optional<at::Tensor>& peep_,
+                  const c10::optional<at::Tensor>& h_prev_, const c10::optional<at::Tensor>& kh_,
+                  const c10::optional<at::Tensor>& kc_, const c10::optional<at::Tensor>& cs_) {
+  auto peep = opt(peep_), hp = opt(h_prev_), kh = opt(kh_), kc = opt(kc_), cs = opt(cs_);
+  check({a, gt, cp, cn, h, peep, hp, kh, kc, cs}, a);
+  TORCH_CHECK(!cifg || !peep.defined(), "gatedrnn pointwise kernel: no peepholes with CIFG");
+  const bool zh = kh.defined(), zc = kc.defined();
+  TORCH_CHECK(!zh || hp.defined(), "kh needs h_prev");
+  TORCH_CHECK(!zc || cs.defined(), "kc needs cs");
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "lstm_forward", [&] {
+    lstm_fwd_t<scalar_t>(peep.defined(), cifg, zh, zc, a, gt, cp, cn, h, peep, hp, kh, kc, cs);
+  });
+}
+
+void lstm_backward(const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& cn, const at::Tensor& dh,
+                   const c10::optional<at::Tensor>& carry_, const c10::optional<at::Tensor>& dy_,
+                   const at::Tensor& dc, const at::Tensor& da, bool cifg, const c10::optional<at::Tensor>& peep_,
+                   const c10::optional<at::Tensor>& kh_, const c10::optional<at::Tensor>& kc_,
+                   const c10::optional<at::Tensor>& carry_out_) {
+  auto carry = opt(carry_), dy = opt(dy_), peep = opt(peep_), kh = opt(kh_), kc = opt(kc_), co = opt(carry_out_);
+  check({gt, cp, cn, dh, carry, dy, dc, da, peep, kh, kc, co}, gt);
+  TORCH_CHECK(!kh.defined() || co.defined(), "kh needs carry_out");
+  AT_DISPATCH_FLOATING_TYPES(gt.scalar_type(), "lstm_backward", [&] {
+    lstm_bwd_t<scalar_t>(peep.defined(), cifg, kh.defined(), kc.defined(), gt, cp, cn, dh, carry, dy, dc, da,
+                         peep, kh, kc, co);
+  });
+}
+
+// -- GRU: n = tanh(a_x,n + r * a_h,n), h = n + z (h_prev - n) -------------------------------
+// gx (B, 3H): input pre-activations of the step; gh (B, 3H): the recurrent product (with b_hh).
+// gt (B, 3H): r, z, n (out); ghn (B, H) or undefined: a_h,n kept for the backward (out).
+// h (B, H): h_t (out), mixed with h_prev by kh.
+template <typename T, bool KH>
+void gru_fwd_impl(const at::Tensor& gx, const at::Tensor& gh, const at::Tensor& hp, const at::Tensor& gt,
+                  const at::Tensor& ghn, const at::Tensor& h, const at::Tensor& kh) {
+  const int64_t B = hp.size(0), H = hp.size(1);
+  const T *GX = ptr<T>(gx), *GH = ptr<T>(gh), *HP = ptr<T>(hp), *KHp = ptr<T>(kh);
+  T *GT = ptr<T>(gt), *GN = ptr<T>(ghn), *HO = ptr<T>(h);
+  const bool save_n = GN != nullptr;
+  rows(B, 3 * H, [&](int64_t b) {
+    const T *xr = GX + b * 3 * H, *hr = GH + b * 3 * H;
+    T* gr = GT + b * 3 * H;
+    const int64_t q = b * H;
+    const T *hpr = HP + q, *khr = KH ? KHp + q : hpr;
+    T *gnr = save_n ? GN + q : gr, *hor = HO + q;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T r = sigm<T>(xr[j] + hr[j]), z = sigm<T>(xr[H + j] + hr[H + j]);
+      const T hn_ = hr[2 * H + j];
+      const T n = std::tanh(xr[2 * H + j] + r * hn_);
+      const T p = hpr[j];
+      T hn = n + z * (p - n);
+      if (KH) hn = lerp<T>(hn, p, khr[j]);
+      gr[j] = r;
+      gr[H + j] = z;
+      gr[2 * H + j] = n;
+      if (save_n) gnr[j] = hn_;
+      hor[j] = hn;
+    }
+  });
+}
+
+// dh, carry, dy as for the LSTM. dgx (B, 3H): dL/d(input pre-activations) (out); dgh (B, 3H): dL/d(the
+// recurrent product) (out); carry_out (B, H): what reaches h_{t-1} other than through the product
+// (dh z, and with kh its kept share) (out).
+template <typename T, bool KH>
+void gru_bwd_impl(const at::Tensor& gt, const at::Tensor& ghn, const at::Tensor& hp, const at::Tensor& dh,
+                  const at::Tensor& carry, const at::Tensor& dy, const at::Tensor& dgx, const at::Tensor& dgh,
+                  const at::Tensor& kh, const at::Tensor& carry_out) {
+  const int64_t B = hp.size(0), H = hp.size(1);
+  const T *GT = ptr<T>(gt), *GN = ptr<T>(ghn), *HP = ptr<T>(hp), *DH = ptr<T>(dh), *CA = ptr<T>(carry),
+          *DY = ptr<T>(dy), *KHp = ptr<T>(kh);
+  T *DX = ptr<T>(dgx), *DG = ptr<T>(dgh), *CO = ptr<T>(carry_out);
+  const std::vector<T> zeros(H, T(0));
+  rows(B, 3 * H, [&](int64_t b) {
+    const T* gr = GT + b * 3 * H;
+    T *xr = DX + b * 3 * H, *hr = DG + b * 3 * H;
+    const int64_t q = b * H;
+    const T *dhr = DH + q, *car = CA ? CA + q : zeros.data(), *dyr = DY ? DY + q : zeros.data(), *khr = KH ? KHp + q : dhr,
+            *hpr = HP + q, *gnr = GN + q;
+    T* cor = CO + q;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      T d = dhr[j] + car[j] + dyr[j];
+      T kept = T(0);
+      if (KH) {
+        const T k = khr[j];
+        kept = d * k;
+        d = d * (T(1) - k);
+      }
+      const T r = gr[j], z = gr[H + j], n = gr[2 * H + j];
+      const T dan = (d - d * z) * (T(1) - n * n);
+      const T daz = d * (hpr[j] - n) * (z * (T(1) - z));
+      const T dar = dan * gnr[j] * (r * (T(1) - r));
+      xr[j] = dar;
+      xr[H + j] = daz;
+      xr[2 * H + j] = dan;
+      hr[j] = dar;
+      hr[H + j] = daz;
+      hr[2 * H + j] = dan * r;
+      cor[j] = d * z + kept;
+    }
+  });
+}
+
+void gru_forward(const at::Tensor& gx, const at::Tensor& gh, const at::Tensor& hp, const at::Tensor& gt,
+                 const c10::optional<at::Tensor>& ghn_, const at::Tensor& h, const c10::optional<at::Tensor>& kh_) {
+  auto ghn = opt(ghn_), kh = opt(kh_);
+  check({gx, gh, hp, gt, ghn, h, kh}, gx);
+  AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "gru_forward", [&] {
+    if (kh.defined()) gru_fwd_impl<scalar_t, true>(gx, gh, hp, gt, ghn, h, kh);
+    else gru_fwd_impl<scalar_t, false>(gx, gh, hp, gt, ghn, h, kh);
+  });
+}
+
+void gru_backward(const at::Tensor& gt, const at::Tensor& ghn, const at::Tensor& hp, const at::Tensor& dh,
+                  const c10::optional<at::Tensor>& carry_, const c10::optional<at::Tensor>& dy_, const at::Tensor& dgx,
+                  const at::Tensor& dgh, const c10::optional<at::Tensor>& kh_, const at::Tensor& carry_out) {
+  auto carry = opt(carry_), dy = opt(dy_), kh = opt(kh_);
+  check({gt, ghn, hp, dh, carry, dy, dgx, dgh, kh, carry_out}, gt);
+  AT_DISPATCH_FLOATING_TYPES(gt.scalar_type(), "gru_backward", [&] {
+    if (kh.defined()) gru_bwd_impl<scalar_t, true>(gt, ghn, hp, dh, carry, dy, dgx, dgh, kh, carry_out);
+    else gru_bwd_impl<scalar_t, false>(gt, ghn, hp, dh, carry, dy, dgx, dgh, kh, carry_out);
+  });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("lstm_forward", &lstm_forward);
+  m.def("lstm_backward", &lstm_backward);
+  m.def("gru_forward", &gru_forward);
+  m.def("gru_backward", &gru_backward);
+}

@@ -1,0 +1,129 @@
+"""The compiled elementwise kernels (torch_engine/compiled.py, csrc/pointwise.cpp) against the
+eager loops they stand in for: outputs, final states and every gradient, float64 and float32, for
+each configuration of the loop cases whose loop runs them, with every kind of keep mask. Skipped
+where no C++ compiler can build them (the eager loops then run everywhere, tested by
+test_loops.py)."""
+import warnings
+
+import pytest
+import torch
+
+from gatedrnn.torch_engine import capability, compiled
+from gatedrnn.torch_engine.loops.gru import GRULoop
+from gatedrnn.torch_engine.loops.lstm import LSTMLoop
+
+from .loop_cases import CASES, MASK_CASES, MASK_KINDS, _id, make_inputs, make_masks, outputs_and_grads, run_fast
+
+#: the loops that call the kernels, and the configurations they do it for (the LSTM family
+#: without layer norm; every GRU configuration, whose layer norm is outside the step's pass)
+USES_KERNELS = {LSTMLoop: lambda cell: not cell.layer_norm, GRULoop: lambda cell: True}
+
+
+def _uses(case):
+    cell = make_inputs(*case)[0]
+    loop = capability.loop_for(cell)
+    return loop in USES_KERNELS and USES_KERNELS[loop](cell)
+
+
+KERNEL_CASES = [c for c in CASES if _uses(c)]
+KERNEL_MASK_CASES = [c for c in MASK_CASES if _uses(c)]
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    module = compiled.pointwise()
+    if module is None:
+        pytest.skip("the compiled kernels are off or cannot be built here")
+    return module
+
+
+class Spy:
+    """Counts the kernel calls of the module it wraps."""
+
+    def __init__(self, module):
+        self.module, self.calls = module, 0
+
+    def __getattr__(self, name):
+        fn = getattr(self.module, name)
+
+        def call(*args):
+            self.calls += 1
+            return fn(*args)
+        return call
+
+
+def _both(case, kind, kernels, monkeypatch, dtype=torch.float64):
+    cell, params, x, state = make_inputs(*case)
+    params, keep = make_masks(kind, cell, params, x) if kind else (params, None)
+    cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+    params, x, state = {k: cast(v) for k, v in params.items()}, cast(x), tuple(cast(s) for s in state)
+    keep = None if keep is None else tuple(cast(k) for k in keep)
+    run = lambda c, p, x_, s: run_fast(c, p, x_, s, keep)  # noqa: E731
+    spy = Spy(kernels)
+    monkeypatch.setattr(compiled, "pointwise", lambda: spy)
+    got = outputs_and_grads(run, cell, params, x, state)
+    assert spy.calls >= 2 * x.shape[0], "the compiled kernels did not run"
+    with torch.no_grad():
+        y_inf, _ = run_fast(cell, params, x, state, keep)
+    monkeypatch.setattr(compiled, "ENABLED", False)
+    calls = spy.calls
+    want = outputs_and_grads(run, cell, params, x, state)
+    assert spy.calls == calls, "the eager loop called the kernels"
+    return got, want, y_inf
+
+
+def _close(got, want, rtol, atol):
+    (out_c, g_c), (out_e, g_e) = got, want
+    for a, b in zip(out_c, out_e):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+    assert set(g_c) == set(g_e)
+    for key in g_e:
+        assert (g_c[key] is None) == (g_e[key] is None), key
+        if g_e[key] is not None:
+            torch.testing.assert_close(g_c[key], g_e[key], rtol=rtol, atol=atol, msg=key)
+
+
+@pytest.mark.parametrize("case", KERNEL_CASES, ids=[_id(c) for c in KERNEL_CASES])
+def test_matches_the_eager_loop(case, kernels, monkeypatch):
+    got, want, y_inf = _both(case, None, kernels, monkeypatch)
+    _close(got, want, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(y_inf, got[0][0], rtol=1e-13, atol=1e-14)  # no-grad forward
+
+
+@pytest.mark.parametrize("case", KERNEL_MASK_CASES, ids=[_id(c) for c in KERNEL_MASK_CASES])
+@pytest.mark.parametrize("kind", MASK_KINDS)
+def test_masks_match_the_eager_loop(case, kind, kernels, monkeypatch):
+    got, want, y_inf = _both(case, kind, kernels, monkeypatch)
+    _close(got, want, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(y_inf, got[0][0], rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("case", [("lstm", {}), ("peephole", {}), ("cifg", {}), ("gru", {})], ids=_id)
+@pytest.mark.parametrize("kind", [None, "zoneout"])
+def test_float32_matches_the_eager_loop(case, kind, kernels, monkeypatch):
+    got, want, _ = _both(case, kind, kernels, monkeypatch, dtype=torch.float32)
+    _close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_off_switch_and_what_it_does_not_take(kernels, monkeypatch):
+    x = torch.zeros(2, 3, 4)
+    assert compiled.usable(x)
+    assert not compiled.usable(x.to(torch.bfloat16))
+    monkeypatch.setattr(compiled, "ENABLED", False)
+    assert not compiled.usable(x) and compiled.pointwise() is None
+
+
+def test_a_failed_build_falls_back_with_one_warning(monkeypatch):
+    from torch.utils import cpp_extension
+
+    def fail(**kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(compiled, "_state", {})
+    monkeypatch.setattr(compiled, "_built", lambda name: None)
+    monkeypatch.setattr(cpp_extension, "load", fail)
+    with pytest.warns(RuntimeWarning, match="no compiler here"):
+        assert compiled.pointwise() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert compiled.pointwise() is None and not compiled.usable(torch.zeros(1))  # decided once

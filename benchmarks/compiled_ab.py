@@ -1,0 +1,86 @@
+"""What the compiled elementwise kernels (torch_engine/compiled.py) pay: the fused engine with
+them and without them (``compiled.ENABLED`` switched per call), ``torch.nn``'s module and the
+fused engine's products alone (``products``, its floor), timed interleaved round by round; every
+ratio is the median of per-round ratios.
+
+    python benchmarks/compiled_ab.py --cells lstm,peephole,cifg,gru --sizes 512 --threads 1 --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+
+import torch
+
+from gatedrnn.experiments import bench
+from gatedrnn.torch_engine import compiled
+
+
+def measure(cell: str, size: int, kind: str, cfg, repeats: int) -> dict:
+    torch.manual_seed(0)
+    fused, ref = bench.make_module("fused", cell, size, cfg), bench.make_module("torch", cell, size, cfg)
+    x, gy = bench._inputs(cfg, size)
+
+    def run(module, use_kernels):
+        def fn():
+            compiled.ENABLED = use_kernels
+            if kind == "train":
+                module(x)[0].backward(gy)
+            else:
+                with torch.no_grad():
+                    module(x)
+        return fn
+
+    fns = {"compiled": run(fused, True), "eager": run(fused, False), "torch": run(ref, True),
+           "products": bench.products_only(fused, x.detach(), kind == "train")}
+    try:
+        times = bench.interleaved(fns, repeats)
+    finally:
+        compiled.ENABLED = True
+    ratio = lambda a, b: statistics.median(u / v for u, v in zip(times[a], times[b]))  # noqa: E731
+    row = {"cell": cell, "size": size, "kind": kind, "threads": torch.get_num_threads(),
+           "options": cfg.module_options, **{f"{k}_ms": 1e3 * statistics.median(v) for k, v in times.items()}}
+    for a, b in (("compiled", "torch"), ("eager", "torch"), ("compiled", "eager"), ("compiled", "products"),
+                 ("eager", "products"), ("products", "torch")):
+        row[f"{a}_vs_{b}"] = ratio(a, b)
+    return row
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cells", default="lstm,peephole,cifg,gru")
+    p.add_argument("--sizes", default="512")
+    p.add_argument("--kinds", default="train,forward")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--option", action="append", default=[], help="KEY=VALUE for the gatedrnn modules (zoneout=0.1)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if compiled.pointwise() is None:
+        print("the compiled kernels are off or cannot be built here", file=sys.stderr)
+        return 1
+    opts = {}
+    for kv in args.option:
+        k, v = kv.split("=", 1)
+        opts[k] = float(v) if v.replace(".", "", 1).isdigit() else v.lower() == "true"
+    cfg = bench.BenchConfig(module_options=opts)
+    rows = []
+    for cell in args.cells.split(","):
+        for size in (int(s) for s in args.sizes.split(",")):
+            for kind in args.kinds.split(","):
+                row = measure(cell, size, kind, cfg, args.repeats)
+                rows.append(row)
+                print(f"{kind:7s} {cell:9s} {size:5d} t{row['threads']} " + " ".join(
+                    f"{k[:-0] if False else k}={row[k]:.3f}" for k in row if "_vs_" in k), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": bench.machine_info(), "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

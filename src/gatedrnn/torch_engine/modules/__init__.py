@@ -24,7 +24,15 @@ assert set(MODULES) == set(CELLS)
 
 
 def layer(cell_name: str, input_size: int, hidden_size: int, **kwargs) -> RecurrentBase:
-    """The module for a cell name: ``layer("mogrifier", 32, 64, num_layers=2, rounds=4)``."""
+    """The recurrent module for a cell name: ``layer("mogrifier", 32, 64, num_layers=2, rounds=4)``.
+
+    ``cell_name`` is one of ``gatedrnn.CELLS`` (``"lstm"``, ``"gru"``, ``"mogrifier"``, ...);
+    ``input_size`` and ``hidden_size`` are as in ``torch.nn.LSTM``; ``kwargs`` are the module's
+    own (``num_layers``, ``bias``, ``batch_first``, ``dropout``, ``bidirectional``, ``engine``,
+    ...) and the cell's options (``proj_size``, ``rounds``, ``layer_norm``, ``zoneout``, ...).
+    The same as calling the class (``gatedrnn.MogrifierLSTM(32, 64, ...)``); an unknown name
+    raises ``ValueError`` naming the close matches.
+    """
     make_cell(cell_name)  # unknown names fail here with the close ones suggested
     return MODULES[cell_name](input_size, hidden_size, **kwargs)
 

@@ -24,12 +24,14 @@ CASES = [
     ("gru", {"layer_norm": True}), ("gru", {"layer_norm": True, "bias": False}),
     ("rnn", {"layer_norm": True}), ("rnn", {"layer_norm": True, "nonlinearity": "relu"}),
     ("mogrifier", {"rounds": 0, "layer_norm": True}),
+    ("mingru", {}), ("mingru", {"bias": False}), ("minlstm", {}), ("minlstm", {"bias": False}),
+    ("slstm", {}), ("slstm", {"num_heads": 2}), ("slstm", {"num_heads": 3, "bias": False}),
 ]
 # with zoneout-like keep masks and state dropout (mask_hh)
 MASK_CASES = [("lstm", {}), ("peephole", {}), ("cifg", {}), ("gru", {}), ("rnn", {}),
               ("rnn", {"nonlinearity": "relu"}), ("mogrifier", {"rounds": 3}), ("mogrifier", {"rounds": 4, "rank": 2}),
               ("lstm", {"layer_norm": True}), ("peephole", {"layer_norm": True}), ("gru", {"layer_norm": True}),
-              ("rnn", {"layer_norm": True})]
+              ("rnn", {"layer_norm": True}), ("mingru", {}), ("minlstm", {}), ("slstm", {})]
 MASK_KINDS = ("zoneout", "zoneout-h", "expectation", "padding", "state-dropout", "zoneout+state-dropout")
 
 

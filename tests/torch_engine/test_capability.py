@@ -155,7 +155,7 @@ def engines(cell, keep, masks):
         "generic": lambda p, x, s: run_loop(GENERIC, cell, p, x, s, keep),
     }
     for loop in capability.LOOPS:
-        taken = capability.accepts(loop.handles, cell)
+        taken = capability.accepts(loop.handles, cell) and (keep is None or getattr(loop, "takes_keep", True))
         out[f"loop:{loop.name}"] = (lambda p, x, s, loop=loop: run_loop(loop, cell, p, x, s, keep)) if taken else None
     taken = capability.accepts(capability.PER_TOKEN_STEP, cell) and not masks
     out["per_token_step"] = _stepped(lambda p: generation.lstm_step(cell, p)) if taken else None

@@ -34,6 +34,10 @@ class InputGatedCell(Cell):
     options = {"bias": True}
     option_samples = {"bias": (False,)}
 
+    def check_no_state_dropout(self, p):
+        if p.get("mask_hh") is not None:
+            raise ValueError(f"mask_hh drops the state that feeds the recurrent product; cell {self.name!r} has none")
+
     def hidden_size_of(self, params):
         return params["weight_ih"].shape[0] // self.num_gates
 
@@ -51,6 +55,7 @@ class MinGRU(InputGatedCell):
     num_gates = 2
 
     def step(self, ops, p, gx, state):
+        self.check_no_state_dropout(p)
         (h_prev,) = state  # (B, H)
         H = h_prev.shape[-1]
         z = ops.sigmoid(gx[..., :H])

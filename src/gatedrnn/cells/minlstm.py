@@ -17,6 +17,7 @@ class MinLSTM(InputGatedCell):
     num_gates = 3
 
     def step(self, ops, p, gx, state):
+        self.check_no_state_dropout(p)
         (h_prev,) = state  # (B, H)
         H = h_prev.shape[-1]
         a_f, a_i = gx[..., :H], gx[..., H : 2 * H]

@@ -51,16 +51,20 @@ import torch
 from ..cells import CELLS
 
 #: the torch.nn module each cell is measured against
-YARDSTICK = {"lstm": "LSTM", "peephole": "LSTM", "cifg": "LSTM", "mogrifier": "LSTM", "gru": "GRU", "rnn": "RNN"}
+YARDSTICK = {"lstm": "LSTM", "peephole": "LSTM", "cifg": "LSTM", "mogrifier": "LSTM", "gru": "GRU", "rnn": "RNN",
+             "slstm": "LSTM", "mingru": "GRU", "minlstm": "LSTM", "indrnn": "RNN"}
 STEP_CELL = {"LSTM": "LSTMCell", "GRU": "GRUCell", "RNN": "RNNCell"}
 #: engines a user can name; ``torch`` is the yardstick, ``auto`` only differs from ``fused``
 #: for the plain lstm/gru/rnn that engine="auto" hands to torch's kernels; ``products`` is the
 #: fused engine's matrix products alone (``train`` and ``forward`` rows only)
 CPU_ENGINES = ("fused", "autograd", "torch", "auto", "products")
+#: ``peer``: another project's implementation of the cell (experiments/peers.py: xlstm's vanilla
+#: loop for slstm, minGRU-pytorch for mingru and minlstm), measured only when named
+PEER_ENGINES = ("peer",)
 #: on a GPU also: ``triton`` (Triton kernels, CUDA graphs) and ``compile``, ``torch.compile`` of
 #: the autograd loop's module (what a user would otherwise do; its first call compiles)
 GPU_ENGINES = ("triton", "compile")
-ENGINES = CPU_ENGINES + GPU_ENGINES
+ENGINES = CPU_ENGINES + GPU_ENGINES + PEER_ENGINES
 AUTO_CELLS = ("lstm", "gru", "rnn")
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
@@ -121,6 +125,10 @@ def make_module(engine: str, cell: str, size: int, cfg: BenchConfig, num_layers:
     factory = {"device": cfg.device, "dtype": DTYPES[cfg.dtype]}
     if engine == "torch":
         return getattr(torch.nn, YARDSTICK[cell])(size, size, num_layers, **factory)
+    if engine == "peer":
+        from .peers import make_peer
+
+        return make_peer(cell, size, {**cfg.module_options, **cfg.cell_options.get(cell, {})}, **factory)
     if engine == "compile":
         return torch.compile(make_module("autograd", cell, size, cfg, num_layers))
     from ..torch_engine import layer
@@ -132,7 +140,10 @@ def make_module(engine: str, cell: str, size: int, cfg: BenchConfig, num_layers:
 def engines_for(cell: str, cfg: BenchConfig, products: bool = False) -> list:
     """The engines measured for ``cell``: ``auto`` for the cells it hands to torch.nn's kernels,
     ``products`` where asked for (the sequence rows)."""
-    return [e for e in cfg.engines if (e != "auto" or cell in AUTO_CELLS) and (e != "products" or products)]
+    from .peers import PEER_CELLS
+
+    return [e for e in cfg.engines if (e != "auto" or cell in AUTO_CELLS) and (e != "products" or products)
+            and (e != "peer" or cell in PEER_CELLS)]
 
 
 def interleaved(fns: dict, repeats: int, warmup: int = 1, sync=None) -> dict:
@@ -211,7 +222,9 @@ def products_only(module, x, backward: bool):
     operands of the right shapes. No nonlinearity, no elementwise work, no bookkeeping.
 
     Per step, in sequence (each step's depends on the one before): the recurrent products, and
-    for the Mogrifier every round's product and the joint ``[x, h]`` product. Over all ``T*B``
+    for the Mogrifier every round's product and the joint ``[x, h]`` product; the sLSTM's with
+    several heads as one batched product over the heads; none for minGRU, minLSTM and IndRNN,
+    whose recurrence is elementwise. Over all ``T*B``
     rows at once: the input product (not for the Mogrifier, whose input is gated per step) and,
     with ``backward``, the input gradient and every weight gradient (the cheapest way to do them).
     """
@@ -224,7 +237,11 @@ def products_only(module, x, backward: bool):
     mogrifier = cell.name == "mogrifier" and rounds
     nq, nr = (rounds + 1) // 2, rounds // 2
 
+    heads = getattr(cell, "num_heads", 1)
+
     def weights():  # (stepped, hoisted); the Mogrifier with ``rank`` builds Q_k, R_k from factors
+        if cell.name in ("mingru", "minlstm", "indrnn") or heads > 1:  # no (2-D) per-step product
+            return [], [p["weight_ih"]]
         if mogrifier:
             return ([torch.cat([p["weight_ih"], p["weight_hh"]], dim=1),
                      *mogrifier_matrices(cell, p, "q", nq), *mogrifier_matrices(cell, p, "r", nr)], [])
@@ -241,7 +258,24 @@ def products_only(module, x, backward: bool):
                for k in range(count)] if mogrifier and cell.rank is not None else []
     factor_grads = [rand(left.shape[0], right.shape[1]) for left, right in factors]
 
+    if heads > 1:  # the sLSTM's heads: (K, B, DH) x (K, DH, 4DH) per step
+        K, DH = heads, p["weight_hh"].shape[1]
+        wk = rand(K, DH, 4 * DH)
+        hk, dk = rand(K, B, DH), rand(K, B, 4 * DH)
+        hrows, drows = rand(K, T * B, DH), rand(K, T * B, 4 * DH)
+
+    def run_heads(backward):
+        for _ in range(T):
+            torch.bmm(hk, wk)
+        if backward:
+            for _ in range(T):
+                torch.bmm(dk, wk.transpose(1, 2))
+            torch.bmm(drows.transpose(1, 2), hrows)
+
     def run():
+        if heads > 1:
+            with torch.no_grad():
+                run_heads(backward)
         with torch.no_grad():
             stepped, hoisted = weights()
             for w, r in zip(hoisted, rows_in[len(stepped):]):

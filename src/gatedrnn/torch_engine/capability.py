@@ -24,15 +24,17 @@ import os
 
 from .loops.gru import GRULoop
 from .loops.lstm import LSTMLoop
+from .loops.minrnn import MinRNNLoop
 from .loops.mogrifier import MogrifierLoop
 from .loops.rnn import RNNLoop
+from .loops.slstm import SLSTMLoop
 from .ops import autocast_of
 from .triton import DECLARED as TRITON
 
 ENABLED = os.environ.get("GATEDRNN_FAST", "1") != "0"
 
 #: the specialised loops, in the order they are tried
-LOOPS = (LSTMLoop, MogrifierLoop, GRULoop, RNNLoop)
+LOOPS = (LSTMLoop, MogrifierLoop, GRULoop, RNNLoop, MinRNNLoop, SLSTMLoop)
 
 _FAMILY = {"bias": ..., "forget_bias": ..., "forget_bias_init": ...}
 #: ``generation.lstm_step``: the LSTM family without layer norm, projection, dropped gates or
@@ -89,8 +91,10 @@ def supports(cell, params, x, keep=None, state=()) -> bool:
     if "mask_ih" in params or autocast_of(x):
         return False
     masks = [k for k in (keep or ()) if k is not None]
+    if masks and not getattr(loop_for(cell), "takes_keep", True):  # a loop without keep masks
+        return False
     mask = params.get("mask_hh")
-    if mask is not None and mask.shape != (x.shape[1], params["weight_hh"].shape[1]):
+    if mask is not None and ("weight_hh" not in params or mask.shape != (x.shape[1], params["weight_hh"].shape[1])):
         return False
     if any(k.dim() != 3 or k.shape[0] != x.shape[0] for k in masks):
         return False

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from gatedrnn.cells import CELLS, make_cell
 from gatedrnn.reference import backward, forward
-from gatedrnn.torch_engine.functional import ENGINES, run_layer
+from gatedrnn.torch_engine.functional import run_layer
 
 MODERN = [("slstm", {}), ("slstm", {"num_heads": 2}), ("slstm", {"num_heads": 3, "bias": False}),
           ("mingru", {}), ("mingru", {"bias": False}), ("minlstm", {}), ("minlstm", {"bias": False}),
@@ -116,7 +116,7 @@ def test_every_engine_matches_the_equations(case, zero_state):
     for k, gr in grads_eq.items():
         np.testing.assert_allclose(grads_ref[k], gr.numpy(), rtol=1e-8, atol=1e-10, err_msg=f"reference {k}")
 
-    for engine in ENGINES:  # the torch engines
+    for engine in ("fused", "autograd"):  # the torch engines (triton computes only the older cells)
         p2 = {k: _t(v) for k, v in params.items()}
         tx2, ts2 = _t(x), [_t(s) for s in state]
         y, sn = run_layer(cell, p2, tx2, tuple(ts2), engine=engine)

@@ -11,12 +11,15 @@ import torch
 from gatedrnn.torch_engine import capability, compiled
 from gatedrnn.torch_engine.loops.gru import GRULoop
 from gatedrnn.torch_engine.loops.lstm import LSTMLoop
+from gatedrnn.torch_engine.loops.mogrifier import MogrifierLoop
 
 from .loop_cases import CASES, MASK_CASES, MASK_KINDS, _id, make_inputs, make_masks, outputs_and_grads, run_fast
 
 #: the loops that call the kernels, and the configurations they do it for (the LSTM family
-#: without layer norm; every GRU configuration, whose layer norm is outside the step's pass)
-USES_KERNELS = {LSTMLoop: lambda cell: not cell.layer_norm, GRULoop: lambda cell: True}
+#: without layer norm, the Mogrifier's LSTM step; every GRU configuration, whose layer norm is
+#: outside the step's pass)
+USES_KERNELS = {LSTMLoop: lambda cell: not cell.layer_norm, MogrifierLoop: lambda cell: True,
+                GRULoop: lambda cell: True}
 
 
 def _uses(case):

@@ -22,7 +22,7 @@ import torch
 
 from ..products import Product, rows
 from .common import add_carry, combined_bias, keep_masks, split_carry
-from .lstm import Pointwise, mix_out
+from .lstm import CompiledStep, Pointwise, mix_out
 
 #: steps whose pre-activation gradients the Mogrifier's backward holds at once (see its backward)
 CHUNK = 16
@@ -51,6 +51,7 @@ class MogrifierLoop:
         qs = [Product(q, B) for q in mogrifier_matrices(cell, p, "q", nq)]
         rs = [Product(r, B) for r in mogrifier_matrices(cell, p, "r", nr)]
         pw = Pointwise(cell, p, x, H)
+        cs = CompiledStep.of(cell, p, x, H, keep)  # the LSTM step's elementwise work in one call
         h0, c0 = state
         S = T if save else 1
         Hs = x.new_empty(T + 1, B, H)
@@ -89,6 +90,9 @@ class MogrifierLoop:
             a = lin(xh, bias) if bias is not None else lin(xh)
             j, jn = (t, t + 1) if save else (t % 2, (t + 1) % 2)
             cp, cn = C[j], Cn[jn]
+            if cs is not None:
+                cs.forward(a, Gs[s_], cp, cn, Hs, t, C, jn)
+                continue
             o = pw.forward(a, Gs[s_], cp, cn, tc)
             mix_out(Hs, t, o, tc, hnew, kh, C, cn, cp, jn, kc)
         c_n = C[T] if save else C[T % 2]
@@ -110,9 +114,14 @@ class MogrifierLoop:
         qs_t = [Product(q.t(), B) for q in Qs]  # dz @ Q_k
         rs_t = [Product(r.t(), B) for r in Rs]  # dz @ R_k
         pw = Pointwise(cell, p, x, H, saved)
+        cs = CompiledStep.of(cell, p, x, H, keep)
         dh_n, dc_n = dstate
-        dc = torch.zeros_like(C[0]) if dc_n is None else dc_n.clone()
-        dh = torch.zeros_like(C[0]) if dh_n is None else dh_n
+        dc = torch.zeros_like(C[0]) if dc_n is None else dc_n.clone(memory_format=torch.contiguous_format)
+        dh = torch.zeros_like(C[0]) if dh_n is None else dh_n.contiguous()
+        if cs is not None:  # the kernel adds dy and zoneout's carried share to the step's dh
+            dy = None if dy is None else dy.contiguous()
+            carries = (torch.empty_like(dh), torch.empty_like(dh)) if kh is not None else (None, None)
+            carry = None
         # the gradients of each step's pre-activations are kept for a chunk of L steps, whose
         # weight gradients are then one product each (L*B rows): far less memory than all T steps
         L = min(T, CHUNK)
@@ -144,14 +153,20 @@ class MogrifierLoop:
         X_at = lambda t, k: x[t] if k == 0 else Xm[t, k - 1]  # noqa: E731
         H_at = lambda t, k: Hs[t] if k == 0 else Hm[t, k - 1]  # noqa: E731
         for t in reversed(range(T)):
-            if dy is not None:
-                dh = dh + dy[t]
-            carry_h, dh = split_carry(dh, kh, nkh, t)  # zoneout: the kept share goes straight back
-            carry_c, dc = split_carry(dc, kc, nkc, t)
             start = t - t % L  # this step's chunk is [start, min(start + L, T)), its slot t - start
             da = dA[t - start]
-            pw.backward(Gs[t], C[t], Cn[t + 1], dh, dc, da, t)
-            add_carry(dc, carry_c)
+            carry_h = None
+            if cs is not None:
+                out = carries[t % 2]
+                cs.backward(Gs[t], C[t], Cn[t + 1], dh, carry, None if dy is None else dy[t], dc, da, out, t)
+                carry = out
+            else:
+                if dy is not None:
+                    dh = dh + dy[t]
+                carry_h, dh = split_carry(dh, kh, nkh, t)  # zoneout: the kept share goes straight back
+                carry_c, dc = split_carry(dc, kc, nkc, t)
+                pw.backward(Gs[t], C[t], Cn[t + 1], dh, dc, da, t)
+                add_carry(dc, carry_c)
             dxh = lin_t(da)  # (B, I+H)
             dx, dh = dxh[:, :I].contiguous(), dxh[:, I:].contiguous()
             if mask is not None:
@@ -189,4 +204,6 @@ class MogrifierLoop:
                 grads[f"weight_{name}_left"] = torch.stack([d @ right[k].t() for k, d in enumerate(per_k)])
                 grads[f"weight_{name}_right"] = torch.stack([left[k].t() @ d for k, d in enumerate(per_k)])
         grads["x"] = dX
+        if cs is not None and carry is not None:  # zoneout's share of dL/dh_0 past the first step
+            dh = dh.add_(carry)
         return grads, (dh, dc)

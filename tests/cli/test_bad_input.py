@@ -295,3 +295,74 @@ def test_a_device_this_process_cannot_use(workdir, capsys, command):
     if not torch.cuda.is_available():
         line = refused([command, *target, "--device", "cuda", *extra], root, capsys)
         assert "sees no CUDA device" in line
+
+
+# -- things that are not files, folders inside files, sizes no machine holds --------------------
+
+@pytest.fixture
+def fifo(tmp_path):
+    """A named pipe with no writer: reading it would block forever (kept out of the snapshots)."""
+    path = tmp_path / "pipe.txt"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+def test_data_that_is_not_a_regular_file(workdir, capsys, request, special):
+    path = request.getfixturevalue("fifo") if special == "fifo" else Path(special)
+    if not path.exists():
+        pytest.skip(f"no {path} here")
+    kind = "named pipe" if special == "fifo" else "character device"
+    line = refused(train(workdir, "--data", str(path), "--out", str(workdir / "new")), workdir, capsys)
+    assert kind in line and str(path) in line, line
+    line = refused(["eval", str(workdir / "run"), "--data", str(path)], workdir, capsys)
+    assert kind in line and str(path) in line, line
+
+
+def test_out_inside_a_file(workdir, capsys):
+    line = refused(train(workdir, "--data", str(workdir / "corpus.txt"), "--out", str(workdir / "corpus.txt" / "run")),
+                   workdir, capsys)
+    assert f"{workdir / 'corpus.txt'} is a file, not a folder" in line, line
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_sample_temperature_that_is_not_finite(workdir, capsys, value):
+    line = refused(["sample", str(workdir / "run"), f"--temperature={value}"], workdir, capsys)
+    assert "--temperature must be a finite number" in line, line
+
+
+@pytest.mark.parametrize("flag,value", [("--hidden-size", "10000000"), ("--num-layers", "100000000"),
+                                        ("--embed-size", "100000000000")])
+def test_sizes_no_machine_holds_are_refused_before_allocating(workdir, capsys, flag, value):
+    """Checked from the cells' parameter specs against the memory available, before anything is
+    built: a refusal in a moment, not an allocation that runs for seconds or until memory ends."""
+    import time
+
+    t0 = time.monotonic()
+    line = refused(train(workdir, "--data", str(workdir / "corpus.txt"), "--out", str(workdir / "new"), flag, value),
+                   workdir, capsys)
+    assert "does not fit in memory" in line and "parameters" in line and "--skip-memory-check" in line, line
+    assert time.monotonic() - t0 < 30  # generous for a loaded machine; building the model takes minutes or never ends
+
+
+def test_a_checkpoint_whose_config_asks_for_a_huge_model(workdir, capsys):
+    """``model_config`` edited to ``hidden_size=10**7`` (weights unchanged, digest redone): refused
+    from the config and the weights' size, before the model is built."""
+    root = copy_run(workdir, "huge-config")
+    run = root / "run"
+    for name in ("latest.pt", "best.pt"):
+        payload = torch.load(run / name, weights_only=True)
+        payload["model_config"]["hidden_size"] = 10**7
+        from gatedrnn.training.checkpoint import save_checkpoint
+
+        save_checkpoint(run / name, payload)
+    for command in (["sample", str(run), "--length", "5"], ["eval", str(run)], ["train", "--resume", str(run)]):
+        line = refused(command, root, capsys)
+        assert "does not fit its own model config" in line and "10,000,000" in line, line
+        assert "before building the model" in line, line
+
+
+def test_resume_asking_for_another_cell_names_the_cell(workdir, capsys):
+    """``--cell mogrifier --rounds 3`` on an LSTM run: the cell differs, not ``rounds=None``."""
+    line = refused(["train", "--resume", str(workdir / "run"), "--cell", "mogrifier", "--rounds", "3"], workdir, capsys)
+    assert "the checkpoint's model has cell='lstm', but cell='mogrifier' was asked for" in line, line

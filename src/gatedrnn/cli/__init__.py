@@ -2,7 +2,9 @@
 
 Each command is a module with ``add_arguments(parser)`` and ``run(args) -> int``, listed in
 ``COMMANDS``. Errors a user can cause (``UsageError``, ``ValueError`` from validation at the
-boundary) print one line and exit with code 2, without a traceback.
+boundary) print one line and exit with code 2, without a traceback; a failed write or read (a full
+disk, a read-only mount: ``OSError``) prints one line and exits with code 1; a closed stdout ends
+a command quietly with code 141, except ``train``, which keeps training (see ``cli/train.py``).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 #: command name -> (module, one-line help)
 COMMANDS = {
@@ -74,11 +77,58 @@ def main(argv=None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:  # the command's own parser names itself and knows its flags
         parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, *rest, **kwargs):
+            # a note the library gives as a warning (a checkpoint fallback) is one line
+            if getattr(category, "one_line", False):
+                _say_error(f"gatedrnn {args.command}: note: {message}")
+            else:
+                shown(message, category, *rest, **kwargs)
+
+        warnings.showwarning = show
+        from ..training.loading import CheckpointFallback
+
+        warnings.filterwarnings("always", category=CheckpointFallback)  # a note, whatever the filters say
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         return importlib.import_module(args._module).run(args)
     except (UsageError, ValueError, FileNotFoundError) as err:
-        print(f"gatedrnn {args.command}: error: {err}", file=sys.stderr)
+        _say_error(f"gatedrnn {args.command}: error: {err}")
         return 2
+    except BrokenPipeError:
+        # the reader of stdout went away (`gatedrnn sample RUN | head`): nothing more to do
+        # (`train` keeps training instead, see cli/train.py)
+        silence_stdout()
+        return 141
+    except OSError as err:
+        # the machine refused a write or a read (a full disk, a read-only mount, no permission):
+        # one line; run folders say themselves what they still hold
+        what = str(err) if not err.strerror else (f"{err.strerror}: {err.filename}" if err.filename else err.strerror)
+        _say_error(f"gatedrnn {args.command}: error: {what}")
+        return 1
     except KeyboardInterrupt:
-        print(f"gatedrnn {args.command}: interrupted", file=sys.stderr)
+        _say_error(f"gatedrnn {args.command}: interrupted")
         return 130
+
+
+def _say_error(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # stderr is gone too: the exit status still tells
+        pass
+
+
+def silence_stdout() -> None:
+    """Point stdout at the null device: what is still buffered, and the interpreter's last flush
+    at exit, go nowhere instead of raising again."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):
+        pass

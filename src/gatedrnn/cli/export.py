@@ -6,6 +6,8 @@ def add_arguments(p):
     p.add_argument("run", metavar="RUN", help="run folder (or a checkpoint file)")
     p.add_argument("out", metavar="OUT", help="the .onnx file to write")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="load a checkpoint that carries no SHA-256 digest (only one you trust)")
     p.add_argument("--seq-len", type=int, default=1,
                    help="tokens per stream per call (default 1: a generation step; the state is fed back). "
                         "A plain torch.nn configuration takes any length")
@@ -29,7 +31,7 @@ def run(args) -> int:
 
     if args.seq_len <= 0:
         raise UsageError(f"--seq-len must be positive, got {args.seq_len}")
-    model, vocab, _ = load_model(args.run, args.checkpoint)
+    model, vocab, _ = load_model(args.run, args.checkpoint, allow_unverified=args.allow_unverified)
     export_lm(model, args.out, seq_len=args.seq_len, dynamo=args.dynamo, vocab=vocab)
     inputs, outputs = io_names(model)
     print(f"wrote {args.out}: inputs {', '.join(inputs)}; outputs {', '.join(outputs)} "

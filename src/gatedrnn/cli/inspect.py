@@ -14,6 +14,8 @@ def add_arguments(p):
     p.add_argument("--kind", choices=("c", "h"), default="c", help="cell state c or output h (default c)")
     p.add_argument("--top", type=int, default=5, help="units listed per feature (default 5)")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="load a checkpoint that carries no SHA-256 digest (only one you trust)")
     p.add_argument("--out", default="inspect.html", help="the page to write (default inspect.html)")
 
 
@@ -25,7 +27,7 @@ def run(args) -> int:
     text = args.text if args.text is not None else Path(args.text_file).read_text(encoding="utf-8")
     if args.top <= 0:
         raise UsageError(f"--top must be positive, got {args.top}")
-    model, vocab, _ = load_model(args.run, args.checkpoint)
+    model, vocab, _ = load_model(args.run, args.checkpoint, allow_unverified=args.allow_unverified)
     page = inspect_text(model, vocab, text, kind=args.kind, layer=args.layer, unit=args.unit, top=args.top)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

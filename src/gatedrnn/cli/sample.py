@@ -1,6 +1,7 @@
 """``gatedrnn sample RUN``: text from a trained language model, printed as it is generated."""
 from __future__ import annotations
 
+import math
 import sys
 
 
@@ -17,6 +18,10 @@ def add_arguments(p):
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     p.add_argument("--device", default="cpu")
     add_threads_flag(p)
+    p.add_argument("--allow-unverified", action="store_true",
+                   help="load a checkpoint that carries no SHA-256 digest (only one you trust)")
+    p.add_argument("--skip-memory-check", action="store_true",
+                   help="build the model even if it looks larger than the memory available")
 
 
 def run(args) -> int:
@@ -24,11 +29,14 @@ def run(args) -> int:
     from .flags import use_threads
     from ..training.run import load
 
+    if not math.isfinite(args.temperature):
+        raise UsageError(f"--temperature must be a finite number (0 for the most likely token), got {args.temperature}")
     if args.length < 0 or args.temperature < 0 or args.top_k < 0:
         raise UsageError(f"--length, --temperature and --top-k must not be negative, got "
                          f"{args.length}, {args.temperature:g}, {args.top_k}")
     use_threads(args)
-    trained = load(args.run, args.checkpoint, args.device)
+    trained = load(args.run, args.checkpoint, args.device, allow_unverified=args.allow_unverified,
+                   check_memory=not args.skip_memory_check)
     # the same text as Run.sample, printed as it comes (a prompt outside the vocabulary fails first)
     for text in trained.stream(args.prompt, args.length, args.temperature, args.top_k, args.seed):
         sys.stdout.write(text)

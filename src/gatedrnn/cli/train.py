@@ -6,6 +6,7 @@ processes (each its share of the batch rows).
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -27,7 +28,10 @@ def add_arguments(p):
     g = groups["run"]
     g.add_argument("--out", metavar="DIR", help="run folder (default runs/<date-time>); never overwritten")
     g.add_argument("--resume", nargs="?", const=True, metavar="RUN", help="continue the run in RUN (or --out)")
-    g.add_argument("--sample-length", type=int, default=400, help="tokens sampled at the end (default 400; 0: none)")
+    g.add_argument("--skip-memory-check", action="store_true",
+                   help="build the model even if its size and a step's memory exceed the memory available")
+    g.add_argument("--allow-unverified", action="store_true",
+                   help="--resume from a checkpoint that carries no SHA-256 digest (only one you trust)")
 
 
 def setting_names() -> tuple[set, set]:
@@ -96,14 +100,14 @@ def run(args) -> int:
     for name in ("steps", "minutes"):
         if train_given.get(name) is not None and train_given[name] <= 0:
             raise UsageError(f"--{name} must be positive, got {train_given[name]}")
-    if args.sample_length < 0:
-        raise UsageError(f"--sample-length must not be negative, got {args.sample_length}")
+    if train_given.get("sample_length") is not None and train_given["sample_length"] < 0:
+        raise UsageError(f"--sample-length must not be negative, got {train_given['sample_length']}")
 
     from .flags import use_threads
 
     use_threads(args)
     info, device = D.setup(train_given.get("device", "auto"))
-    say = print if info.is_writer else (lambda *a, **k: None)
+    say = Output() if info.is_writer else (lambda *a, **k: None)
     try:
         if args.resume:
             if args.resume is not True and args.out and Path(args.resume) != Path(args.out):
@@ -112,53 +116,46 @@ def run(args) -> int:
             if out is None:
                 raise UsageError("--resume needs the run: --resume RUN, or --out RUN --resume")
             trainer = Trainer.resume(out, train_given, {**model_given, "cell_options": cell_given},
-                                     callback=Printer(say), info=info, device=device)
+                                     callback=Printer(say), info=info, device=device,
+                                     check_memory=not args.skip_memory_check, allow_unverified=args.allow_unverified)
         else:
             out = Path(args.out) if args.out else D.broadcast_object(default_out(), info)
             cfg, model = configs(args)
-            trainer = Trainer.new(cfg, model, out, callback=Printer(say), info=info, device=device)
+            trainer = Trainer.new(cfg, model, out, callback=Printer(say), info=info, device=device,
+                                  check_memory=not args.skip_memory_check)
         if args.threads is None and not trainer.cfg.steps and trainer.device.type == "cpu" and info.world_size == 1:
             # a time budget: the thread count that trains fastest now, by timing the run's own steps
             # (with --steps the count stays fixed, so that a run is reproducible bit for bit)
             from ..training.threads import ThreadChooser
 
             trainer.callback = ThreadChooser(trainer.callback)
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def stop_now(signum, frame):  # a second signal: out of the step at once, nothing saved
-            raise KeyboardInterrupt
-
-        def stop(signum, frame):
-            # not the previous handlers: a process started with SIGINT ignored (a background job)
-            # would ignore the second one too
-            for s in previous:
-                signal.signal(s, stop_now)
-            say(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
-                "(again to stop at once)", flush=True)
-            trainer.request_stop()
-
-        for s in previous:
-            signal.signal(s, stop)
-        try:
+        with StopOnSignals(trainer, say):
             result = trainer.run()
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
         if not result.get("trained", True):
             return 0
         if info.is_writer and (trainer.out / "metrics.csv").exists():
             from ..experiments.plots import plot_metrics
 
-            if plot_metrics(trainer.out / "metrics.csv", trainer.out / "loss.png", trainer.vocab.level):
+            try:
+                drawn = plot_metrics(trainer.out / "metrics.csv", trainer.out / "loss.png", trainer.vocab.level)
+            except OSError as err:  # the checkpoint is saved: only the picture is missing
+                from ..training.loop import RunWriteError
+
+                raise RunWriteError(f"could not draw {trainer.out / 'loss.png'} ({err.strerror or err}); the run "
+                                    f"finished and its checkpoint of step {result['step']} is saved: only the loss "
+                                    f"curve is missing") from None
+            if drawn:
                 say(f"loss curve: {trainer.out / 'loss.png'}")
-        if info.is_writer and args.sample_length and result["reason"] != "interrupted":
+        length = trainer.cfg.sample_length
+        if info.is_writer and length and result["reason"] != "interrupted":
             from ..training import generate
 
-            say(f"sample ({args.sample_length} {trainer.vocab.level} tokens, temperature 0.8):")
-            for text in generate(trainer.model, trainer.vocab, "", args.sample_length, temperature=0.8, seed=0,
+            say(f"sample ({length} {trainer.vocab.level} tokens, temperature 0.8):")
+            for text in generate(trainer.model, trainer.vocab, "", length, temperature=0.8, seed=0,
                                  device=trainer.device):
-                sys.stdout.write(text)
-                sys.stdout.flush()
+                say(text, end="", flush=True)
+                if say.broken:
+                    break
             say()
         if result["reason"] == "interrupted":
             say(f"interrupted at step {result['step']}; resume with: gatedrnn train --resume {trainer.out}")
@@ -166,6 +163,108 @@ def run(args) -> int:
         return 0
     finally:
         D.teardown()
+
+
+class Output:
+    """``print`` for progress lines that stops printing, instead of stopping the run, once stdout
+    fails: a reader that went away (``| head``, a closed ``less``, a dead ``tee`` or ssh
+    session) or a full disk behind a redirect. Training goes on and keeps saving; one line on
+    stderr says so, and ``metrics.csv`` in the run folder keeps the progress."""
+
+    def __init__(self):
+        self.broken = None
+
+    def __call__(self, *args, **kwargs):
+        if self.broken:
+            return
+        try:
+            print(*args, **kwargs)
+        except OSError as err:
+            from . import silence_stdout
+
+            self.broken = err
+            silence_stdout()
+            try:
+                print(f"gatedrnn train: note: stdout failed ({err.strerror or err}); training goes on without "
+                      f"progress lines (metrics.csv in the run folder has them)", file=sys.stderr, flush=True)
+            except OSError:
+                pass
+
+
+class StopOnSignals:
+    """SIGINT and SIGTERM while a trainer runs: the first asks it to stop after the current step and
+    save a checkpoint; a second stops at once (``KeyboardInterrupt``, nothing saved).
+
+    Python runs a signal handler only between bytecodes, so during one long kernel (a big
+    product, a whole backward inside torch) two signals merge into one call of the handler. The
+    C-level handler also writes one byte per signal to the wakeup fd (``signal.set_wakeup_fd``):
+    the handler counts them, and when two or more came before it could run, it stops at once,
+    right after the kernel that was running.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, trainer, say):
+        self.trainer, self.say = trainer, say
+        self.previous = {}
+        self.pipe = None
+        self.old_wakeup = None
+
+    def _count(self) -> int:
+        if self.pipe is None:
+            return 1
+        n = 0
+        try:
+            while True:
+                data = os.read(self.pipe[0], 512)
+                if not data:
+                    break
+                n += sum(1 for b in data if b in self.SIGNALS)
+        except (BlockingIOError, InterruptedError, OSError):
+            pass
+        return max(n, 1)
+
+    def _stop_now(self, signum, frame):  # a second signal: out of the step at once, nothing saved
+        raise KeyboardInterrupt
+
+    def _stop(self, signum, frame):
+        # not the previous handlers: a process started with SIGINT ignored (a background job)
+        # would ignore the second one too
+        for s in self.previous:
+            signal.signal(s, self._stop_now)
+        if self._count() >= 2:
+            raise KeyboardInterrupt
+        self.say(f"\n{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
+                 "(again to stop at once)", flush=True)
+        self.trainer.request_stop()
+
+    def __enter__(self):
+        self.previous = {s: signal.getsignal(s) for s in self.SIGNALS}
+        try:
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+            os.set_blocking(w, False)
+            self.pipe = (r, w)
+            self.old_wakeup = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except (OSError, ValueError):  # not the main thread: the handlers cannot be set either
+            self._close_pipe()
+        for s in self.SIGNALS:
+            signal.signal(s, self._stop)
+        return self
+
+    def _close_pipe(self):
+        if self.pipe:
+            for fd in self.pipe:
+                os.close(fd)
+        self.pipe = None
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        if self.pipe is not None:
+            signal.set_wakeup_fd(self.old_wakeup if self.old_wakeup is not None else -1)
+            self._close_pipe()
+        return False
 
 
 def default_out() -> Path:

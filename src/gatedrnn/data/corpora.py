@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import stat
 import sys
 import sysconfig
 from dataclasses import dataclass, field
@@ -122,12 +123,31 @@ def stdlib_text(cap: int = STDLIB_CAP, root=None) -> tuple[str, dict]:
 
 
 # -- files and directories ------------------------------------------------------------------
+def special_kind(path: Path) -> str | None:
+    """What ``path`` is if it is neither a regular file nor a folder (a FIFO, a device, a socket):
+    reading one would block forever or never end (``/dev/zero``)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    for test, name in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 def read_file(path: Path, level: str):
     """The contents of ``path`` as ``str`` (char/word) or ``bytes`` (byte), checked."""
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
     if path.is_dir():
         raise ValueError(f"expected a text file, found a directory: {path}")
+    kind = special_kind(path)
+    if kind:
+        raise ValueError(f"expected a regular text file, found {kind}: {path} (save the text to a file first)")
     raw = path.read_bytes()
     if not raw:
         raise ValueError(f"{path} is empty (expected text)")
@@ -223,6 +243,10 @@ def load_corpus(path=None, level: str | None = None, *, vocab: Vocabulary | None
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no such file or directory: {path}")
+    kind = special_kind(path)
+    if kind:
+        raise ValueError(f"expected a text file or a corpus folder, found {kind}: {path} (save the text to a file "
+                         f"first)")
     if path.is_file():
         enwik8 = path.name == "enwik8"
         level = level or ("byte" if enwik8 else "char")

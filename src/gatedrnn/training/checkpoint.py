@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,25 @@ class CheckpointError(ValueError):
     """
 
 
+def os_error_in(err: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``err``, if any: ``torch.save`` reports a full disk as a
+    ``RuntimeError`` ("unexpected pos") chained to the ``OSError`` that caused it."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def atomic_write(path, write) -> None:
-    """Call ``write(file)`` on a temporary file, then move it to ``path`` in one step."""
+    """Call ``write(file)`` on a temporary file, then move it to ``path`` in one step.
+
+    If anything fails, the temporary file is removed and ``path`` is untouched; a failure of the
+    file system (a full disk, a read-only mount, no permission) is raised as an ``OSError`` naming
+    ``path``, whatever layer (``torch.save``, ``savefig``) it came through.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -40,8 +58,14 @@ def atomic_write(path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as err:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        cause = os_error_in(err) if isinstance(err, Exception) else None
+        if cause is not None:
+            raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from None
         raise
     fsync_dir(path.parent)
 
@@ -103,7 +127,7 @@ def save_checkpoint(path, payload: dict) -> None:
     atomic_write(path, lambda f: torch.save(payload, f))
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
+def load_checkpoint(path, map_location="cpu", *, allow_unverified: bool = False) -> dict:
     """The payload of the checkpoint at ``path`` (a file, or a run folder: its latest or best).
 
     Read with ``torch.load(weights_only=True)``, tensors mapped to ``map_location`` (``"cpu"``
@@ -111,6 +135,9 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     an empty, truncated, corrupted or foreign one ``CheckpointError`` (a ``ValueError``), each
     one line that says what was expected and what was found. To use a trained model, prefer
     ``gatedrnn.load``.
+
+    Every checkpoint gatedrnn writes carries the SHA-256 of its contents; one without it is
+    refused (its weights could have been altered unnoticed) unless ``allow_unverified``.
     """
     path = Path(path)
     if path.is_dir():
@@ -126,22 +153,44 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise CheckpointError(f"checkpoint {path} is empty (expected a gatedrnn checkpoint): a save was cut off?")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # zip, pickle and storage errors all mean the same to the user
-        reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupted (expected a gatedrnn checkpoint): "
-                              f"{reason}") from None
+    except Exception as err:
+        raise CheckpointError(load_failure(path, err)) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path} is not a gatedrnn checkpoint (expected format {FORMAT!r}, found {found!r})")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"checkpoint {path} has version {payload.get('version')!r}, expected {VERSION}")
     saved = payload.pop("sha256", None)
+    if saved is None and not allow_unverified:
+        raise CheckpointError(f"checkpoint {path} carries no SHA-256 digest of its contents, so altered weights "
+                              f"could not be detected (gatedrnn writes one into every checkpoint). Load it only if "
+                              f"you trust where it came from: add --allow-unverified (allow_unverified=True in "
+                              f"Python).")
     if saved is not None:
         found = payload_digest(payload)
         if found != saved:
             raise CheckpointError(f"checkpoint {path} is corrupted: its contents hash to SHA-256 {found[:16]}..., "
                                   f"expected {saved[:16]}... as saved with them")
     return payload
+
+
+def load_failure(path, err: Exception) -> str:
+    """One whole sentence for what ``torch.load(weights_only=True)`` refused (torch's own message
+    runs to a page, and advises the ``weights_only=False`` that would run code from the file)."""
+    text = str(err)
+    found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL\s+([\w.]+)", text)
+    if found:  # the file asks to build Python objects: refused before any was built
+        return (f"checkpoint {path} asks to build Python objects ({found.group(1)}), and a gatedrnn checkpoint "
+                f"holds only tensors and plain values: it was refused without running anything from it. It was "
+                f"not written by gatedrnn, or was tampered with.")
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    if detail:
+        first = detail.group(1).strip()
+    else:
+        first = next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
+        first = re.split(r"(?<=[.!?])\s", first, maxsplit=1)[0]
+    return (f"checkpoint {path} is truncated or corrupted (expected a gatedrnn checkpoint; torch.load found: "
+            f"{first.rstrip('.')}).")
 
 
 # -- random number generators as plain types ------------------------------------------------

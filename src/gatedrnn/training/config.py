@@ -61,6 +61,8 @@ class TrainConfig:
                           "the step", choices=ON_NAN)
     precision: str = setting("float32", "bf16: the forward under bf16 autocast, weights and gradients float32",
                              choices=PRECISIONS)
+    sample_length: int = setting(400, "tokens `gatedrnn train` samples at the end of the run (0: none; a resumed run "
+                                 "keeps its own)", group="run")
 
     def __post_init__(self):
         if self.minutes is None:
@@ -70,6 +72,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.sample_length, int) or isinstance(self.sample_length, bool) or self.sample_length < 0:
+            raise ValueError(f"sample_length must not be negative, got {self.sample_length!r}")
         if not isinstance(self.steps, int) or self.steps < 0:
             raise ValueError(f"steps must be a positive integer (or 0 for no limit), got {self.steps!r}")
         if self.minutes < 0:

@@ -46,4 +46,7 @@ def evaluate(model, tokens: np.ndarray, seq_len: int = 256, streams: int = 1, de
 
 
 def metrics(loss: float, tokens: int = 0) -> dict:
-    return {"loss": loss, "ppl": math.exp(min(loss, 700.0)), "bits_per_token": loss / math.log(2), "tokens": tokens}
+    # past exp(709) a float overflows: the perplexity is infinite (or NaN with the loss), not a
+    # large finite number that reads like a measurement
+    ppl = math.exp(loss) if loss < 700.0 else (math.inf if loss >= 700.0 else math.nan)
+    return {"loss": loss, "ppl": ppl, "bits_per_token": loss / math.log(2), "tokens": tokens}

@@ -22,7 +22,9 @@ import csv
 import io
 import json
 import math
+import os
 import time
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,11 +38,15 @@ from . import distributed as D
 from .checkpoint import BEST, LATEST, CheckpointError, atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .evaluate import evaluate
-from .runlock import RunLock
+from .evaluate import metrics as loss_metrics
+from .loading import CheckpointFallback, RunWriteError, describe_os_error, load_model  # noqa: F401 (load_model: API)
+from .runlock import LOCK, RunLock
+from .sizing import check_fits, check_weights_fit_config
 
 METRICS_FIELDS = ("step", "tokens", "elapsed_s", "lr", "split", "loss", "bits_per_token")
 #: training settings a resumed run may change; the others define the run
-RESUMABLE = {"steps", "minutes", "save_every", "eval_every", "log_every", "device", "eval_streams", "on_nan"}
+RESUMABLE = {"steps", "minutes", "save_every", "eval_every", "log_every", "device", "eval_streams", "on_nan",
+             "sample_length"}
 #: under --on-nan skip, this many non-finite steps in a row stop the run: the model is not recovering
 MAX_SKIPS_IN_A_ROW = 20
 
@@ -48,6 +54,8 @@ MAX_SKIPS_IN_A_ROW = 20
 class TrainingError(ValueError, RuntimeError):
     """Training cannot go on (a non-finite loss, gradient or weight): one line for the user,
     saying where it happened and that the last good checkpoint is kept."""
+
+
 
 
 @dataclass
@@ -109,11 +117,19 @@ def budget_reached(cfg: TrainConfig, step: int, elapsed: float) -> str | None:
 
 def check_new_run_folder(out: Path) -> None:
     """A new run never writes into a folder that holds anything."""
+    for parent in reversed(out.parents):
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"--out {out}: {parent} is a file, not a folder (expected a new or empty folder for the "
+                             f"run); choose another --out")
     if out.exists():
         if not out.is_dir():
             raise ValueError(f"--out {out} is a file (expected a new or empty folder for the run)")
         if (out / LATEST).exists() or (out / BEST).exists():
             raise ValueError(f"{out} already holds a run ({LATEST}); add --resume to continue it, or choose another --out")
+        if [p.name for p in out.iterdir()] == [LOCK]:
+            # a trainer that died setting the folder up (a full disk, a kill) left only its lock:
+            # stale, it is removed; a live trainer's lock stops us here (RunBusyError)
+            RunLock(out).clear_if_stale()
         if any(out.iterdir()):
             raise ValueError(f"{out} is not empty (expected a new or empty folder for the run); choose another --out")
 
@@ -172,6 +188,7 @@ class Trainer:
         self.saved_step = -1
         self.anchor = None  # where the schedule was re-anchored after a budget change (schedule_progress)
         self.schedule_note = None  # what a budget change on resume did to the schedule, for the user
+        self.valid_at_step = None  # the validation loss metrics.csv holds for the current step
         # the run folder is this trainer's while it sets it up and while it runs (runlock.py)
         self.lock = RunLock(self.out)
         weakref.finalize(self, self.lock.release)
@@ -181,7 +198,7 @@ class Trainer:
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def new(cls, cfg: TrainConfig, model_options: dict, out, *, corpus: Corpus | None = None, callback=None,
-            info: D.DistInfo | None = None, device=None) -> "Trainer":
+            info: D.DistInfo | None = None, device=None, check_memory: bool = True) -> "Trainer":
         """A new run in the folder ``out`` (created; refused if it holds anything).
 
         ``cfg`` is the ``TrainConfig``; ``model_options`` the ``LMConfig`` fields but
@@ -189,42 +206,70 @@ class Trainer:
         {...}}``); ``corpus`` a ``Corpus`` already loaded (else ``cfg.data`` is read);
         ``callback`` receives every ``Event``; ``device`` overrides ``cfg.device``; ``info``
         describes the process group under torchrun (``None``: one process).
+        ``check_memory``: refuse a model whose parameters and one training step would not fit in
+        the memory available (``sizing.check_fits``), before anything is allocated.
         """
         out = Path(out)
         info = info or D.DistInfo()
         check_new_run_folder(out)
         corpus = corpus or load_corpus(cfg.data or None, cfg.level or None)
         model_cfg = LMConfig(vocab_size=len(corpus.vocab), **model_options)
+        if check_memory:
+            check_fits(model_cfg, D.resolve_device(device or cfg.device, info), cfg, rows=_row_count(cfg, info))
         trainer = cls(cfg, model_cfg, corpus, out, callback=callback, info=info, device=device)
         if info.enabled:
             D.dist.barrier()  # every rank has checked the folder before rank 0 fills it
         if info.is_writer:
-            out.mkdir(parents=True, exist_ok=True)
-            trainer.lock.acquire()  # a second trainer that raced for the same new folder stops here
-            trainer._write_run_json()
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise RunWriteError(f"cannot create the run folder {out} ({err.strerror or err}); choose another "
+                                    f"--out") from None
+            try:
+                trainer.lock.acquire()  # a second trainer that raced for the same new folder stops here
+                trainer._write_run_json()
+            except OSError as err:
+                trainer.lock.release()
+                raise RunWriteError(f"cannot write to the run folder {out}: {describe_os_error(err)}; nothing was "
+                                    f"saved and no lock is left behind; free some space or choose another --out, "
+                                    f"then start again") from None
         return trainer
 
     @classmethod
     def resume(cls, out, train_overrides: dict | None = None, model_overrides: dict | None = None, *,
-               callback=None, info: D.DistInfo | None = None, device=None) -> "Trainer":
-        """Continue the run in ``out`` from its latest checkpoint (``callback``, ``info`` and
-        ``device`` as in ``new``). ``model_overrides`` may only repeat the run's model settings
+               callback=None, info: D.DistInfo | None = None, device=None, check_memory: bool = True,
+               allow_unverified: bool = False) -> "Trainer":
+        """Continue the run in ``out`` from its latest checkpoint (``callback``, ``info``,
+        ``device`` and ``check_memory`` as in ``new``; ``allow_unverified`` loads a checkpoint
+        without its digest). ``model_overrides`` may only repeat the run's model settings
         (``engine`` excepted: another kernel for the same math may be asked for).
 
         ``train_overrides`` may change the budget and cadences (``RESUMABLE``); any other setting,
-        and any model setting, must match the run's or a ``ValueError`` says which differs.
+        and any model setting, must match the run's or a ``ValueError`` says which differs. With
+        ``latest.pt`` gone and ``best.pt`` there, the run goes on from ``best.pt`` (a
+        ``CheckpointFallback`` warning says so): every step after it is redone, exactly.
         """
         out = Path(out)
-        if not (out / LATEST).is_file():
-            if (out / "run.json").is_file():
-                raise FileNotFoundError(f"--resume: the run in {out} stopped before its first checkpoint (expected "
-                                        f"{out / LATEST}, found only run.json): nothing to resume; start it again "
-                                        f"with another --out")
-            what = "no such folder" if not out.exists() else f"no {LATEST} there"
-            raise FileNotFoundError(f"--resume: {out} holds no run to resume ({what}; expected {out / LATEST})")
-        ckpt = load_checkpoint(out / LATEST)
+        path = out / LATEST
+        if not path.is_file():
+            if (out / BEST).is_file():
+                path = out / BEST
+            elif (out / "run.json").is_file():
+                found = ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith(".")))
+                raise FileNotFoundError(f"--resume: the run in {out} has no checkpoint (expected {out / LATEST} or "
+                                        f"{out / BEST}, found {found}): it stopped before its first checkpoint, or "
+                                        f"its checkpoints were removed; nothing to resume, start it again with "
+                                        f"another --out")
+            else:
+                what = "no such folder" if not out.exists() else f"no {LATEST} there"
+                raise FileNotFoundError(f"--resume: {out} holds no run to resume ({what}; expected {out / LATEST})")
+        ckpt = load_checkpoint(path, allow_unverified=allow_unverified)
+        if path.name == BEST:
+            warnings.warn(CheckpointFallback(f"{out / LATEST} is missing; resuming from {path} (step {ckpt['step']}): "
+                                             f"the steps after it are trained again"))
         saved = TrainConfig.from_dict(ckpt["train_config"])
         model_cfg = LMConfig.from_dict(ckpt["model_config"])
+        check_weights_fit_config(model_cfg, ckpt["model"], path)
         changes = {}
         for key, value in (train_overrides or {}).items():
             if value != getattr(saved, key) and key not in RESUMABLE:
@@ -236,11 +281,15 @@ class Trainer:
             model_cfg.engine = model_overrides.pop("engine")
         asked = {**model_overrides.pop("cell_options", {}), **model_overrides}
         have = {**model_cfg.cell_options, **{k: v for k, v in model_cfg.to_dict().items() if k != "cell_options"}}
-        for key, value in asked.items():
+        # the cell first: another cell's options (--rounds on a GRU run) follow from asking for it
+        for key, value in sorted(asked.items(), key=lambda kv: kv[0] != "cell"):
             if _norm(value) != _norm(have.get(key)):
                 raise ValueError(f"the checkpoint's model has {key}={have.get(key)!r}, but {key}={value!r} was asked "
                                  f"for (a resumed run keeps its model)")
         cfg = TrainConfig.from_dict({**saved.to_dict(), **changes})
+        if check_memory:
+            resolved = D.resolve_device(device or cfg.device, info or D.DistInfo())
+            check_fits(model_cfg, resolved, cfg, rows=_row_count(cfg, info or D.DistInfo()))
         vocab = Vocabulary.from_dict(ckpt["vocab"])
         corpus = load_corpus(saved.data or None, saved.level or None, vocab=vocab)
         was, now = ckpt.get("corpus", {}).get("tokens_sha256"), corpus.description.get("tokens_sha256")
@@ -253,11 +302,15 @@ class Trainer:
             trainer._reanchor(saved)
         if trainer.info.is_writer:
             trainer.lock.acquire()  # before anything is written: a live trainer there stops us
-            for stale in out.glob(".*.tmp-*"):  # a save cut off by a kill: atomic_write never renamed it
-                stale.unlink(missing_ok=True)
-            trainer._truncate_metrics()
-            if not budget_reached(cfg, trainer.step, trainer.elapsed):  # else nothing is done, nothing changed
-                trainer._write_run_json()
+            try:
+                for stale in out.glob(".*.tmp-*"):  # a save cut off by a kill: atomic_write never renamed it
+                    stale.unlink(missing_ok=True)
+                trainer._truncate_metrics()
+                if not budget_reached(cfg, trainer.step, trainer.elapsed):  # else nothing is done, nothing changed
+                    trainer._write_run_json()
+            except OSError as err:
+                trainer.lock.release()
+                raise trainer._write_error(err) from None
         return trainer
 
     def _reanchor(self, saved: TrainConfig) -> None:
@@ -308,6 +361,10 @@ class Trainer:
         w = csv.DictWriter(buf, METRICS_FIELDS)
         w.writeheader()
         w.writerows(rows)
+        # a run resumed at its end (its last write failed, or a longer --steps was not asked for)
+        # has validated this step already: not again, and no second row for it
+        self.valid_at_step = next((float(r["loss"]) for r in rows if r["split"] == "valid"
+                                   and int(r["step"]) == self.step), None)
         atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
 
     def _metrics_row(self, split: str, loss: float, lr: float) -> None:
@@ -315,13 +372,36 @@ class Trainer:
             return
         path = self.out / "metrics.csv"
         new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(METRICS_FIELDS)
-            # repr keeps every bit of the float: resumed runs can be compared exactly
-            w.writerow([self.step, self.tokens, f"{self.elapsed:.3f}", repr(lr), split, repr(loss),
-                        repr(loss / math.log(2))])
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        if new:
+            w.writerow(METRICS_FIELDS)
+        # repr keeps every bit of the float: resumed runs can be compared exactly
+        w.writerow([self.step, self.tokens, f"{self.elapsed:.3f}", repr(lr), split, repr(loss),
+                    repr(loss / math.log(2))])
+        size = path.stat().st_size if not new else 0
+        try:
+            with open(path, "a", newline="") as f:
+                f.write(buf.getvalue())
+        except OSError as err:
+            try:  # a row cut off by a full disk is taken back: the file ends with whole rows
+                if new:
+                    path.unlink(missing_ok=True)
+                else:
+                    os.truncate(path, size)
+            except OSError:
+                pass  # a resume drops a cut-off row anyway (_truncate_metrics)
+            raise self._write_error(err) from None
+
+    def _write_error(self, err: OSError) -> RunWriteError:
+        """One line: what failed, what the run folder still holds, how to go on."""
+        if self.saved_step > 0 or (self.out / LATEST).is_file():
+            step = self.saved_step if self.saved_step > 0 else "the last one saved"
+            kept = (f"the run folder is intact, with its checkpoint of step {step} ({self.out / LATEST}); "
+                    f"free some space, then resume with: gatedrnn train --resume {self.out}")
+        else:
+            kept = "no checkpoint was saved yet; free some space and start the run again"
+        return RunWriteError(f"could not write to the run folder at step {self.step}: {describe_os_error(err)}; {kept}")
 
     def checkpoint_payload(self) -> dict:
         """What ``save`` writes: weights, optimizer, step, data position, state, RNGs, configs, vocabulary."""
@@ -352,9 +432,12 @@ class Trainer:
         payload = self.checkpoint_payload()  # every rank takes part in the gathers
         if not self.info.is_writer:
             return
-        save_checkpoint(self.out / LATEST, payload)
-        if best:
-            save_checkpoint(self.out / BEST, payload)
+        try:
+            save_checkpoint(self.out / LATEST, payload)
+            if best:
+                save_checkpoint(self.out / BEST, payload)
+        except OSError as err:  # atomic_write left the previous checkpoint as it was
+            raise self._write_error(err) from None
         self.saved_step = self.step
         self.callback(Event("save", self.step, {"path": str(self.out / LATEST), "best": best}))
 
@@ -427,6 +510,8 @@ class Trainer:
         window_loss, window_n, window_t0, window_tokens = 0.0, 0, time.monotonic(), 0
         tokens_per_step = cfg.batch_size * cfg.seq_len
         last_valid = None
+        if self.valid_at_step is not None:
+            last_valid = {**loss_metrics(self.valid_at_step), "step": self.step}
         reason = None
         while True:
             self.elapsed = time.monotonic() - clock
@@ -472,7 +557,17 @@ class Trainer:
                     self.save()
                 continue
             self.skipped_in_a_row = 0
-            self.optimizer.step()
+            try:
+                self.optimizer.step()
+            except RuntimeError as err:
+                # AdamW with an absurd lr: its step size (lr over the bias correction) overflows a
+                # float before any weight is non-finite; the weights may be half updated, and are
+                # never saved from here
+                if "overflow" not in str(err):
+                    raise
+                raise TrainingError(f"the optimizer's update overflowed at step {self.step + 1} (lr {lr:g}: "
+                                    f"{str(err).splitlines()[0]}); stopped, the last good checkpoint is kept in "
+                                    f"{self.out} (try a lower --lr)") from None
             self.state = detach_state(state)
             self.step += 1
             self.tokens += tokens_per_step
@@ -531,42 +626,12 @@ class Trainer:
         return max(0.0, min(left)) if left else None
 
 
+def _row_count(cfg: TrainConfig, info: D.DistInfo) -> int:
+    """The batch rows this process trains on."""
+    return len(range(cfg.batch_size)[info.rows(cfg.batch_size)])
+
+
 def _norm(value):
     if isinstance(value, (list, tuple)):
         return tuple(value)
     return value
-
-
-def checkpoint_path(run, which: str = "best") -> Path:
-    """The checkpoint file of a run folder (``best`` or ``latest``, else the other), or ``run`` itself."""
-    run = Path(run)
-    if not run.exists():
-        raise FileNotFoundError(f"no such run folder or checkpoint file: {run}")
-    if not run.is_dir():
-        return run
-    names = [BEST, LATEST] if which == "best" else [LATEST, BEST]
-    path = next((run / n for n in names if (run / n).is_file()), None)
-    if path is None:
-        raise FileNotFoundError(f"{run} holds no checkpoint (expected {BEST} or {LATEST})")
-    return path
-
-
-def load_model(run, which: str = "best", device="cpu"):
-    """A trained model, its vocabulary and its checkpoint from a run folder or checkpoint file.
-
-    ``which`` picks ``best`` or ``latest`` in a folder (falling back to the other if missing);
-    ``device`` is where the model goes (``"cpu"``, ``"cuda"``, ``"auto"``). Returns ``(model,
-    vocab, checkpoint)``: the ``LanguageModel`` in eval mode, its ``Vocabulary`` and the
-    checkpoint's payload. ``gatedrnn.load`` wraps the same in a ``Run`` with sampling and scoring.
-    """
-    device = D.resolve_device(device)
-    path = checkpoint_path(run, which)
-    ckpt = load_checkpoint(path)
-    model_cfg = LMConfig.from_dict(ckpt["model_config"])
-    model = LanguageModel(model_cfg)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {path} does not fit its own model config: {str(err).splitlines()[0]}") from None
-    return model.to(device).eval(), Vocabulary.from_dict(ckpt["vocab"]), ckpt
-

@@ -25,7 +25,7 @@ from ..data.corpora import clean_text
 from ..models.lm import LanguageModel, LMConfig
 from .config import TrainConfig
 from .evaluate import evaluate
-from .loop import checkpoint_path, load_model
+from .loop import load_model
 from .sampling import generate
 
 
@@ -148,14 +148,18 @@ class Run:
         return {**result, "unknown_tokens": unknown}
 
 
-def load(path, checkpoint: str = "best", device="cpu") -> Run:
+def load(path, checkpoint: str = "best", device="cpu", *, allow_unverified: bool = False,
+         check_memory: bool = True) -> Run:
     """A trained run, from its folder or one checkpoint file, ready to sample and score text.
 
     ``path`` is a run folder written by ``gatedrnn train`` (or ``Trainer``), or a ``.pt``
     checkpoint in one. In a folder, ``checkpoint`` picks ``"best"`` (the lowest validation loss,
     the default) or ``"latest"``, each falling back to the other. ``device`` is ``"cpu"``,
     ``"cuda"``, ``"cuda:N"`` or ``"auto"``. The checkpoint is read with ``weights_only=True``:
-    loading never runs code from the file.
+    loading never runs code from the file. A checkpoint without its SHA-256 digest is refused
+    unless ``allow_unverified``; a model larger than the memory available is refused before it is
+    built unless ``check_memory=False``. If the checkpoint asked for is damaged, the other one of
+    the folder is used and a ``CheckpointFallback`` warning says so.
 
     Raises ``FileNotFoundError`` for a missing run and ``gatedrnn.training.CheckpointError`` (a
     ``ValueError``) for a file that is not a whole gatedrnn checkpoint.
@@ -167,7 +171,8 @@ def load(path, checkpoint: str = "best", device="cpu") -> Run:
     """
     if checkpoint not in ("best", "latest"):
         raise ValueError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}")
-    path = checkpoint_path(path, checkpoint)
-    model, vocab, ckpt = load_model(path, checkpoint, device)
+    model, vocab, ckpt = load_model(path, checkpoint, device, allow_unverified=allow_unverified,
+                                    check_memory=check_memory)
+    path = ckpt["path"]
     config = RunConfig(TrainConfig.from_dict(ckpt["train_config"]), LMConfig.from_dict(ckpt["model_config"]))
     return Run(model, vocab, config, step=ckpt["step"], path=path, corpus=ckpt.get("corpus"))

@@ -1,10 +1,14 @@
 """One trainer per run folder.
 
-A trainer holds ``RUN/.lock`` while it writes the folder: created with ``O_EXCL`` (so two trainers
-racing for it cannot both win), holding the owner's process id and host. A second trainer, new
+A trainer holds ``RUN/.lock`` while it writes the folder, holding the owner's process id and host.
+The lock is written whole to a temporary file first and then hard-linked to ``.lock`` (``link``
+fails if the name exists: two trainers racing for it cannot both win), so a lock is never seen
+half-written and a full disk leaves no lock behind; on a file system without hard links it is
+created with ``O_EXCL`` and written in place. A second trainer, new
 or resuming, finds it and stops with a one-line error before writing anything. A lock left by a
 trainer that died (``SIGKILL``, a power cut) is stale: on the same host its process no longer
-exists (or is a zombie), and the next trainer takes it over. A lock from another host cannot be
+exists (or is a zombie), and the next trainer takes it over. So is an empty or unreadable lock a
+few seconds old (an older version's trainer cut off between creating and writing it). A lock from another host cannot be
 checked from here; the error says which file to delete once no trainer runs there.
 """
 from __future__ import annotations
@@ -16,6 +20,8 @@ import time
 from pathlib import Path
 
 LOCK = ".lock"
+#: an unreadable lock younger than this may be another trainer's, being written in place
+SETUP_SECONDS = 5.0
 
 
 class RunBusyError(ValueError):
@@ -47,18 +53,48 @@ class RunLock:
         if self.held:
             return
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        text = json.dumps(me)
         for _ in range(2):  # a second try after removing a stale lock
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                self._create(text)
             except FileExistsError:
                 self._refuse_unless_stale()
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
             self.held = True
             return
         raise RunBusyError(f"{self.path.parent} is locked by another trainer that took it at the same moment; "
                            f"try again, or choose another --out")
+
+    def _create(self, text: str) -> None:
+        """``.lock`` holding ``text``, or ``FileExistsError``; nothing is left behind on failure."""
+        tmp = self.path.with_name(f"{LOCK}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+            try:
+                os.link(tmp, self.path)
+                return
+            except FileExistsError:
+                raise
+            except OSError:  # no hard links here: O_EXCL, written in place
+                pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+        except BaseException:
+            self.path.unlink(missing_ok=True)
+            raise
+
+    def clear_if_stale(self) -> bool:
+        """Remove a stale lock (True); ``RunBusyError`` if a live trainer holds it; False if none."""
+        if not self.path.exists():
+            return False
+        self._refuse_unless_stale()
+        return True
 
     def _refuse_unless_stale(self) -> None:
         try:
@@ -67,10 +103,16 @@ class RunLock:
         except FileNotFoundError:  # released between our attempt and this read
             return
         except (OSError, ValueError, KeyError, TypeError):
-            owner, pid, host = {}, None, None  # a torn or foreign file: only its age can tell
-            if time.time() - self.path.stat().st_mtime < 60:
+            # empty, torn or foreign: this version never leaves one (see above), so only an older
+            # trainer writing it in place this very moment could; past a few seconds it is stale
+            owner, pid, host = {}, None, None
+            try:
+                age = time.time() - self.path.stat().st_mtime
+            except FileNotFoundError:
+                return
+            if age < SETUP_SECONDS:
                 raise RunBusyError(f"{self.path.parent} is being set up by another trainer ({self.path} is unreadable "
-                                   f"and under a minute old); wait, or choose another --out") from None
+                                   f"and {age:.0f} s old); wait a moment, or choose another --out") from None
         if pid is not None and host == socket.gethostname() and _alive(pid):
             raise RunBusyError(f"{self.path.parent} is being written by another trainer (process {pid}, since "
                                f"{owner.get('since', '?')}); wait for it to finish or stop it, or choose another --out")

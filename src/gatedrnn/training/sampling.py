@@ -1,6 +1,7 @@
 """Sampling text from a language model, one token at a time, as a generator."""
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 import torch
@@ -23,6 +24,8 @@ def generate(model, vocab: Vocabulary, prompt: str = "", length: int = 200, temp
     """
     if length < 0:
         raise ValueError(f"length must not be negative, got {length}")
+    if not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a finite number (0 for the most likely token), got {temperature}")
     if temperature < 0:
         raise ValueError(f"temperature must not be negative, got {temperature}")
     if top_k < 0:

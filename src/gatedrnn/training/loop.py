@@ -18,11 +18,8 @@ run that has used its budget does nothing.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
-import os
 import time
 import warnings
 import weakref
@@ -40,10 +37,10 @@ from .config import TrainConfig
 from .evaluate import evaluate
 from .evaluate import metrics as loss_metrics
 from .loading import CheckpointFallback, RunWriteError, describe_os_error, load_model  # noqa: F401 (load_model: API)
-from .runlock import LOCK, RunLock
+from .runfolder import METRICS_FIELDS, append_metrics_row, check_new_run_folder, truncate_metrics, write_failure  # noqa: F401
+from .runlock import RunLock
 from .sizing import check_fits, check_weights_fit_config
 
-METRICS_FIELDS = ("step", "tokens", "elapsed_s", "lr", "split", "loss", "bits_per_token")
 #: training settings a resumed run may change; the others define the run
 RESUMABLE = {"steps", "minutes", "save_every", "eval_every", "log_every", "device", "eval_streams", "on_nan",
              "sample_length"}
@@ -113,25 +110,6 @@ def budget_reached(cfg: TrainConfig, step: int, elapsed: float) -> str | None:
     if cfg.minutes and elapsed >= cfg.minutes * 60:
         return "minutes"
     return None
-
-
-def check_new_run_folder(out: Path) -> None:
-    """A new run never writes into a folder that holds anything."""
-    for parent in reversed(out.parents):
-        if parent.exists() and not parent.is_dir():
-            raise ValueError(f"--out {out}: {parent} is a file, not a folder (expected a new or empty folder for the "
-                             f"run); choose another --out")
-    if out.exists():
-        if not out.is_dir():
-            raise ValueError(f"--out {out} is a file (expected a new or empty folder for the run)")
-        if (out / LATEST).exists() or (out / BEST).exists():
-            raise ValueError(f"{out} already holds a run ({LATEST}); add --resume to continue it, or choose another --out")
-        if [p.name for p in out.iterdir()] == [LOCK]:
-            # a trainer that died setting the folder up (a full disk, a kill) left only its lock:
-            # stale, it is removed; a live trainer's lock stops us here (RunBusyError)
-            RunLock(out).clear_if_stale()
-        if any(out.iterdir()):
-            raise ValueError(f"{out} is not empty (expected a new or empty folder for the run); choose another --out")
 
 
 class Trainer:
@@ -349,59 +327,22 @@ class Trainer:
         atomic_write(self.out / "run.json", lambda f: f.write(text.encode()))
 
     def _truncate_metrics(self) -> None:
-        """Rows written after the checkpoint (a crash between saves) are dropped: they will be redone."""
-        path = self.out / "metrics.csv"
-        if not path.exists():
-            return
-        with open(path, newline="") as f:
-            # a row cut short by a kill during its write is dropped with the rest after the checkpoint
-            rows = [r for r in csv.DictReader(f)
-                    if None not in r.values() and r["step"].isdigit() and int(r["step"]) <= self.step]
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, METRICS_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-        # a run resumed at its end (its last write failed, or a longer --steps was not asked for)
-        # has validated this step already: not again, and no second row for it
-        self.valid_at_step = next((float(r["loss"]) for r in rows if r["split"] == "valid"
-                                   and int(r["step"]) == self.step), None)
-        atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+        """Rows written after the checkpoint (a crash between saves) are dropped: they will be redone.
+        A run resumed at its end has validated this step already: not again (``valid_at_step``)."""
+        self.valid_at_step = truncate_metrics(self.out / "metrics.csv", self.step)
 
     def _metrics_row(self, split: str, loss: float, lr: float) -> None:
         if not self.info.is_writer:
             return
-        path = self.out / "metrics.csv"
-        new = not path.exists()
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        if new:
-            w.writerow(METRICS_FIELDS)
         # repr keeps every bit of the float: resumed runs can be compared exactly
-        w.writerow([self.step, self.tokens, f"{self.elapsed:.3f}", repr(lr), split, repr(loss),
-                    repr(loss / math.log(2))])
-        size = path.stat().st_size if not new else 0
+        row = [self.step, self.tokens, f"{self.elapsed:.3f}", repr(lr), split, repr(loss), repr(loss / math.log(2))]
         try:
-            with open(path, "a", newline="") as f:
-                f.write(buf.getvalue())
+            append_metrics_row(self.out / "metrics.csv", row)
         except OSError as err:
-            try:  # a row cut off by a full disk is taken back: the file ends with whole rows
-                if new:
-                    path.unlink(missing_ok=True)
-                else:
-                    os.truncate(path, size)
-            except OSError:
-                pass  # a resume drops a cut-off row anyway (_truncate_metrics)
             raise self._write_error(err) from None
 
     def _write_error(self, err: OSError) -> RunWriteError:
-        """One line: what failed, what the run folder still holds, how to go on."""
-        if self.saved_step > 0 or (self.out / LATEST).is_file():
-            step = self.saved_step if self.saved_step > 0 else "the last one saved"
-            kept = (f"the run folder is intact, with its checkpoint of step {step} ({self.out / LATEST}); "
-                    f"free some space, then resume with: gatedrnn train --resume {self.out}")
-        else:
-            kept = "no checkpoint was saved yet; free some space and start the run again"
-        return RunWriteError(f"could not write to the run folder at step {self.step}: {describe_os_error(err)}; {kept}")
+        return write_failure(self.out, self.step, self.saved_step, err)
 
     def checkpoint_payload(self) -> dict:
         """What ``save`` writes: weights, optimizer, step, data position, state, RNGs, configs, vocabulary."""

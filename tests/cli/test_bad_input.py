@@ -170,6 +170,17 @@ def test_unknown_cell_suggests_close_names(workdir, capsys):
     assert "unknown cell 'lstn'" in line and "did you mean 'lstm'" in line
 
 
+@pytest.mark.parametrize("extra,expected", [
+    (["--cell", "slstm", "--num-heads", "3"], "num_heads must divide hidden_size, got num_heads=3 and hidden_size=8"),
+    (["--cell", "indrnn", "--nonlinearity", "sigmoid"], "Unknown nonlinearity 'sigmoid'; expected one of ('relu', 'tanh')"),
+    (["--cell", "mingru", "--dropout-state", "0.2"], "dropout_state acts on the recurrent weight, which cell 'mingru' does not have"),
+    (["--cell", "slstm", "--zoneout", "0.1"], "zoneout keeps each state element on its own, which is not defined for cell 'slstm'"),
+])
+def test_options_the_modern_cells_refuse(workdir, capsys, extra, expected):
+    argv = train(workdir, "--data", str(workdir / "corpus.txt"), "--out", str(workdir / "new"))
+    assert expected in refused(argv + extra, workdir, capsys)
+
+
 # -- run folders ------------------------------------------------------------------------------
 
 def test_output_folder_holding_a_run_is_never_overwritten(workdir, capsys):

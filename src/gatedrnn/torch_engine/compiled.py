@@ -8,7 +8,7 @@ once per machine: the build is cached in torch's extension folder, ``TORCH_EXTEN
 under a name that carries a hash of the source, the flags and the processor, so a home folder
 shared between machines of different processors never loads a build made for another).
 ``GATEDRNN_CPP=0`` (or ``ENABLED = False``) turns it off; a failed build (no compiler, no
-headers) is reported once as a warning and the eager loops run, as they do everywhere the
+headers) is logged once (logger ``gatedrnn``, level WARNING) and the eager loops run, as they do everywhere the
 kernels do not apply (CUDA, half precision, autocast). benchmarks/RESULTS.md has what it pays.
 """
 from __future__ import annotations
@@ -19,7 +19,6 @@ import logging
 import os
 import platform
 import threading
-import warnings
 from pathlib import Path
 
 import torch
@@ -96,9 +95,10 @@ def _load():
         return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS,
                                   extra_ldflags=LDFLAGS, verbose=False)
     except Exception as e:  # noqa: BLE001 - any failure to build means: run the eager loops
-        warnings.warn(f"gatedrnn: the compiled elementwise kernels could not be built ({type(e).__name__}: "
-                      f"{str(e).splitlines()[0] if str(e) else ''}); the eager loops run instead "
-                      "(GATEDRNN_CPP=0 silences this)", RuntimeWarning, stacklevel=3)
+        reason = str(e).splitlines()[0] if str(e) else ""
+        logging.getLogger("gatedrnn").warning(
+            "the compiled elementwise kernels could not be built (%s: %s); the eager loops run instead "
+            "(GATEDRNN_CPP=0 skips the attempt)", type(e).__name__, reason)
         return None
 
 

@@ -124,11 +124,13 @@ def _module_fn(name, engine="fused"):
     return fn, params
 
 
+@pytest.mark.parametrize("engine", ["fused", "auto"])
 @pytest.mark.parametrize("name", list(CELLS))
-def test_torch_func_transforms_through_the_fused_engine(name):
+def test_torch_func_transforms_through_the_fused_engine(name, engine):
     """``vmap`` over inputs and over gradients, ``jacrev``, ``jacfwd``, ``functional_call``: the fused
-    engine gives what its plain calls give (float64)."""
-    fn, params = _module_fn(name)
+    engine (and ``auto``, whose torch.nn kernels have no batching rules) gives what its plain calls
+    give (float64)."""
+    fn, params = _module_fn(name, engine)
     gen = torch.Generator().manual_seed(1)
     xs = torch.randn(3, 2, 2, 3, generator=gen, dtype=torch.float64)  # 3 inputs (T=2, B=2, I=3)
     ys = torch.func.vmap(fn, in_dims=(None, 0))(params, xs)
@@ -165,3 +167,26 @@ def test_gradcheck_with_batched_grad(name):
         y, _ = run_layer(cell, {**params, key: w_}, x_, (h_, *state[1:]), engine="fused")
         return y
     assert torch.autograd.gradcheck(fn, (x, w, h0), check_batched_grad=True)
+
+
+SINGLE_OPTIONS = [(name, {key: value}) for name, cls in CELLS.items()
+                  for key, values in cls.option_samples.items() for value in values]
+
+
+@pytest.mark.parametrize("case", SINGLE_OPTIONS, ids=[f"{n}-{k}={v}" for n, o in SINGLE_OPTIONS for k, v in o.items()])
+def test_vmap_and_jacfwd_for_every_option(case):
+    """Every option of every cell (each sample value the cell declares): ``vmap`` over inputs and
+    ``jacfwd`` through ``run_layer(engine="fused")`` equal the plain calls and autograd's jacobian."""
+    name, options = case
+    try:
+        cell, params, x, state = make_inputs(name, options, T=2, B=2, I=3, H=4)
+    except ValueError:  # a value the cell refuses alone (a sample meant for a combination)
+        pytest.skip(f"{name} refuses {options} alone")
+    xs = torch.stack([x, x.flip(0)])
+
+    def fn(x_):
+        return run_layer(cell, params, x_, state, engine="fused")[0]
+    for x_, y in zip(xs, torch.func.vmap(fn)(xs)):
+        torch.testing.assert_close(y, fn(x_), rtol=1e-12, atol=1e-12)
+    jac = torch.autograd.functional.jacobian(fn, x)
+    torch.testing.assert_close(torch.func.jacfwd(fn)(x), jac, rtol=1e-10, atol=1e-12)

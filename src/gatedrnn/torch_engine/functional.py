@@ -64,9 +64,9 @@ def run_layer(cell: Cell, params: dict, x, state, keep=None, engine: str = "fuse
     if engine == "reference":
         warnings.warn(DEPRECATED_REFERENCE, DeprecationWarning, stacklevel=2)
         engine = "autograd"
-    if engine == "autograd" or (engine == "fused" and transforms_active()):
+    if engine == "autograd" or (engine in ("fused", "triton") and transforms_active(x)):
         # torch.func's transforms see through the autograd loop's ops, not through the fused
-        # engine's autograd.Function (its in-place loops have no batching or forward-mode rules)
+        # engines' autograd.Functions (their in-place loops have no batching or forward-mode rules)
         return autograd_layer(cell, params, x, tuple(state), keep)
     if engine not in ("fused", "triton"):
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")

@@ -15,7 +15,7 @@ from torch import _VF
 from torch.nn.utils.rnn import PackedSequence
 
 from .capability import NATIVE_SEQUENCE, NATIVE_STEP, accepts
-from .ops import autocast_of
+from .ops import autocast_of, transforms_active
 
 #: dtypes PyTorch's recurrent kernels take, per device type (others fall back to the fused engine)
 NATIVE_DTYPES = {
@@ -33,7 +33,7 @@ def native_kernel(module, x):
     cannot take), a dtype or device the kernels do not take, or CPU autocast (whose bf16 policy
     differs from the fused engine's).
     """
-    if module.engine != "auto":
+    if module.engine != "auto" or transforms_active(x):  # torch.func: these kernels have no batching rules
         return None
     regularisation = getattr(module, "regularisation", None)
     if regularisation is not None and regularisation.active(module.training):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import io
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -364,3 +365,20 @@ def test_signature_is_torch_nns(name):
     keyword = {p.name: p.default for p in ours if p.kind == p.KEYWORD_ONLY}
     assert positional == _torch_signature(name)
     assert keyword["device"] is None and keyword["dtype"] is None  # keyword-only here
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="cuDNN's flattened weights need a CUDA device")
+@pytest.mark.parametrize("name", SEQUENCE)
+def test_cuda_weights_flattened_for_cudnn_as_torch_nn(name):
+    """On CUDA, torch.nn keeps its weights in one buffer for cuDNN (flatten_parameters, again after
+    .to()); so does gatedrnn, so cuDNN neither compacts them at each call nor warns about it."""
+    ref, ours = both("auto", name, 3, 4, num_layers=2, bidirectional=True)
+    ref, ours = ref.cuda(), ours.cuda()
+    x = torch.randn(5, 2, 3, device="cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_same(ref(x), ours(x))
+    def buffers(m):  # how many storages the weights live in
+        return len({w.untyped_storage().data_ptr() for w in m._flat_weights})
+
+    assert buffers(ours) == buffers(ref) == 1

@@ -78,6 +78,34 @@ def cpu_autocast(x) -> bool:
     return x.device.type == "cpu" and autocast_of(x) is not None
 
 
+#: torch.nn's modes cuDNN runs (``torch.backends.cudnn.rnn.get_cudnn_mode``)
+CUDNN_MODES = ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
+
+
+def flatten_for_cudnn(module) -> None:
+    """``torch.nn.RNNBase.flatten_parameters``: on CUDA with cuDNN, the weights of a module whose
+    configuration ``torch.nn`` computes are moved into one contiguous buffer that cuDNN reads as
+    is (else it compacts them at every call, and warns that it does); nothing elsewhere."""
+    weights = module._flat_weights
+    if module.mode not in CUDNN_MODES or not accepts(NATIVE_SEQUENCE, module.cell):
+        return
+    if len(weights) != len(module._flat_weights_names) or not all(isinstance(w, torch.Tensor) for w in weights):
+        return
+    first = weights[0]
+    if any(w.dtype != first.dtype or not w.is_cuda or not torch.backends.cudnn.is_acceptable(w) for w in weights):
+        return
+    if len({w.data_ptr() for w in weights}) != len(weights):  # aliased parameters: leave them
+        return
+    from torch.backends.cudnn import rnn as cudnn_rnn
+
+    with torch.cuda.device_of(first), torch.no_grad():
+        if torch._use_cudnn_rnn_flatten_weight():
+            torch._cudnn_rnn_flatten_weight(
+                weights, (4 if module.bias else 2) + (1 if module.proj_size else 0), module.input_size,
+                cudnn_rnn.get_cudnn_mode(module.mode), module.hidden_size, module.proj_size, module.num_layers,
+                module.batch_first, bool(module.bidirectional))
+
+
 def flat_weights(module) -> list:
     """The parameters in ``torch.nn``'s ``_flat_weights`` order, read by name (so that
     ``torch.func.functional_call``'s substitutes are the ones used)."""

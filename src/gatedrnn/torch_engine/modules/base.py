@@ -29,7 +29,7 @@ from ..boundary import (
 from ..generation import lstm_step
 from .. import triton
 from ..functional import DEPRECATED_REFERENCE, keep_dtypes, mix_state, run_layer
-from ..native import cpu_autocast, native_forward, native_kernel, step_kernel
+from ..native import cpu_autocast, flatten_for_cudnn, native_forward, native_kernel, step_kernel
 from ..ops import TORCH_OPS as ops
 from ..regularisation import Regularisation, draw_masks
 
@@ -130,6 +130,7 @@ class RecurrentBase(nn.Module):
     # -- torch.nn.RNNBase's attributes ------------------------------------------------------
     def _init_flat_weights(self) -> None:
         self._flat_weights = [getattr(self, name, None) for name in self._flat_weights_names]
+        self.flatten_parameters()
 
     def __setattr__(self, name, value) -> None:
         names = self.__dict__.get("_flat_weights_names")
@@ -158,8 +159,9 @@ class RecurrentBase(nn.Module):
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
     def flatten_parameters(self) -> None:
-        """Kept so code written for ``torch.nn`` RNNs runs unchanged; the weights stay as they are
-        (``torch.nn`` flattens them into one buffer for cuDNN only)."""
+        """As ``torch.nn.RNNBase.flatten_parameters``: on CUDA with cuDNN, a module that ``auto``
+        hands to cuDNN gets its weights in one contiguous buffer; elsewhere this does nothing."""
+        flatten_for_cudnn(self)
 
     def reset_parameters(self) -> None:
         for suffix, spec in self._specs:

@@ -173,3 +173,19 @@ def test_docstring_documents_every_argument_and_its_example_runs(cls):
     tests = doctest.DocTestFinder().find(cls, globs={"torch": torch, "gatedrnn": gatedrnn})
     results = [doctest.DocTestRunner().run(t) for t in tests if t.examples]
     assert results and all(r.failed == 0 and r.attempted > 0 for r in results)
+
+
+@pytest.mark.parametrize("cls", CELL_MODULES.values(), ids=lambda c: c.__name__)
+@pytest.mark.parametrize("input_size, hidden_size, batch", [(3, 0, 2), (0, 4, 2), (0, 0, 2), (3, 4, 0)])
+def test_zero_sizes_give_empty_states_of_the_right_shape(cls, input_size, hidden_size, batch):
+    """As torch.nn's cells: zero sizes make empty weights; a step returns states of the declared
+    sizes (empty where a size is zero) that take part in the graph (a gradient flows, all zero)."""
+    cell = cls(input_size, hidden_size, dtype=F64)
+    x = torch.randn(batch, input_size, dtype=F64, requires_grad=True)
+    state = cell(x)
+    state = state if isinstance(state, tuple) else (state,)
+    assert [tuple(s.shape) for s in state] == [(batch, size) for size in cell.state_sizes]
+    sum(s.sum() for s in state).backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+    if input_size == 0 or hidden_size == 0 or batch == 0:  # nothing to differentiate by
+        assert torch.count_nonzero(x.grad) == 0

@@ -7,7 +7,7 @@ the layer's units only mix through the next layer (or the next layer's input pro
 """
 from __future__ import annotations
 
-from .base import Cell, ParamSpec, accumulate, sum_rows
+from .base import Cell, ParamSpec, accumulate, init_bound, sum_rows
 
 NONLINEARITIES = ("relu", "tanh")
 
@@ -26,7 +26,7 @@ class IndRNN(Cell):
 
     def param_spec(self, input_size, hidden_size):
         H = hidden_size
-        bound = 1.0 / H ** 0.5
+        bound = init_bound(H)
         # weight_hh uniform in [-1, 1]: every unit starts with a memory of its own, none growing
         spec = [ParamSpec("weight_ih", (H, input_size), bound=bound), ParamSpec("weight_hh", (H,), bound=1.0)]
         if self.bias:

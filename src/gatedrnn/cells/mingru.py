@@ -11,9 +11,7 @@ a first-order linear recurrence: docs/derivations/mingru.md.
 """
 from __future__ import annotations
 
-import math
-
-from .base import Cell, ParamSpec
+from .base import Cell, ParamSpec, init_bound
 
 
 def g(ops, v):
@@ -43,7 +41,7 @@ class InputGatedCell(Cell):
 
     def param_spec(self, input_size, hidden_size):
         G, H = self.num_gates, hidden_size
-        bound = 1.0 / math.sqrt(H)
+        bound = init_bound(H)
         spec = [ParamSpec("weight_ih", (G * H, input_size), bound=bound)]
         if self.bias:
             spec.append(ParamSpec("bias_ih", (G * H,), bound=bound))

@@ -18,9 +18,7 @@ keep the exponentials in range; ``h = C / N`` does not see the scale, so ``m`` c
 """
 from __future__ import annotations
 
-import math
-
-from .base import Cell, ParamSpec, accumulate, sum_rows
+from .base import Cell, ParamSpec, accumulate, init_bound, sum_rows
 
 GATES = ("i", "f", "z", "o")
 
@@ -84,9 +82,9 @@ class SLSTM(Cell):
     def param_spec(self, input_size, hidden_size):
         self.check_hidden_size(hidden_size)
         H, DH = hidden_size, hidden_size // self.num_heads
-        bound = 1.0 / math.sqrt(H)
+        bound = init_bound(H)
         spec = [ParamSpec("weight_ih", (4 * H, input_size), bound=bound),
-                ParamSpec("weight_hh", (4 * H, DH), bound=1.0 / math.sqrt(DH))]
+                ParamSpec("weight_hh", (4 * H, DH), bound=init_bound(DH))]
         if self.bias:
             spec += [ParamSpec("bias_ih", (4 * H,), bound=bound), ParamSpec("bias_hh", (4 * H,), bound=bound)]
         return spec

@@ -258,7 +258,7 @@ def test_cells_take_zero_sizes(name, input_size, hidden_size, batch):
 
 
 # -- batched gradients: per-sample gradients with torch.func ---------------------------------
-@pytest.mark.parametrize("engine", ["fused", AUTOGRAD])
+@pytest.mark.parametrize("engine", ENGINE_IDS)
 @pytest.mark.parametrize("name", SEQUENCE)
 def test_per_sample_gradients_with_vmap(name, engine):
     """Opacus-style per-sample gradients: ``vmap(grad(loss))`` over a batch of unbatched sequences

@@ -201,3 +201,51 @@ def test_mingru_from_a_given_state_equals_mingru_pytorch():
         peer.to_hidden_and_gate.weight.copy_(torch.tensor(np.concatenate([h, z])))
     y2 = peer(torch.tensor(x).transpose(0, 1), prev_hidden=torch.tensor(h0).unsqueeze(1)).transpose(0, 1)
     torch.testing.assert_close(y, y2, rtol=1e-10, atol=1e-12)
+
+
+# -- the modules' surface beyond test_modules.py's layouts ---------------------------------------
+MODULE_CASES = [("slstm", {"num_heads": 2}), ("mingru", {}), ("minlstm", {}), ("indrnn", {})]
+
+
+@pytest.mark.parametrize("case", MODULE_CASES, ids=[_id(c) for c in MODULE_CASES])
+def test_module_step_equals_forward(case):
+    import gatedrnn
+
+    name, options = case
+    torch.manual_seed(0)
+    module = gatedrnn.layer(name, 3, 4, num_layers=2, dtype=torch.float64, **options)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    out, state_n = module(x)
+    state, ys = None, []
+    for t in range(5):
+        y, state = module.step(x[t], state)
+        ys.append(y)
+    torch.testing.assert_close(torch.stack(ys), out, rtol=1e-12, atol=1e-12)
+    for a, b in zip(state if isinstance(state, tuple) else (state,), state_n if isinstance(state_n, tuple) else (state_n,)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_slstm_with_one_head_loads_a_torch_lstm_state_dict():
+    import gatedrnn
+
+    theirs = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True)
+    ours = gatedrnn.SLSTM(3, 4, num_layers=2, bidirectional=True)
+    ours.load_state_dict(theirs.state_dict())  # the same names and shapes, gate blocks in the same places
+    out, (h, c, n, m) = ours(torch.randn(5, 2, 3))
+    assert out.shape == (5, 2, 8) and all(s.shape == (4, 2, 4) for s in (h, c, n, m))
+
+
+def test_slstm_module_refuses_a_state_of_the_wrong_length_or_shape():
+    import gatedrnn
+
+    module = gatedrnn.SLSTM(3, 4)
+    x = torch.randn(5, 2, 3)
+    zero = torch.zeros(1, 2, 4)
+    with pytest.raises(RuntimeError, match=r"hx as a tuple \(h_0, c_0, n_0, m_0\), got a tuple of 2"):
+        module(x, (zero, zero))
+    with pytest.raises(RuntimeError, match="n_0"):
+        module(x, (zero, zero, torch.zeros(1, 2, 3), zero))
+    with pytest.raises(ValueError, match="num_heads must divide hidden_size"):
+        gatedrnn.SLSTM(3, 4, num_heads=3)
+    with pytest.raises(ValueError, match="Unknown nonlinearity"):
+        gatedrnn.IndRNN(3, 4, nonlinearity="sigmoid")

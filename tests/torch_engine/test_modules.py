@@ -21,6 +21,8 @@ from gatedrnn.cells import make_cell
 from gatedrnn.torch_engine import InputError, native_kernel
 from gatedrnn.torch_engine.modules import MODULES
 
+from .stepping import plausible
+
 I, H, P, T, B = 3, 4, 2, 5, 3
 F64 = torch.float64
 ENGINES = ("fused", "autograd", "auto")
@@ -37,10 +39,13 @@ CASES = [
     ("gru", {}), ("gru", {"layer_norm": True}), ("gru", {"bias": False}),
     ("mogrifier", {"rounds": 0}), ("mogrifier", {"rounds": 3}), ("mogrifier", {"rounds": 4, "rank": 2, "proj_size": P}),
     ("mogrifier", {"rounds": 2, "layer_norm": True}),
+    ("slstm", {}), ("slstm", {"num_heads": 2}), ("mingru", {}), ("minlstm", {}), ("indrnn", {}),
+    ("indrnn", {"nonlinearity": "tanh"}),
 ]
 #: a plain case per cell plus projections: the stack layouts multiply these
 STACK_CASES = [("rnn", {}), ("lstm", {}), ("lstm", {"proj_size": P}), ("gru", {}), ("peephole", {}),
-               ("cifg", {"forget_bias": 1.0}), ("mogrifier", {"rounds": 3, "proj_size": P})]
+               ("cifg", {"forget_bias": 1.0}), ("mogrifier", {"rounds": 3, "proj_size": P}),
+               ("slstm", {"num_heads": 2}), ("mingru", {}), ("minlstm", {}), ("indrnn", {})]
 LAYOUTS = {
     "L1": dict(num_layers=1),
     "L3": dict(num_layers=3),
@@ -110,7 +115,7 @@ def numpy_stack(cell, layers, x, state0, lengths, dy, dstate):
                 for name in layers[k][d]:
                     grads[(k, d, name)] += g[name]
                 dinp = dinp + (g["x"] if d == 0 else g["x"][::-1])
-                for full, key in zip(grads["state"], ("h0", "c0")):
+                for full, key in zip(grads["state"], (f"{n}0" for n in cell.state_names)):
                     full[idx, b] = g[key][0]
             dout = dinp
         grads["x"][:n, b] = dout[:, 0]
@@ -131,7 +136,7 @@ def run_layout(module, layout, seed=1):
     lengths = torch.tensor([T, 2, T][:batch] if packed else [T] * batch)  # a tie and a short one
     x = torch.randn(T, batch, I, generator=gen, dtype=F64)  # time-major, zero past each length
     x = x * (torch.arange(T).unsqueeze(1) < lengths).unsqueeze(-1)
-    state0 = tuple(0.5 * torch.randn(L * D, batch, s, generator=gen, dtype=F64) for s in sizes)
+    state0 = plausible(module.cell, tuple(0.5 * torch.randn(L * D, batch, s, generator=gen, dtype=F64) for s in sizes))
     dy = torch.randn(T, batch, D * sizes[0], generator=gen, dtype=F64)
     dy = dy * (torch.arange(T).unsqueeze(1) < lengths).unsqueeze(-1)
     dstate = tuple(torch.randn(s.shape, generator=gen, dtype=F64) for s in state0)

@@ -19,13 +19,13 @@ from .helpers import TINY, ForkedChild, corpus_file
 
 
 def one_long_kernel(marker: str) -> None:
-    """In the child: the second training forward starts with one C call of about two seconds
+    """In the child: the second training forward starts with one C call of about three seconds
     (PBKDF2 in OpenSSL: no Python runs inside it, so no signal handler either)."""
     from gatedrnn.models import lm
 
     t0 = time.perf_counter()
     hashlib.pbkdf2_hmac("sha256", b"p", b"s", 20000)
-    iterations = int(20000 * 2.0 / max(time.perf_counter() - t0, 1e-4))
+    iterations = int(20000 * 3.0 / max(time.perf_counter() - t0, 1e-4))
     forward, calls = lm.LanguageModel.forward, [0]
 
     def slow(self, tokens, state=None):

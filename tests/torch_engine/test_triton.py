@@ -240,12 +240,14 @@ def test_modules(name):
 
 def test_auto_takes_it_only_on_a_cuda_device(monkeypatch):
     """``usable`` (what ``engine="auto"`` asks): a CUDA tensor of a declared dtype and cell, unless
-    ``GATEDRNN_TRITON=0`` (``AUTO``); never a CPU tensor, even under the interpreter. A stand-in
-    for a CUDA tensor: only its device type and dtype are read."""
+    asked for (``GATEDRNN_TRITON=1``, ``AUTO``); never a CPU tensor, even under the interpreter. A
+    stand-in for a CUDA tensor: only its device type and dtype are read."""
     from types import SimpleNamespace
 
     cuda_x = SimpleNamespace(device=SimpleNamespace(type="cuda"), dtype=torch.float32)
     cell = make_cell("peephole", layer_norm=True)
+    assert not engine.AUTO or os.environ.get("GATEDRNN_TRITON") == "1"  # off unless asked for
+    monkeypatch.setattr(engine, "AUTO", True)
     assert engine.usable(cell, cuda_x)
     assert not engine.usable(cell, torch.zeros(1, 1, 1))
     assert not engine.usable(make_cell("lstm", proj_size=2), cuda_x)

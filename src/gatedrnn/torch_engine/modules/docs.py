@@ -45,13 +45,13 @@ engine: Which code computes the sequence. ``"auto"`` (the default) runs PyTorch'
     (``torch._VF``: oneDNN on CPU, cuDNN on GPU; what ``torch.nn`` runs) when the configuration is
     exactly one ``torch.nn`` has (no gatedrnn option changed, no regularisation active in this
     mode but ``dropout``, a dtype those kernels take, not under CPU autocast), else ``"fused"``
-    (on a CUDA device, ``"triton"`` where it computes the configuration).
+    (on a CUDA device with ``GATEDRNN_TRITON=1``, ``"triton"`` where it computes the configuration).
 """ + _ENGINE_TAIL
 
 SECTIONS["ENGINE_FUSED"] = """\
 engine: Which code computes the sequence. ``"auto"`` (the default) is ``"fused"`` for this cell,
-    which ``torch.nn`` has no kernel for (on a CUDA device, ``"triton"`` where it computes the
-    configuration).
+    which ``torch.nn`` has no kernel for (on a CUDA device with ``GATEDRNN_TRITON=1``, ``"triton"``
+    where it computes the configuration).
 """ + _ENGINE_TAIL
 
 SECTIONS["FACTORY"] = """\

@@ -83,9 +83,10 @@ def environment_refusal(x) -> str | None:
     return None
 
 
-#: ``engine="auto"`` takes this engine on a CUDA device; ``GATEDRNN_TRITON=0`` (or ``False``)
-#: leaves auto to the fused engine there (``engine="triton"`` still runs it)
-AUTO = os.environ.get("GATEDRNN_TRITON", "1") != "0"
+#: ``engine="auto"`` takes this engine on a CUDA device only when asked (``GATEDRNN_TRITON=1``, or
+#: ``AUTO = True``): until it has been measured on a GPU, auto stays on the fused engine there, whose
+#: torch ops have run on CUDA; ``engine="triton"`` runs it whenever it is asked for by name
+AUTO = os.environ.get("GATEDRNN_TRITON", "0") == "1"
 
 
 def usable(cell, x) -> bool:

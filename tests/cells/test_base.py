@@ -78,8 +78,8 @@ def test_equality_hash_and_repr():
     a, b = make_cell("lstm", forget_bias=1.0), make_cell("lstm", forget_bias=1.0)
     assert a == b and hash(a) == hash(b)
     assert a != make_cell("lstm") and a != make_cell("peephole", forget_bias=1.0)
-    assert repr(a) == "LSTM(forget_bias=1.0)"
-    assert repr(make_cell("gru")) == "GRU()"
+    assert repr(a) == "LSTMMath(forget_bias=1.0)"
+    assert repr(make_cell("gru")) == "GRUMath()"
     assert isinstance(a, Cell)
 
 

@@ -280,7 +280,7 @@ def test_gradcheck_catches_a_wrong_backward(key):
 
 def test_gradcheck_catches_a_dropped_term():
     # the forget gate's gradient without its c_{t-1} factor: a classic slip in a hand derivation
-    from gatedrnn.cells.lstm import LSTM
+    from gatedrnn.cells.lstm import LSTMMath as LSTM
 
     class Slipped(LSTM):
         def step_backward(self, ops, p, cache, dstate, grads):

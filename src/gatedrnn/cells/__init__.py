@@ -1,23 +1,26 @@
 """The math of each cell: parameter spec, forward step, hand-derived backward step.
 
 ``CELLS`` maps a name to its cell class; ``make_cell(name, **options)`` builds a configured cell.
+The classes are named ``<Cell>Math`` (``LSTMMath``, ``GRUMath``, ...): the modules a user builds
+(``gatedrnn.LSTM``, ``gatedrnn.GRU``, ...) hold one of these and keep the plain names.
 """
 from __future__ import annotations
 
 import difflib
 
 from .base import NUMPY_OPS, Cell, ParamSpec, init_array
-from .gru import GRU
-from .indrnn import IndRNN
-from .lstm import CIFG, LSTM, LSTMFamily, PeepholeLSTM
-from .mingru import MinGRU
-from .minlstm import MinLSTM
-from .mogrifier import Mogrifier
-from .rnn import RNN
-from .slstm import SLSTM
+from .gru import GRUMath
+from .indrnn import IndRNNMath
+from .lstm import CIFGMath, LSTMMath, LSTMFamily, PeepholeLSTMMath
+from .mingru import MinGRUMath
+from .minlstm import MinLSTMMath
+from .mogrifier import MogrifierMath
+from .rnn import RNNMath
+from .slstm import SLSTMMath
 
 CELLS: dict[str, type[Cell]] = {
-    c.name: c for c in (RNN, LSTM, PeepholeLSTM, CIFG, GRU, Mogrifier, SLSTM, MinGRU, MinLSTM, IndRNN)
+    c.name: c for c in (RNNMath, LSTMMath, PeepholeLSTMMath, CIFGMath, GRUMath, MogrifierMath, SLSTMMath, MinGRUMath,
+                         MinLSTMMath, IndRNNMath)
 }
 
 

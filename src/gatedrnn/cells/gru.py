@@ -11,7 +11,7 @@ from __future__ import annotations
 from .base import Cell
 
 
-class GRU(Cell):
+class GRUMath(Cell):
     name = "gru"
     num_gates = 3
     options = {"bias": True, "layer_norm": False}

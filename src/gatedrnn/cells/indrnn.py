@@ -12,7 +12,7 @@ from .base import Cell, ParamSpec, accumulate, init_bound, sum_rows
 NONLINEARITIES = ("relu", "tanh")
 
 
-class IndRNN(Cell):
+class IndRNNMath(Cell):
     name = "indrnn"
     num_gates = 1
     layer_norm = False

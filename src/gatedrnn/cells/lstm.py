@@ -219,7 +219,7 @@ class LSTMFamily(Cell):
         return da, (dh_prev, dc_prev)
 
 
-class LSTM(LSTMFamily):
+class LSTMMath(LSTMFamily):
     """Long short-term memory (Hochreiter and Schmidhuber 1997, with the forget gate of Gers et
     al. 2000), gate blocks ``i, f, g, o`` as in ``torch.nn.LSTM``. ``forget_bias`` is added to
     the forget gate's pre-activation at compute time (TensorFlow's ``BasicLSTMCell``)."""
@@ -227,7 +227,7 @@ class LSTM(LSTMFamily):
     name = "lstm"
 
 
-class PeepholeLSTM(LSTMFamily):
+class PeepholeLSTMMath(LSTMFamily):
     """LSTM with diagonal peephole connections (Gers and Schmidhuber 2000): ``i`` and ``f`` see
     ``c_{t-1}``, ``o`` sees ``c_t``; ``weight_peephole`` holds ``w_i, w_f, w_o``."""
 
@@ -235,7 +235,7 @@ class PeepholeLSTM(LSTMFamily):
     peephole = True
 
 
-class CIFG(LSTMFamily):
+class CIFGMath(LSTMFamily):
     """Coupled input-forget gate LSTM (Greff et al. 2017): blocks ``f, g, o`` and ``i = 1 - f``."""
 
     name = "cifg"

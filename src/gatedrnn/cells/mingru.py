@@ -48,7 +48,7 @@ class InputGatedCell(Cell):
         return spec
 
 
-class MinGRU(InputGatedCell):
+class MinGRUMath(InputGatedCell):
     name = "mingru"
     num_gates = 2
 

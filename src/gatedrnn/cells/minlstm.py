@@ -12,7 +12,7 @@ from __future__ import annotations
 from .mingru import InputGatedCell, g, g_grad
 
 
-class MinLSTM(InputGatedCell):
+class MinLSTMMath(InputGatedCell):
     name = "minlstm"
     num_gates = 3
 

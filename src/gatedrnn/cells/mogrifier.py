@@ -13,15 +13,15 @@ the identity and the step projects. ``rounds = 0`` is exactly the LSTM.
 from __future__ import annotations
 
 from .base import ParamSpec, accumulate, init_bound
-from .lstm import CIFG, LSTMFamily
+from .lstm import CIFGMath, LSTMFamily
 
 
-class Mogrifier(LSTMFamily):
+class MogrifierMath(LSTMFamily):
     """Mogrifier LSTM: ``rounds`` rounds of mutual gating, then the LSTM family's step."""
 
     name = "mogrifier"
-    options = {**CIFG.options, "rounds": 5, "rank": None}
-    option_samples = {**CIFG.option_samples, "rounds": (0, 1, 2, 3), "rank": (2, 1)}
+    options = {**CIFGMath.options, "rounds": 5, "rank": None}
+    option_samples = {**CIFGMath.option_samples, "rounds": (0, 1, 2, 3), "rank": (2, 1)}
 
     def validate(self):
         super().validate()

@@ -6,7 +6,7 @@ from .base import Cell
 NONLINEARITIES = ("tanh", "relu")
 
 
-class RNN(Cell):
+class RNNMath(Cell):
     name = "rnn"
     num_gates = 1
     options = {"bias": True, "layer_norm": False, "nonlinearity": "tanh"}

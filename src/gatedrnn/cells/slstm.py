@@ -51,7 +51,7 @@ def heads_product_backward(da, h, w, num_heads):
     return dh, dw
 
 
-class SLSTM(Cell):
+class SLSTMMath(Cell):
     """sLSTM with ``num_heads`` block-diagonal recurrent heads; state ``(h, c, n, m)``."""
 
     name = "slstm"

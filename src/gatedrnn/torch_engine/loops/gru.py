@@ -100,27 +100,29 @@ class GRULoop:
         dGH = x.new_empty(T, B, 3 * H)  # ... and the recurrent ones (n block times r)
         tmp = x.new_empty(B, 2 * H)
         one = x.new_ones(())
-        if compiled.usable(x):
-            dh = _compiled_bptt(compiled.pointwise(), Gs, GHn, Hs, dh.contiguous(), dy, dGX, dGH, hh, kh)
-        for t in reversed(range(T) if not compiled.usable(x) else ()):
-            if dy is not None:
-                dh = dh + dy[t]
-            carry_h, dh = split_carry(dh, kh, nkh, t)
-            gt, dgx, dgh = Gs[t], dGX[t], dGH[t]
-            r, z, n = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H :]
-            dar, daz, dan = dgx[:, :H], dgx[:, H : 2 * H], dgx[:, 2 * H :]
-            torch.addcmul(dh, dh, z, value=-1.0, out=dan)  # dL/dn = dh (1 - z)
-            torch.addcmul(one, n, n, value=-1.0, out=tmp[:, :H])
-            dan.mul_(tmp[:, :H])
-            torch.sub(Hs[t], n, out=daz)  # dL/dz = dh (h_prev - n)
-            daz.mul_(dh)
-            torch.mul(dan, GHn[t], out=dar)  # dL/dr = da_n a_h,n
-            rz = gt[:, : 2 * H]
-            torch.addcmul(rz, rz, rz, value=-1.0, out=tmp)
-            dgx[:, : 2 * H].mul_(tmp)
-            dgh.copy_(dgx)
-            dgh[:, 2 * H :].mul_(r)
-            dh = add_carry(hh.backward(dgh, t).addcmul_(dh, z), carry_h)
+        ck = compiled.pointwise() if compiled.usable(x) else None  # as the forward chose
+        if ck is not None:
+            dh = _compiled_bptt(ck, Gs, GHn, Hs, dh.contiguous(), dy, dGX, dGH, hh, kh)
+        else:
+            for t in reversed(range(T)):
+                if dy is not None:
+                    dh = dh + dy[t]
+                carry_h, dh = split_carry(dh, kh, nkh, t)
+                gt, dgx, dgh = Gs[t], dGX[t], dGH[t]
+                r, z, n = gt[:, :H], gt[:, H : 2 * H], gt[:, 2 * H :]
+                dar, daz, dan = dgx[:, :H], dgx[:, H : 2 * H], dgx[:, 2 * H :]
+                torch.addcmul(dh, dh, z, value=-1.0, out=dan)  # dL/dn = dh (1 - z)
+                torch.addcmul(one, n, n, value=-1.0, out=tmp[:, :H])
+                dan.mul_(tmp[:, :H])
+                torch.sub(Hs[t], n, out=daz)  # dL/dz = dh (h_prev - n)
+                daz.mul_(dh)
+                torch.mul(dan, GHn[t], out=dar)  # dL/dr = da_n a_h,n
+                rz = gt[:, : 2 * H]
+                torch.addcmul(rz, rz, rz, value=-1.0, out=tmp)
+                dgx[:, : 2 * H].mul_(tmp)
+                dgh.copy_(dgx)
+                dgh[:, 2 * H :].mul_(r)
+                dh = add_carry(hh.backward(dgh, t).addcmul_(dh, z), carry_h)
         grads = {}
         hh.grads(dGH, Hs[:-1], grads)
         input_backward(cell, p, x, saved, dGX, need_dx, grads)

@@ -10,14 +10,9 @@ forward pass, the backward pass, the optimizer step and in the middle of checkpo
 from __future__ import annotations
 
 import csv
-import os
-import queue
 import random
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,58 +22,13 @@ from gatedrnn.cli import main
 from gatedrnn.training import load_model
 from gatedrnn.training.checkpoint import load_checkpoint
 
+from faults.helpers import Child  # python -m gatedrnn train, its lines read as they come
+
 STEPS, SAVE_EVERY = 150, 4
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13}.\n" for i in range(300))
 ARGS = ["--cell", "lstm", "--hidden-size", "24", "--seq-len", "12", "--batch-size", "4", "--device", "cpu",
         "--seed", "3", "--steps", str(STEPS), "--save-every", str(SAVE_EVERY), "--eval-every", "1000",
         "--log-every", "1", "--warmup", "10", "--sample-length", "0"]
-STEP_LINE = re.compile(r"^step\s+(\d+)/")
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-
-
-class Child:
-    """``python -m gatedrnn train ...`` with its progress lines read as they come."""
-
-    def __init__(self, argv, cwd, preexec_fn=None):
-        self.proc = subprocess.Popen([sys.executable, "-m", "gatedrnn", "train", *argv], cwd=cwd, env=ENV,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     preexec_fn=preexec_fn)
-        self.lines: queue.Queue = queue.Queue()
-        self.seen: list[str] = []
-        self.last_step = 0
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def wait_for_step(self, step: int, timeout: float = 120.0) -> bool:
-        """Block until the child reports ``step`` (True) or ends first (False)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=1.0)
-            except queue.Empty:
-                continue
-            if line is None:
-                return False
-            self.seen.append(line)
-            m = STEP_LINE.match(line)
-            if m:
-                self.last_step = int(m.group(1))
-                if self.last_step >= step:
-                    return True
-        raise AssertionError(f"no step {step} within {timeout:.0f} s; output so far:\n" + "\n".join(self.seen))
-
-    def finish(self, timeout: float = 120.0) -> tuple[int, list[str]]:
-        code = self.proc.wait(timeout=timeout)
-        while (line := self.lines.get(timeout=10.0)) is not None:
-            self.seen.append(line)
-            m = STEP_LINE.match(line)
-            if m:
-                self.last_step = int(m.group(1))
-        return code, self.seen
 
 
 def train_losses(run: Path) -> dict[int, str]:
@@ -112,7 +62,7 @@ def uninterrupted(corpus):
 
     out = corpus / "reference"
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the children run (ENV): the same reductions, the same bits
+    torch.set_num_threads(1)  # as the children run (faults.helpers.ENV): the same reductions, the same bits
     try:
         assert main(["train", "--data", str(corpus / "corpus.txt"), *ARGS, "--out", str(out)]) == 0
     finally:
@@ -139,8 +89,7 @@ def test_killed_and_stopped_at_random_moments_resumes_exactly(corpus, uninterrup
         assert child.wait_for_step(target), "the run ended before it could be stopped:\n" + "\n".join(child.seen)
         time.sleep(rng.uniform(0.0, 0.03))  # a random point inside the following step(s)
         child.proc.send_signal(signum)
-        code, out = child.finish()
-        text = "\n".join(out)
+        code, text = child.finish()
         # a step's line is printed before its checkpoint is written, so the printed step proves
         # every checkpoint before it
         reached = child.last_step
@@ -168,8 +117,8 @@ def test_killed_and_stopped_at_random_moments_resumes_exactly(corpus, uninterrup
         f.write(f"{STEPS - 1},12")
 
     code, out = Child(argv, corpus).finish()
-    assert code == 0, "\n".join(out)
-    assert any(line.startswith(f"done: {STEPS} steps") for line in out), "\n".join(out)
+    assert code == 0, out
+    assert any(line.startswith(f"done: {STEPS} steps") for line in out.splitlines()), out
     assert check_loads(run) == STEPS
     assert train_losses(run) == uninterrupted  # every step once, each with the uninterrupted loss
     leftovers = [p.name for p in run.iterdir() if ".tmp" in p.name]
@@ -205,8 +154,7 @@ def test_a_second_signal_stops_at_once(corpus, started):
         if "stopping after this step" in line:
             break
     child.proc.send_signal(signal.SIGINT)
-    code, lines = child.finish()
-    text = "\n".join(lines)
+    code, text = child.finish()
     assert code == 130, text
     assert "gatedrnn train: interrupted" in text, text  # the second signal's way out ...
     assert "interrupted at step" not in text, text  # ... not the first one's, after a finished step

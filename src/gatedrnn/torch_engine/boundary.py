@@ -12,6 +12,8 @@ import numbers
 
 import torch
 
+from .ops import autocast_of
+
 #: the names of a state's parts, as ``torch.nn`` documents them (``h_0``, ``c_0``); a cell whose
 #: state has more parts names them with a ``state_names`` attribute
 STATE_NAMES = ("h", "c")
@@ -100,7 +102,7 @@ def check_input(name: str, x, dims: tuple[int, ...], input_size: int, weight, wh
 
 def check_like_params(name: str, what: str, x, weight) -> None:
     """Refuse an input whose dtype or device differs from the parameters' (autocast aside)."""
-    if not x.is_floating_point() or (x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type)):
+    if not x.is_floating_point() or (x.dtype != weight.dtype and autocast_of(x) is None):
         detail = "" if x.is_floating_point() else f"; {what} must be floating point"
         raise InputError(f"RNN input dtype ({x.dtype}) does not match weight dtype ({weight.dtype}). Convert "
                          f"input: input.to({weight.dtype}), or convert model: model.to({x.dtype}) ({name}{detail})")

@@ -103,5 +103,6 @@ def _load():
 
 
 def usable(x) -> bool:
-    """Whether the kernels take tensors like ``x``: on the CPU, float32 or float64, no autocast."""
+    """Whether the kernels take tensors like ``x``: on the CPU, float32 or float64 (autocast never
+    reaches the specialised loops that call this: ``capability.supports`` sends it elsewhere)."""
     return ENABLED and x.device.type == "cpu" and x.dtype in DTYPES and pointwise() is not None

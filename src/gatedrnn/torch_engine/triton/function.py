@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import torch
 
+from ..ops import autocast_of
 from . import graphs
 from .loops import (
     NORM_KEYS,
@@ -125,15 +126,6 @@ def twin_grads(cell, names, keep, tensors, douts):
                                    create_graph=True, allow_unused=True)
 
 
-def autocast_dtype(x):
-    try:
-        if torch.is_autocast_enabled(x.device.type):
-            return torch.get_autocast_dtype(x.device.type)
-    except RuntimeError:
-        pass
-    return None
-
-
 def run(cell, params: dict, x, state, keep=None):
     """``(y (T, B, R), state_n)``; call only where ``refusal`` found nothing to refuse."""
     state = tuple(state)
@@ -144,7 +136,7 @@ def run(cell, params: dict, x, state, keep=None):
         return autograd_layer(cell, params, x, state, keep)
     keep_t = (None,) * len(state) if keep is None else tuple(keep)
     plan = Plan(cell, keep_h=keep_t[0] is not None, keep_c=len(keep_t) > 1 and keep_t[1] is not None,
-                mask="mask_hh" in params, product_dtype=autocast_dtype(x) or x.dtype)
+                mask="mask_hh" in params, product_dtype=(autocast_of(x) or (None, x.dtype))[1])
     names = tuple(params)
     tensors = (*params.values(), x, *state)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):

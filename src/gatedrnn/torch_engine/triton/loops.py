@@ -24,6 +24,7 @@ import triton
 
 from ...cells import Cell
 from ...cells.base import LN_EPS
+from ..products import rows
 from .common import grid_for
 from .gru_rnn_kernels import gru_backward, gru_forward, rnn_backward, rnn_forward
 from .lstm_kernels import lstm_backward, lstm_forward
@@ -49,10 +50,6 @@ def launch(kernel, n, *args, **consts):
 def launch_rows(kernel, B, H, *args, **consts):
     """One program per row of ``B`` (a row reduction in the kernel: layer norm)."""
     kernel[(B,)](*args, BLOCK=triton.next_power_of_2(H), **consts)
-
-
-def rows(a):
-    return a.reshape(-1, a.shape[-1])
 
 
 def sum_rows(d, dtype):

@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 
 from .gru_rnn_kernels import mogrify_backward, mogrify_forward
-from .loops import combined_bias, keep_masks, launch, lstm_consts, rows, start_backward, sum_rows
+from ..products import rows
+from .loops import combined_bias, keep_masks, launch, lstm_consts, start_backward, sum_rows
 from .lstm_kernels import lstm_backward, lstm_forward
 
 

@@ -1,4 +1,4 @@
-"""Each step's elementwise work as one compiled pass (``csrc/pointwise.cpp``), where a C++
+"""Each step's elementwise work as one compiled pass (the C++ files of ``csrc/``), where a C++
 compiler is at hand.
 
     kernels = compiled.pointwise()  # the extension module, or None: the eager loops run instead
@@ -24,7 +24,10 @@ from pathlib import Path
 import torch
 
 ENABLED = os.environ.get("GATEDRNN_CPP", "1") != "0"
-SOURCE = Path(__file__).with_name("csrc") / "pointwise.cpp"
+CSRC = Path(__file__).with_name("csrc")
+#: every kernel file is one source of the one extension (each registers its functions through
+#: ``csrc/common.h``; ``csrc/module.cpp`` makes the module)
+SOURCES = sorted(CSRC.glob("*.cpp"))
 #: -ffast-math lets gcc call glibc's vector exp and tanh; it is a compiler flag only (not given to
 #: the linker, which would put code setting flush-to-zero into the library)
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
@@ -47,7 +50,10 @@ def _processor() -> str:
 
 def build_name() -> str:
     h = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(CFLAGS + LDFLAGS).encode(), _processor().encode(),
+    for path in sorted(CSRC.glob("*.[ch]*")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    for part in (" ".join(CFLAGS + LDFLAGS).encode(), _processor().encode(),
                  torch.__version__.encode()):
         h.update(part)
     return f"gatedrnn_pointwise_{h.hexdigest()[:16]}"
@@ -92,7 +98,7 @@ def _load():
         if module is not None:
             return module
         logging.getLogger("gatedrnn").info("building the compiled elementwise kernels (once per machine)")
-        return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=CFLAGS,
+        return cpp_extension.load(name=name, sources=[str(p) for p in SOURCES], extra_cflags=CFLAGS,
                                   extra_ldflags=LDFLAGS, verbose=False)
     except Exception as e:  # noqa: BLE001 - any failure to build means: run the eager loops
         reason = str(e).splitlines()[0] if str(e) else ""

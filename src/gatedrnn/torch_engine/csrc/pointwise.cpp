@@ -11,38 +11,11 @@
 //
 // Shapes: B batch, H hidden, G gate blocks (4: i, f, g, o; CIFG 3: f, g, o; GRU 3: r, z, n).
 // Every tensor is contiguous and of one dtype (float or double), checked in check().
-#include <torch/extension.h>
-#include <ATen/Parallel.h>
-#include <cmath>
-#include <vector>
+#include "common.h"
 
 namespace {
 
-template <typename s_t>
-inline s_t sigm(s_t v) { return s_t(1) / (s_t(1) + std::exp(-v)); }
-
-void check(const std::vector<at::Tensor>& ts, const at::Tensor& like) {
-  for (const auto& t : ts) {
-    if (!t.defined()) continue;
-    TORCH_CHECK(t.is_contiguous() && t.scalar_type() == like.scalar_type() && t.device().is_cpu(),
-                "gatedrnn pointwise kernel: every tensor must be contiguous, on the CPU and of one dtype");
-  }
-}
-
-template <typename F>
-void rows(int64_t B, int64_t row_elems, const F& f) {
-  // below about 16k elements a parallel region costs more than it saves
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, row_elems));
-  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) f(b);
-  });
-}
-
-// torch.lerp(a, b, w)'s formula, so a keep mask of 1 gives b exactly (a padded step keeps its state)
-template <typename s_t>
-inline s_t lerp(s_t a, s_t b, s_t w) { return w < s_t(0.5) ? a + w * (b - a) : b - (b - a) * (s_t(1) - w); }
-
-template <typename T> T* ptr(const at::Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; }
+using namespace gatedrnn;
 
 // -- LSTM (plain, peephole, CIFG), with zoneout or padding keep masks ---------------------------
 // a (B, G*H): the step's pre-activations (input and recurrent products, biases); read only.
@@ -191,8 +164,6 @@ void lstm_bwd_t(bool peep, bool cifg, bool zh, bool zc, const at::Tensor& gt, co
 #undef GATEDRNN_B
 }
 
-at::Tensor opt(const c10::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); }
-
 void lstm_forward(const at::Tensor& a, const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& cn,
                   const at::Tensor& h, bool cifg, const c10::optional<at::Tensor>& peep_,
                   const c10::optional<at::Tensor>& h_prev_, const c10::optional<at::Tensor>& kh_,
@@ -320,11 +291,11 @@ void gru_backward(const at::Tensor& gt, const at::Tensor& ghn, const at::Tensor&
   });
 }
 
-}  // namespace
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+const Register reg([](pybind11::module_& m) {
   m.def("lstm_forward", &lstm_forward);
   m.def("lstm_backward", &lstm_backward);
   m.def("gru_forward", &gru_forward);
   m.def("gru_backward", &gru_backward);
-}
+});
+
+}  // namespace

@@ -9,7 +9,8 @@ of being silently ignored. The declarers:
 - the specialised loops of the fused engine, each in its file (``loops/lstm.py``, ``gru.py``,
   ``rnn.py``, ``mogrifier.py``), tried in the order of ``LOOPS``; what none takes runs the
   generic loop (``generic.py``), which runs the cell's own ``step``/``step_backward``;
-- ``PER_TOKEN_STEP``: the generation step ``generation.lstm_step``;
+- ``PER_TOKEN_STEP``: the generation step ``generation.lstm_step``; ``COMPILED_STEP``: the compiled
+  step of a whole stack, ``generation.stack_step``;
 - ``NATIVE_SEQUENCE`` and ``NATIVE_STEP``: PyTorch's own kernels (``native.py``), for exactly what
   ``torch.nn.LSTM``/``GRU``/``RNN`` and their cells compute;
 - ``TRITON``: the GPU engine's loops (``triton/``, ``engine="triton"``; ``engine="auto"`` on a
@@ -41,6 +42,8 @@ _FAMILY = {"bias": ..., "forget_bias": ..., "forget_bias_init": ...}
 #: identity activations
 PER_TOKEN_STEP = {"lstm": _FAMILY, "peephole": _FAMILY, "cifg": _FAMILY,
                   "mogrifier": {**_FAMILY, "rounds": ..., "rank": ...}}
+#: ``generation.stack_step``: a whole stack's token in one compiled call (``csrc/step.cpp``)
+COMPILED_STEP = {"rnn": {"bias": ..., "nonlinearity": ...}, "gru": {"bias": ...}, **PER_TOKEN_STEP}
 #: ``torch._VF.lstm``/``gru``/``rnn_*``: what torch.nn computes. ``forget_bias_init`` only
 #: initialises the stored biases, so it changes nothing at compute time.
 NATIVE_SEQUENCE = {"lstm": {"bias": ..., "proj_size": ..., "forget_bias_init": ...},
@@ -51,6 +54,7 @@ NATIVE_STEP = {"lstm": {"bias": ..., "forget_bias_init": ...}, "gru": {"bias": .
 
 #: every declaration, by the name of the code it belongs to
 TABLE = {**{f"loop:{loop.name}": loop.handles for loop in LOOPS}, "per_token_step": PER_TOKEN_STEP,
+         "compiled_step": COMPILED_STEP,
          "native_sequence": NATIVE_SEQUENCE, "native_step": NATIVE_STEP, "triton": TRITON}
 
 

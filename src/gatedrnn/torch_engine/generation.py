@@ -1,4 +1,10 @@
-"""One step of an LSTM-family layer for generation, in a handful of out-of-place operations.
+"""Generation's per-token step: a whole stack's token in one compiled call, or one LSTM-family
+layer in a handful of out-of-place operations.
+
+``stack_step`` runs every layer of a module's token (products, elementwise work, the Mogrifier's
+rounds) in one call of ``csrc/step.cpp`` where the compiled kernels are at hand, for the
+configurations ``capability.COMPILED_STEP`` declares, under ``torch.no_grad`` on the CPU; it
+returns ``None`` everywhere else and the module's eager step runs.
 
 ``torch.nn.LSTM`` called one token at a time costs milliseconds per call on CPU, and the cell's
 own ``step`` pays for its cache and block dicts, which at batch 1 cost more than the arithmetic.
@@ -9,8 +15,75 @@ from __future__ import annotations
 
 import torch
 
-from .capability import PER_TOKEN_STEP, accepts
+from . import compiled
+from .capability import COMPILED_STEP, PER_TOKEN_STEP, accepts
 from .loops.common import combined_bias
+from .ops import autocast_of, transforms_active
+
+#: csrc/step.cpp's kinds of layer
+_KINDS = {("rnn", "tanh"): 0, ("rnn", "relu"): 1, "gru": 2, "lstm": 3, "peephole": 3, "cifg": 3, "mogrifier": 3}
+
+
+def stack_step(module, input, hx):
+    """``module.step(input, hx)`` (forward in time, every layer) computed by one compiled call, or
+    ``None`` where it does not apply: gradients enabled, another engine than ``auto``/``fused``,
+    a configuration ``COMPILED_STEP`` does not declare, masks that act (training-mode dropouts,
+    zoneout), autocast, ``torch.func`` transforms, tracing, no compiled kernels
+    (``GATEDRNN_CPP=0``, no compiler), or any input the kernel does not take as it is (another
+    device or dtype, non-contiguous, shapes that do not fit; the eager step then says what is
+    wrong). The parameters are read where they are at each call: a change in place, a replaced
+    ``.data``, ``load_state_dict`` or ``.to()`` is seen by the next token."""
+    if torch.is_grad_enabled() or module.engine not in ("auto", "fused") or not compiled.ENABLED:
+        return None
+    plan = _plan(module)
+    if plan is None or not isinstance(input, torch.Tensor) or input.dim() not in (1, 2):
+        return None
+    if (module.training and module.dropout) or module.regularisation.active(module.training):
+        return None
+    if autocast_of(input) is not None or torch.jit.is_tracing() or transforms_active(input):
+        return None
+    kernels = compiled.pointwise()
+    args, layers, parts = plan
+    batched = input.dim() == 2
+    x = input if batched else input.unsqueeze(0)
+    if hx is None:
+        state = [x.new_zeros((module.num_layers, x.shape[0], module.hidden_size))] * parts
+    else:
+        state = list(hx) if isinstance(hx, tuple) else [hx]
+        if len(state) != parts or not all(isinstance(s, torch.Tensor) and s.dim() == input.dim() + 1 for s in state):
+            return None
+        if not batched:
+            state = [s.unsqueeze(1) for s in state]
+    out = kernels.stack_step(*args, x, state, layers)
+    if not out:
+        return None
+    y, state_n = out[0], tuple(out[1:])
+    if not batched:
+        y, state_n = y.squeeze(0), tuple(s.squeeze(1) for s in state_n)
+    return y, (state_n if parts > 1 else state_n[0])
+
+
+def _plan(module):
+    """``(configuration arguments, per-layer parameter lists, parts of the state)`` for
+    ``module``, or ``None``; kept until a parameter object is replaced (the lists hold the
+    parameters themselves, not copies)."""
+    params = tuple(module._parameters.values())
+    key = tuple(map(id, params))
+    cached = module.__dict__.get("_compiled_step")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    cell, plan = module.cell, None
+    if not module.bidirectional and accepts(COMPILED_STEP, cell):
+        kernels = compiled.pointwise()
+        if kernels is not None and hasattr(kernels, "stack_step"):
+            kind = _KINDS[(cell.name, cell.nonlinearity) if cell.name == "rnn" else cell.name]
+            rounds = getattr(cell, "rounds", 0)
+            args = (kind, bool(cell.bias), bool(getattr(cell, "peephole", False)), bool(getattr(cell, "coupled", False)),
+                    float(getattr(cell, "forget_bias", 0.0)), rounds, getattr(cell, "rank", None) is not None)
+            layers = [list(module.layer_params(k).values()) for k in range(module.num_layers)]
+            plan = (args, layers, len(module.state_sizes))
+    module.__dict__["_compiled_step"] = (key, plan)
+    return plan
 
 
 def lstm_step(cell, p):

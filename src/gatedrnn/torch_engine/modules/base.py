@@ -26,7 +26,7 @@ from ..boundary import (
     sequence_state,
     state_names,
 )
-from ..generation import lstm_step
+from ..generation import lstm_step, stack_step
 from .. import triton
 from ..functional import DEPRECATED_REFERENCE, keep_dtypes, mix_state, run_layer
 from ..native import cpu_autocast, flatten_for_cudnn, native_forward, native_kernel, step_kernel
@@ -143,6 +143,7 @@ class RecurrentBase(nn.Module):
         ret = super()._apply(fn, recurse)
         self._init_flat_weights()
         self.__dict__.pop("_step_cache", None)
+        self.__dict__.pop("_compiled_step", None)
         return ret
 
     def _replicate_for_data_parallel(self):
@@ -283,13 +284,18 @@ class RecurrentBase(nn.Module):
         each layer's ``cell.step`` runs on parameter dicts built once and reused across calls.
         Outside ``engine="autograd"``, plain ``lstm``, ``gru`` and ``rnn`` layers run PyTorch's
         single-step kernels instead, the ones ``torch.nn.LSTMCell``/``GRUCell``/``RNNCell`` call,
-        and the other LSTM-family layers ``generation.lstm_step``, the same step in fewer operations.
+        and the other LSTM-family layers ``generation.lstm_step``, the same step in fewer operations;
+        under ``torch.no_grad`` on the CPU, ``generation.stack_step`` runs the whole stack in one
+        compiled call where the compiled kernels are built (``COMPILED_STEP`` in capability.py).
         In training mode each call is a sequence of its own: the variational masks (dropouts,
         ``weight_drop``) are drawn anew per call, not once for the steps of a sequence.
         """
         if self.bidirectional:
             raise ValueError(f"{type(self).__name__}.step runs forward in time only; a bidirectional "
                              "module needs the whole sequence: call forward")
+        fast = stack_step(self, input, hx)  # the whole stack in one compiled call, where it applies
+        if fast is not None:
+            return fast
         check_input(type(self).__name__, input, (1, 2), self.input_size, self.weight_ih_l0, "step input")
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)  # (B, I)

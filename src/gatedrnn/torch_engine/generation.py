@@ -3,7 +3,8 @@ layer in a handful of out-of-place operations.
 
 ``stack_step`` runs every layer of a module's token (products, elementwise work, the Mogrifier's
 rounds) in one call of ``csrc/step.cpp`` where the compiled kernels are at hand, for the
-configurations ``capability.COMPILED_STEP`` declares, under ``torch.no_grad`` on the CPU; it
+configurations ``capability.COMPILED_STEP`` declares (the RNN, the GRU, the LSTM family, the
+Mogrifier, IndRNN, minGRU and minLSTM; not the sLSTM), under ``torch.no_grad`` on the CPU; it
 returns ``None`` everywhere else and the module's eager step runs.
 
 ``torch.nn.LSTM`` called one token at a time costs milliseconds per call on CPU, and the cell's
@@ -21,26 +22,31 @@ from .loops.common import combined_bias
 from .ops import autocast_of, transforms_active
 
 #: csrc/step.cpp's kinds of layer
-_KINDS = {("rnn", "tanh"): 0, ("rnn", "relu"): 1, "gru": 2, "lstm": 3, "peephole": 3, "cifg": 3, "mogrifier": 3}
+_KINDS = {("rnn", "tanh"): 0, ("rnn", "relu"): 1, "gru": 2, "lstm": 3, "peephole": 3, "cifg": 3, "mogrifier": 3,
+          ("indrnn", "relu"): 4, ("indrnn", "tanh"): 5, "mingru": 6, "minlstm": 7}
 
 
 def stack_step(module, input, hx):
     """``module.step(input, hx)`` (forward in time, every layer) computed by one compiled call, or
     ``None`` where it does not apply: gradients enabled, another engine than ``auto``/``fused``,
     a configuration ``COMPILED_STEP`` does not declare, masks that act (training-mode dropouts,
-    zoneout), autocast, ``torch.func`` transforms, tracing, no compiled kernels
+    zoneout), autocast, ``torch.func`` transforms, tracing or ``torch.compile``, no compiled kernels
     (``GATEDRNN_CPP=0``, no compiler), or any input the kernel does not take as it is (another
     device or dtype, non-contiguous, shapes that do not fit; the eager step then says what is
     wrong). The parameters are read where they are at each call: a change in place, a replaced
     ``.data``, ``load_state_dict`` or ``.to()`` is seen by the next token."""
     if torch.is_grad_enabled() or module.engine not in ("auto", "fused") or not compiled.ENABLED:
         return None
+    if not isinstance(input, torch.Tensor) or input.device.type != "cpu" or input.dim() not in (1, 2):
+        return None
     plan = _plan(module)
-    if plan is None or not isinstance(input, torch.Tensor) or input.dim() not in (1, 2):
+    if plan is None:
         return None
     if (module.training and module.dropout) or module.regularisation.active(module.training):
         return None
-    if autocast_of(input) is not None or torch.jit.is_tracing() or transforms_active(input):
+    if autocast_of(input) is not None or transforms_active(input):
+        return None
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
         return None
     kernels = compiled.pointwise()
     args, layers, parts = plan
@@ -76,7 +82,7 @@ def _plan(module):
     if not module.bidirectional and accepts(COMPILED_STEP, cell):
         kernels = compiled.pointwise()
         if kernels is not None and hasattr(kernels, "stack_step"):
-            kind = _KINDS[(cell.name, cell.nonlinearity) if cell.name == "rnn" else cell.name]
+            kind = _KINDS[(cell.name, cell.nonlinearity) if cell.name in ("rnn", "indrnn") else cell.name]
             rounds = getattr(cell, "rounds", 0)
             args = (kind, bool(cell.bias), bool(getattr(cell, "peephole", False)), bool(getattr(cell, "coupled", False)),
                     float(getattr(cell, "forget_bias", 0.0)), rounds, getattr(cell, "rank", None) is not None)

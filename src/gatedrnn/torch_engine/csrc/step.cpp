@@ -9,10 +9,11 @@
 // the cell kernel) and what the module's step() paid per layer is paid once per token.
 //
 // Shapes: B batch (small: each weight row is read once for all rows of the batch), I input, H
-// hidden, G gate blocks (RNN 1; GRU 3: r, z, n; LSTM 4: i, f, g, o; CIFG 3: f, g, o).
-// Parameters per layer, in the cell's spec order: w_ih (G*H, I), w_hh (G*H, H), [b_ih, b_hh
-// (G*H)], [peephole (3H)], [Mogrifier: q (nq, I, H), r (nr, H, I); with rank k: q_left (nq, I, k),
-// q_right (nq, k, H), r_left (nr, H, k), r_right (nr, k, I)].
+// hidden, G gate blocks (RNN and IndRNN 1; GRU 3: r, z, n; LSTM 4: i, f, g, o; CIFG 3: f, g, o;
+// minGRU 2: z, h; minLSTM 3: f, i, h). Parameters per layer, in the cell's spec order: w_ih
+// (G*H, I), w_hh (G*H, H) (IndRNN: (H,); minGRU and minLSTM: none), [b_ih (G*H), b_hh (G*H;
+// minGRU and minLSTM: none)], [peephole (3H)], [Mogrifier: q (nq, I, H), r (nr, H, I); with rank
+// k: q_left (nq, I, k), q_right (nq, k, H), r_left (nr, H, k), r_right (nr, k, I)].
 #include "common.h"
 
 namespace {
@@ -79,7 +80,48 @@ struct Config {
   int64_t rounds;
 };
 
-enum { RNN_TANH = 0, RNN_RELU = 1, GRU = 2, LSTM = 3 };
+enum { RNN_TANH = 0, RNN_RELU = 1, GRU = 2, LSTM = 3, INDRNN_RELU = 4, INDRNN_TANH = 5, MINGRU = 6, MINLSTM = 7 };
+
+int64_t gates(int64_t kind, bool cifg) {
+  switch (kind) {
+    case LSTM: return cifg ? 3 : 4;
+    case GRU: case MINLSTM: return 3;
+    case MINGRU: return 2;
+    default: return 1;
+  }
+}
+bool input_only(int64_t kind) { return kind == MINGRU || kind == MINLSTM; }  // no w_hh, no b_hh
+
+// minGRU's and minLSTM's g(v): v + 0.5 for v >= 0, sigma(v) below; log sigma(v), finite everywhere
+template <typename T>
+inline T gpos(T v) { return v >= T(0) ? v + T(0.5) : sigm<T>(v); }
+template <typename T>
+inline T log_sigm(T v) { return std::min(v, T(0)) - std::log1p(std::exp(-std::abs(v))); }
+
+// The modern cells' elementwise work of one row: a (G*H) the input product, h0 and h1 (H)
+template <typename T>
+void modern_row(int64_t kind, const T* a, const T* w_hh, const T* b_ih, const T* b_hh, const T* hp, T* ho, int64_t H) {
+  if (kind == INDRNN_RELU || kind == INDRNN_TANH) {
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T v = a[j] + w_hh[j] * hp[j] + (b_ih ? b_ih[j] + b_hh[j] : T(0));
+      ho[j] = kind == INDRNN_TANH ? std::tanh(v) : (v > T(0) ? v : T(0));
+    }
+  } else if (kind == MINGRU) {
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T z = sigm<T>(a[j] + (b_ih ? b_ih[j] : T(0))), ht = gpos<T>(a[H + j] + (b_ih ? b_ih[H + j] : T(0)));
+      ho[j] = (T(1) - z) * hp[j] + z * ht;
+    }
+  } else {  // minLSTM: f / (f + i) = sigma(log sigma(a_f) - log sigma(a_i))
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T af = a[j] + (b_ih ? b_ih[j] : T(0)), ai = a[H + j] + (b_ih ? b_ih[H + j] : T(0));
+      const T fn = sigm<T>(log_sigm<T>(af) - log_sigm<T>(ai)), ht = gpos<T>(a[2 * H + j] + (b_ih ? b_ih[2 * H + j] : T(0)));
+      ho[j] = fn * hp[j] + (T(1) - fn) * ht;
+    }
+  }
+}
 
 // v (B, K) <- 2 sigmoid(M u) * v for the Mogrifier's round: M (rows, cols) = (K, len(u)), or its
 // factors left (K, k), right (k, len(u)) with a (B, k) scratch
@@ -100,17 +142,22 @@ void mogrify(const T* M, const T* left, const T* right, int64_t rank, const T* u
 template <typename T>
 void layer_step(const Config& cfg, const std::vector<at::Tensor>& p, const T* x_in, int64_t I, const T* h0,
                 const T* c0, int64_t B, int64_t H, T* h1, T* c1) {
-  const int64_t G = cfg.kind == LSTM ? (cfg.cifg ? 3 : 4) : (cfg.kind == GRU ? 3 : 1), N = G * H;
+  const int64_t G = gates(cfg.kind, cfg.cifg), N = G * H;
   size_t at = 0;
   const T* w_ih = ptr<T>(p[at++]);
-  const T* w_hh = ptr<T>(p[at++]);
+  const T* w_hh = input_only(cfg.kind) ? nullptr : ptr<T>(p[at++]);
   const T *b_ih = nullptr, *b_hh = nullptr, *w_peep = nullptr;
   if (cfg.bias) {
     b_ih = ptr<T>(p[at++]);
-    b_hh = ptr<T>(p[at++]);
+    if (!input_only(cfg.kind)) b_hh = ptr<T>(p[at++]);
   }
   if (cfg.peep) w_peep = ptr<T>(p[at++]);
   std::vector<T> gx(B * N), gh(B * N);
+  if (cfg.kind >= INDRNN_RELU) {  // no recurrent product: the input product, then the row's work
+    products<T>(N, B, w_ih, I, x_in, gx.data(), nullptr, 0, nullptr, nullptr);
+    for (int64_t b = 0; b < B; ++b) modern_row<T>(cfg.kind, gx.data() + b * N, w_hh, b_ih, b_hh, h0 + b * H, h1 + b * H, H);
+    return;
+  }
   const T *x = x_in, *h = h0;
   std::vector<T> xm, hm, s, thin;
   if (cfg.rounds > 0) {  // the Mogrifier: x and h gate each other, on copies
@@ -236,14 +283,17 @@ bool shape_is(const at::Tensor& t, std::initializer_list<int64_t> shape) {
 // Each layer's parameters in the number and shapes its configuration reads (see the top).
 bool shapes_fit(int64_t kind, bool bias, bool peep, bool cifg, int64_t rounds, bool lowrank, int64_t I, int64_t H,
                 const std::vector<std::vector<at::Tensor>>& layers) {
-  const int64_t G = kind == LSTM ? (cifg ? 3 : 4) : (kind == GRU ? 3 : 1), N = G * H;
+  const int64_t G = gates(kind, cifg), N = G * H;
   const int64_t nq = (rounds + 1) / 2, nr = rounds / 2;
+  const size_t per = input_only(kind) ? 1 : 2;  // weights, and biases, per layer
   for (const auto& p : layers) {
-    size_t need = 2 + (bias ? 2 : 0) + (peep ? 1 : 0) + (rounds ? (lowrank ? 2 : 1) * ((nq ? 1 : 0) + (nr ? 1 : 0)) : 0);
+    size_t need = per + (bias ? per : 0) + (peep ? 1 : 0) + (rounds ? (lowrank ? 2 : 1) * ((nq ? 1 : 0) + (nr ? 1 : 0)) : 0);
     if (p.size() != need) return false;
     size_t at = 0;
-    if (!shape_is(p[at++], {N, I}) || !shape_is(p[at++], {N, H})) return false;
-    if (bias && (!shape_is(p[at++], {N}) || !shape_is(p[at++], {N}))) return false;
+    if (!shape_is(p[at++], {N, I})) return false;
+    if (per == 2 && !(kind >= INDRNN_RELU ? shape_is(p[at++], {H}) : shape_is(p[at++], {N, H}))) return false;
+    if (bias && !shape_is(p[at++], {N})) return false;
+    if (bias && per == 2 && !shape_is(p[at++], {N})) return false;
     if (peep && !shape_is(p[at++], {3 * H})) return false;
     if (rounds) {
       if (lowrank) {
@@ -267,6 +317,7 @@ std::vector<at::Tensor> stack_step(int64_t kind, bool bias, bool peep, bool cifg
                                    bool lowrank, const at::Tensor& x, const std::vector<at::Tensor>& state,
                                    const std::vector<std::vector<at::Tensor>>& layers) {
   if (!(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) || !usable(x, x) || x.dim() != 2) return {};
+  if (kind < 0 || kind > MINLSTM) return {};
   const bool has_c = kind == LSTM;
   if (state.size() != (has_c ? 2u : 1u)) return {};
   for (const auto& s : state)

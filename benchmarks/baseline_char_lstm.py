@@ -1,6 +1,7 @@
 """The script a user would write instead of gatedrnn: a plain PyTorch character LSTM.
 
     python benchmarks/baseline_char_lstm.py notes.txt --minutes 2     # prints one JSON line
+    python benchmarks/baseline_char_lstm.py notes.txt --steps 2500    # a fixed number of steps
 
 Embedding 128, one torch.nn.LSTM of 512, sequences of 128, batch 32, Adam 2e-3, gradient norm
 clipped at 1, stateful truncated BPTT over 32 contiguous streams of the first nine tenths, the
@@ -17,6 +18,8 @@ p = argparse.ArgumentParser()
 p.add_argument("text")
 p.add_argument("--minutes", type=float, default=2.0)
 p.add_argument("--seed", type=int, default=0)
+p.add_argument("--steps", type=int, default=0,
+               help="stop after this many steps instead of the clock (the steps a budget gives on an idle machine)")
 args = p.parse_args()
 torch.manual_seed(args.seed)
 text = open(args.text, encoding="utf-8").read()
@@ -42,7 +45,7 @@ class CharLSTM(nn.Module):
 model = CharLSTM(len(chars))
 opt = torch.optim.Adam(model.parameters(), lr=2e-3)
 state, pos, steps, t0 = None, 0, 0, time.monotonic()
-while time.monotonic() - t0 < args.minutes * 60:
+while (steps < args.steps) if args.steps else (time.monotonic() - t0 < args.minutes * 60):
     if pos + T + 1 > streams.shape[0]:
         pos, state = 0, None  # a new epoch: the streams start over
     x, y = streams[pos : pos + T], streams[pos + 1 : pos + T + 1]

@@ -3,6 +3,7 @@
     python benchmarks/first_hour.py --minutes 2                       # every text, baseline and gatedrnn
     python benchmarks/first_hour.py --minutes 2 --texts python-docs --variant threads2="--threads 2"
     python benchmarks/first_hour.py --minutes 2 --variant passive="--threads 2" --env passive=OMP_WAIT_POLICY=PASSIVE
+    python benchmarks/first_hour.py --minutes 2 --competitor     # one other CPU-bound process running
 
 The baseline is `baseline_char_lstm.py` (embedding 128, one torch.nn.LSTM of 512, T=128, B=32,
 Adam 2e-3, clip 1, stateful TBPTT, default threads). Both train on the first nine tenths of the
@@ -11,7 +12,9 @@ state carried (`gatedrnn eval --data tail.txt`), in nats per character. The text
 files every installation has, no download: their size and SHA-256 are printed beside the
 results. Variants run one after another, never side by side, in rounds (variant order rotated
 each round); the load average (`os.getloadavg()`, the machine's `uptime`) before and after each
-run is recorded: on a shared machine it says how much the figures can be trusted.
+run is recorded: on a shared machine it says how much the figures can be trusted. With
+``--competitor``, one other CPU-bound process (a single-threaded Python busy loop) runs beside
+every run, training and scoring, started just before it and stopped after it.
 """
 from __future__ import annotations
 
@@ -129,6 +132,23 @@ def run_gatedrnn(whole: Path, tail: Path, minutes: float, out: Path, env: dict, 
     return {"loss": result["loss"], "steps": steps, "cmd": "gatedrnn " + shlex.join(cmd[3:])}
 
 
+class Competitor:
+    """One other CPU-bound process for the length of a ``with`` block (or nothing, when off)."""
+
+    def __init__(self, on: bool):
+        self.on, self.proc = on, None
+
+    def __enter__(self):
+        if self.on:
+            self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=2.0)
@@ -140,6 +160,8 @@ def main() -> None:
                    help="gatedrnn train with these flags as well (repeatable)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VAR=VALUE",
                    help="an environment variable for one variant (repeatable)")
+    p.add_argument("--competitor", action="store_true",
+                   help="run one other CPU-bound process beside every run (the shared-machine case)")
     p.add_argument("--out", default="first-hour", help="folder for texts, runs and results.jsonl")
     args = p.parse_args()
 
@@ -159,7 +181,8 @@ def main() -> None:
     base_env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     machine = subprocess.run(["uname", "-srm"], capture_output=True, text=True).stdout.strip()
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine}; {os.cpu_count()} CPUs; "
-          f"budget {args.minutes:g} min", flush=True)
+          f"budget {args.minutes:g} min" + ("; one competing CPU-bound process" if args.competitor else ""),
+          flush=True)
     print("| text | variant | held-out nats/char | steps | load before | load after |", flush=True)
     print("|---|---|---:|---:|---|---|", flush=True)
     names = list(variants)
@@ -172,11 +195,13 @@ def main() -> None:
                 env = {**base_env, **envs[name]}
                 before = load()
                 run_dir = out / "runs" / f"{text}-{name}-{r}-{int(time.time())}"
-                if variants[name] is None:
-                    result = run_baseline(whole, tail, args.minutes, run_dir, env)
-                else:
-                    result = run_gatedrnn(whole, tail, args.minutes, run_dir, env, variants[name])
+                with Competitor(args.competitor):
+                    if variants[name] is None:
+                        result = run_baseline(whole, tail, args.minutes, run_dir, env)
+                    else:
+                        result = run_gatedrnn(whole, tail, args.minutes, run_dir, env, variants[name])
                 row = {"text": text, **info, "variant": name, "round": r, "minutes": args.minutes,
+                       "competitor": args.competitor,
                        "env": envs[name], "load_before": before, "load_after": load(),
                        "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), **result}
                 with open(out / "results.jsonl", "a") as f:

@@ -44,7 +44,8 @@ PER_TOKEN_STEP = {"lstm": _FAMILY, "peephole": _FAMILY, "cifg": _FAMILY,
                   "mogrifier": {**_FAMILY, "rounds": ..., "rank": ...}}
 #: ``generation.stack_step``: a whole stack's token in one compiled call (``csrc/step.cpp``)
 COMPILED_STEP = {"rnn": {"bias": ..., "nonlinearity": ...}, "gru": {"bias": ...}, **PER_TOKEN_STEP,
-                 "indrnn": {"bias": ..., "nonlinearity": ...}, "mingru": {"bias": ...}, "minlstm": {"bias": ...}}
+                 "indrnn": {"bias": ..., "nonlinearity": ...}, "mingru": {"bias": ...}, "minlstm": {"bias": ...},
+                 "slstm": {"bias": ..., "num_heads": ...}}
 #: ``torch._VF.lstm``/``gru``/``rnn_*``: what torch.nn computes. ``forget_bias_init`` only
 #: initialises the stored biases, so it changes nothing at compute time.
 NATIVE_SEQUENCE = {"lstm": {"bias": ..., "proj_size": ..., "forget_bias_init": ...},

@@ -4,7 +4,7 @@ layer in a handful of out-of-place operations.
 ``stack_step`` runs every layer of a module's token (products, elementwise work, the Mogrifier's
 rounds) in one call of ``csrc/step.cpp`` where the compiled kernels are at hand, for the
 configurations ``capability.COMPILED_STEP`` declares (the RNN, the GRU, the LSTM family, the
-Mogrifier, IndRNN, minGRU and minLSTM; not the sLSTM), under ``torch.no_grad`` on the CPU; it
+Mogrifier, IndRNN, minGRU, minLSTM and the sLSTM), under ``torch.no_grad`` on the CPU; it
 returns ``None`` everywhere else and the module's eager step runs.
 
 ``torch.nn.LSTM`` called one token at a time costs milliseconds per call on CPU, and the cell's
@@ -23,7 +23,7 @@ from .ops import autocast_of, transforms_active
 
 #: csrc/step.cpp's kinds of layer
 _KINDS = {("rnn", "tanh"): 0, ("rnn", "relu"): 1, "gru": 2, "lstm": 3, "peephole": 3, "cifg": 3, "mogrifier": 3,
-          ("indrnn", "relu"): 4, ("indrnn", "tanh"): 5, "mingru": 6, "minlstm": 7}
+          ("indrnn", "relu"): 4, ("indrnn", "tanh"): 5, "mingru": 6, "minlstm": 7, "slstm": 8}
 
 
 def stack_step(module, input, hx):

@@ -10,7 +10,7 @@
 //
 // Shapes: B batch (small: each weight row is read once for all rows of the batch), I input, H
 // hidden, G gate blocks (RNN and IndRNN 1; GRU 3: r, z, n; LSTM 4: i, f, g, o; CIFG 3: f, g, o;
-// minGRU 2: z, h; minLSTM 3: f, i, h). Parameters per layer, in the cell's spec order: w_ih
+// minGRU 2: z, h; minLSTM 3: f, i, h; sLSTM 4: i, f, z, o, its w_hh (4H, H / heads)). Parameters per layer, in the cell's spec order: w_ih
 // (G*H, I), w_hh (G*H, H) (IndRNN: (H,); minGRU and minLSTM: none), [b_ih (G*H), b_hh (G*H;
 // minGRU and minLSTM: none)], [peephole (3H)], [Mogrifier: q (nq, I, H), r (nr, H, I); with rank
 // k: q_left (nq, I, k), q_right (nq, k, H), r_left (nr, H, k), r_right (nr, k, I)].
@@ -20,15 +20,15 @@ namespace {
 
 using namespace gatedrnn;
 
-// out[b, n] = W[n, :] . v[b, :] for n in [n0, n1): four rows at a time, each row read once for
-// every b (it stays in L1 between them), four independent sums for the vector units.
+// out[b, n] = W[n, :] . v[b, :] for n in [n0, n1) (v's rows ldv apart): four rows at a time, each
+// row read once for every b (it stays in L1 between them), four independent sums for the vector units.
 template <typename T>
-void matvec(const T* W, int64_t K, const T* v, int64_t B, T* out, int64_t ldo, int64_t n0, int64_t n1) {
+void matvec(const T* W, int64_t K, const T* v, int64_t ldv, int64_t B, T* out, int64_t ldo, int64_t n0, int64_t n1) {
   int64_t n = n0;
   for (; n + 4 <= n1; n += 4) {
     const T *w0 = W + n * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
     for (int64_t b = 0; b < B; ++b) {
-      const T* vb = v + b * K;
+      const T* vb = v + b * ldv;
       T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
 #pragma omp simd reduction(+ : s0, s1, s2, s3)
       for (int64_t k = 0; k < K; ++k) {
@@ -48,7 +48,7 @@ void matvec(const T* W, int64_t K, const T* v, int64_t B, T* out, int64_t ldo, i
   for (; n < n1; ++n) {
     const T* w = W + n * K;
     for (int64_t b = 0; b < B; ++b) {
-      const T* vb = v + b * K;
+      const T* vb = v + b * ldv;
       T s = 0;
 #pragma omp simd reduction(+ : s)
       for (int64_t k = 0; k < K; ++k) s += w[k] * vb[k];
@@ -68,8 +68,22 @@ void products(int64_t N, int64_t B, const T* W1, int64_t K1, const T* v1, T* o1,
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, 4 * per_row));
   at::parallel_for(0, blocks, grain, [&](int64_t q0, int64_t q1) {
     const int64_t n0 = 4 * q0, n1 = std::min(N, 4 * q1);
-    matvec<T>(W1, K1, v1, B, o1, N, n0, n1);
-    if (W2) matvec<T>(W2, K2, v2, B, o2, N, n0, n1);
+    matvec<T>(W1, K1, v1, K1, B, o1, N, n0, n1);
+    if (W2) matvec<T>(W2, K2, v2, K2, B, o2, N, n0, n1);
+  });
+}
+
+// The sLSTM's block-diagonal recurrent product: out (B, 4H) = blockdiag(W) h, W (4H, DH), row
+// g*H + n*DH + e of W is unit e of gate g in head n, which reads h[n*DH : (n+1)*DH].
+template <typename T>
+void heads_product(const T* W, int64_t H, int64_t DH, const T* h, int64_t B, T* out) {
+  const int64_t K = H / DH, blocks = 4 * K;
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, B * DH * DH));
+  at::parallel_for(0, blocks, grain, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t row = (q / K) * H + (q % K) * DH;  // gate q / K, head q % K
+      matvec<T>(W, DH, h + (q % K) * DH, H, B, out, 4 * H, row, row + DH);
+    }
   });
 }
 
@@ -80,11 +94,14 @@ struct Config {
   int64_t rounds;
 };
 
-enum { RNN_TANH = 0, RNN_RELU = 1, GRU = 2, LSTM = 3, INDRNN_RELU = 4, INDRNN_TANH = 5, MINGRU = 6, MINLSTM = 7 };
+enum { RNN_TANH = 0, RNN_RELU = 1, GRU = 2, LSTM = 3, INDRNN_RELU = 4, INDRNN_TANH = 5, MINGRU = 6, MINLSTM = 7, SLSTM = 8 };
+
+int64_t state_parts(int64_t kind) { return kind == LSTM ? 2 : (kind == SLSTM ? 4 : 1); }
 
 int64_t gates(int64_t kind, bool cifg) {
   switch (kind) {
     case LSTM: return cifg ? 3 : 4;
+    case SLSTM: return 4;
     case GRU: case MINLSTM: return 3;
     case MINGRU: return 2;
     default: return 1;
@@ -139,9 +156,34 @@ void mogrify(const T* M, const T* left, const T* right, int64_t rank, const T* u
   for (int64_t j = 0; j < n; ++j) v[j] = T(2) * sigm<T>(s[j]) * v[j];
 }
 
+// The sLSTM's elementwise work (see cells/slstm.py): a (B, 4H) pre-activations i, f, z, o with
+// both biases; s0 = (h, c, n, m) at t-1, s1 at t, each (B, H)
 template <typename T>
-void layer_step(const Config& cfg, const std::vector<at::Tensor>& p, const T* x_in, int64_t I, const T* h0,
-                const T* c0, int64_t B, int64_t H, T* h1, T* c1) {
+void slstm_rows(const T* a_all, const T* const* s0, T* const* s1, int64_t B, int64_t H) {
+  for (int64_t b = 0; b < B; ++b) {
+    const T* a = a_all + b * 4 * H;
+    const int64_t r = b * H;
+    const T *cp = s0[1] + r, *np = s0[2] + r, *mp = s0[3] + r;
+    T *ho = s1[0] + r, *co = s1[1] + r, *no = s1[2] + r, *mo = s1[3] + r;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T ai = a[j], log_f = log_sigm<T>(a[H + j]);
+      const T m = np[j] == T(0) ? ai : std::max(ai, log_f + mp[j]);
+      const T i = std::exp(ai - m), f = std::exp(log_f + mp[j] - m);
+      const T c = f * cp[j] + i * std::tanh(a[2 * H + j]), n = f * np[j] + i;
+      ho[j] = sigm<T>(a[3 * H + j]) * c / n;
+      co[j] = c;
+      no[j] = n;
+      mo[j] = m;
+    }
+  }
+}
+
+template <typename T>
+void layer_step(const Config& cfg, const std::vector<at::Tensor>& p, const T* x_in, int64_t I, const T* const* s0,
+                int64_t B, int64_t H, T* const* s1) {
+  const T *h0 = s0[0], *c0 = s0[1];
+  T *h1 = s1[0], *c1 = s1[1];
   const int64_t G = gates(cfg.kind, cfg.cifg), N = G * H;
   size_t at = 0;
   const T* w_ih = ptr<T>(p[at++]);
@@ -153,6 +195,13 @@ void layer_step(const Config& cfg, const std::vector<at::Tensor>& p, const T* x_
   }
   if (cfg.peep) w_peep = ptr<T>(p[at++]);
   std::vector<T> gx(B * N), gh(B * N);
+  if (cfg.kind == SLSTM) {
+    products<T>(N, B, w_ih, I, x_in, gx.data(), nullptr, 0, nullptr, nullptr);
+    heads_product<T>(w_hh, H, p[1].size(1), h0, B, gh.data());
+    for (int64_t b = 0; b < B * N; ++b) gx[b] += gh[b] + (b_ih ? b_ih[b % N] + b_hh[b % N] : T(0));
+    slstm_rows<T>(gx.data(), s0, s1, B, H);
+    return;
+  }
   if (cfg.kind >= INDRNN_RELU) {  // no recurrent product: the input product, then the row's work
     products<T>(N, B, w_ih, I, x_in, gx.data(), nullptr, 0, nullptr, nullptr);
     for (int64_t b = 0; b < B; ++b) modern_row<T>(cfg.kind, gx.data() + b * N, w_hh, b_ih, b_hh, h0 + b * H, h1 + b * H, H);
@@ -291,7 +340,12 @@ bool shapes_fit(int64_t kind, bool bias, bool peep, bool cifg, int64_t rounds, b
     if (p.size() != need) return false;
     size_t at = 0;
     if (!shape_is(p[at++], {N, I})) return false;
-    if (per == 2 && !(kind >= INDRNN_RELU ? shape_is(p[at++], {H}) : shape_is(p[at++], {N, H}))) return false;
+    if (kind == SLSTM) {  // (4H, DH), H a multiple of DH
+      const at::Tensor& w = p[at++];
+      if (w.dim() != 2 || w.size(0) != N || w.size(1) <= 0 || H % w.size(1) != 0) return false;
+    } else if (per == 2 && !(kind >= INDRNN_RELU ? shape_is(p[at++], {H}) : shape_is(p[at++], {N, H}))) {
+      return false;
+    }
     if (bias && !shape_is(p[at++], {N})) return false;
     if (bias && per == 2 && !shape_is(p[at++], {N})) return false;
     if (peep && !shape_is(p[at++], {3 * H})) return false;
@@ -310,16 +364,16 @@ bool shapes_fit(int64_t kind, bool bias, bool peep, bool cifg, int64_t rounds, b
   return true;
 }
 
-// x (B, I); state: h (L, B, H)[, c (L, B, H)]; layers: each layer's parameters (see the top).
-// Returns {y (B, H), h_n (L, B, H)[, c_n]}, or nothing where a tensor is not contiguous, not on
+// x (B, I); state: h (L, B, H)[, c (L, B, H)] (sLSTM: h, c, n, m); layers: each layer's parameters (see the top).
+// Returns {y (B, H), h_n (L, B, H)[, c_n[, n_n, m_n]]}, or nothing where a tensor is not contiguous, not on
 // the CPU or not of x's dtype (the caller then runs its eager step).
 std::vector<at::Tensor> stack_step(int64_t kind, bool bias, bool peep, bool cifg, double forget_bias, int64_t rounds,
                                    bool lowrank, const at::Tensor& x, const std::vector<at::Tensor>& state,
                                    const std::vector<std::vector<at::Tensor>>& layers) {
   if (!(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) || !usable(x, x) || x.dim() != 2) return {};
-  if (kind < 0 || kind > MINLSTM) return {};
-  const bool has_c = kind == LSTM;
-  if (state.size() != (has_c ? 2u : 1u)) return {};
+  if (kind < 0 || kind > SLSTM) return {};
+  const int64_t parts = state_parts(kind);
+  if (static_cast<int64_t>(state.size()) != parts) return {};
   for (const auto& s : state)
     if (!usable(s, x) || s.dim() != 3) return {};
   for (const auto& layer : layers)
@@ -329,25 +383,27 @@ std::vector<at::Tensor> stack_step(int64_t kind, bool bias, bool peep, bool cifg
   for (const auto& s : state)
     if (s.size(0) != L || s.size(1) != B || s.size(2) != H) return {};
   if (!shapes_fit(kind, bias, peep, cifg, rounds, lowrank, x.size(1), H, layers)) return {};
-  auto h_n = at::empty_like(state[0]);
-  auto c_n = has_c ? at::empty_like(state[1]) : at::Tensor();
+  std::vector<at::Tensor> out{at::Tensor()};
+  for (const auto& s : state) out.push_back(at::empty_like(s));
   const Config cfg{kind, bias, peep, cifg, lowrank, forget_bias, rounds};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "stack_step", [&] {
     using T = scalar_t;
     const T* in = x.data_ptr<T>();
     int64_t I = x.size(1);
+    const T* s0[4] = {nullptr, nullptr, nullptr, nullptr};
+    T* s1[4] = {nullptr, nullptr, nullptr, nullptr};
     for (int64_t l = 0; l < L; ++l) {
-      const T* c0 = has_c ? state[1].data_ptr<T>() + l * B * H : nullptr;
-      T* c1 = has_c ? c_n.data_ptr<T>() + l * B * H : nullptr;
-      T* h1 = h_n.data_ptr<T>() + l * B * H;
-      layer_step<T>(cfg, layers[l], in, I, state[0].data_ptr<T>() + l * B * H, c0, B, H, h1, c1);
-      in = h1;
+      for (int64_t k = 0; k < parts; ++k) {
+        s0[k] = state[k].data_ptr<T>() + l * B * H;
+        s1[k] = out[k + 1].data_ptr<T>() + l * B * H;
+      }
+      layer_step<T>(cfg, layers[l], in, I, s0, B, H, s1);
+      in = s1[0];
       I = H;
     }
   });
-  auto y = h_n.select(0, L - 1).clone();
-  if (has_c) return {y, h_n, c_n};
-  return {y, h_n};
+  out[0] = out[1].select(0, L - 1).clone();
+  return out;
 }
 
 const Register reg([](pybind11::module_& m) { m.def("stack_step", &stack_step); });

@@ -15,10 +15,10 @@ from gatedrnn.torch_engine.loops.mogrifier import MogrifierLoop
 
 from .loop_cases import CASES, MASK_CASES, MASK_KINDS, _id, make_inputs, make_masks, outputs_and_grads, run_fast
 
-#: the loops that call the kernels, and the configurations they do it for (the LSTM family
-#: without layer norm, the Mogrifier's LSTM step; every GRU configuration, whose layer norm is
-#: outside the step's pass)
-USES_KERNELS = {LSTMLoop: lambda cell: not cell.layer_norm, MogrifierLoop: lambda cell: True,
+#: the loops that call the kernels, and the configurations they do it for (the LSTM family, with
+#: layer norm through csrc/layernorm.cpp; the Mogrifier's LSTM step; every GRU
+#: configuration, whose layer norm is outside the step's pass)
+USES_KERNELS = {LSTMLoop: lambda cell: True, MogrifierLoop: lambda cell: True,
                 GRULoop: lambda cell: True}
 
 
@@ -55,8 +55,8 @@ class Spy:
         return call
 
 
-def _both(case, kind, kernels, monkeypatch, dtype=torch.float64):
-    cell, params, x, state = make_inputs(*case)
+def _both(case, kind, kernels, monkeypatch, dtype=torch.float64, size=None):
+    cell, params, x, state = make_inputs(*case, **(size or {}))
     params, keep = make_masks(kind, cell, params, x) if kind else (params, None)
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     params, x, state = {k: cast(v) for k, v in params.items()}, cast(x), tuple(cast(s) for s in state)
@@ -101,11 +101,27 @@ def test_masks_match_the_eager_loop(case, kind, kernels, monkeypatch):
     torch.testing.assert_close(y_inf, got[0][0], rtol=1e-13, atol=1e-14)
 
 
-@pytest.mark.parametrize("case", [("lstm", {}), ("peephole", {}), ("cifg", {}), ("gru", {})], ids=_id)
+@pytest.mark.parametrize("case", [("lstm", {}), ("peephole", {}), ("cifg", {}), ("gru", {}),
+                                  ("lstm", {"layer_norm": True}), ("peephole", {"layer_norm": True})], ids=_id)
 @pytest.mark.parametrize("kind", [None, "zoneout"])
 def test_float32_matches_the_eager_loop(case, kind, kernels, monkeypatch):
     got, want, _ = _both(case, kind, kernels, monkeypatch, dtype=torch.float32)
     _close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", [("lstm", {"layer_norm": True}), ("cifg", {"layer_norm": True})], ids=_id)
+@pytest.mark.parametrize("kind", [None, "state-dropout"])
+def test_rows_split_across_threads_match_the_eager_loop(case, kind, kernels, monkeypatch):
+    """A batch large enough for the kernels to split its rows across two threads (each thread then
+    keeps its own sums of the layer-norm gains' gradients, added up after the loop)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got, want, y_inf = _both(case, kind, kernels, monkeypatch, size=dict(T=3, B=64, I=8, H=128))
+    finally:
+        torch.set_num_threads(threads)
+    _close(got, want, rtol=1e-11, atol=1e-12)
+    torch.testing.assert_close(y_inf, got[0][0], rtol=1e-13, atol=1e-14)
 
 
 def test_off_switch_and_what_it_does_not_take(kernels, monkeypatch):

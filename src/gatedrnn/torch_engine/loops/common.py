@@ -123,6 +123,7 @@ class Recurrent:
         self.ln, self.mask = cell.layer_norm, p.get("mask_hh")
         self.gain, self.ln_bias = p.get("ln_weight_hh"), ln_bias
         self.prod = Product(w.t() if backward else w, B)
+        self.gain_grad = None  # ln_weight_hh's gradient where a kernel summed it during the backward
         if backward:
             self.R, self.Mu, self.Rs = (saved.get(k) for k in ("hh_a", "hh_mu", "hh_rstd"))
             self.dR = like.new_empty(steps, B, self.N) if self.ln else None
@@ -133,6 +134,13 @@ class Recurrent:
 
     def saved(self):
         return {"hh_a": self.R, "hh_mu": self.Mu, "hh_rstd": self.Rs} if self.ln else {}
+
+    def raw(self, h):
+        """The product alone, ``(h * mask_hh) @ W_hh^T``, for a kernel that normalises it itself
+        (it then fills ``R``, ``Mu``, ``Rs``)."""
+        if self.mask is not None:
+            h = torch.mul(h, self.mask, out=self.hm)
+        return self.prod(h)
 
     def __call__(self, h, s, add=None):
         if self.mask is not None:
@@ -150,6 +158,10 @@ class Recurrent:
             d = torch.ops.aten.native_layer_norm_backward(
                 d, self.R[t], [self.N], self.Mu[t], self.Rs[t], self.gain, None, [True, False, False])[0]
             self.dR[t] = d
+        return self.product_backward(d)
+
+    def product_backward(self, d):
+        """``dL/dh_{t-1}`` from the gradient ``d`` of this step's product (``dR[t]`` with layer norm)."""
         dh = self.prod(d)
         return dh if self.mask is None else dh.mul_(self.mask)
 
@@ -160,6 +172,9 @@ class Recurrent:
             grads["weight_hh"] = weight_grad(dout, inp)
             return
         grads["weight_hh"] = weight_grad(self.dR, inp)
+        if self.gain_grad is not None:
+            grads["ln_weight_hh"] = self.gain_grad
+            return
         r_hat = (self.R - self.Mu).mul_(self.Rs)
         grads["ln_weight_hh"] = (rows(dout) * rows(r_hat)).sum(0)
 

@@ -144,6 +144,8 @@ class CompiledStep:
         T, B, _ = x.shape
         self.kh, self.kc = (None if k is None else k.expand(T, B, H).contiguous() for k in keep_masks(keep, 2))
 
+    ln = False  # whether the kernel also does the step's layer norms (CompiledNormStep)
+
     @staticmethod
     def of(cell, p, x, H, keep):
         if cell.layer_norm or not compiled.usable(x):
@@ -162,6 +164,61 @@ class CompiledStep:
         kh, kc = self.kh, self.kc
         self.k.lstm_backward(gt, cp, cn, dh, carry, dy_t, dc, da, self.coupled, self.peep,
                              None if kh is None else kh[t], None if kc is None else kc[t], carry_out)
+
+
+class CompiledNormStep(CompiledStep):
+    """With layer norm: the recurrent product's layer norm, the gates, ``c_t``, ``c_t``'s layer norm
+    and ``h_t`` as one call of the compiled kernel (``csrc/layernorm.cpp``), forward and backward.
+    It reads the product before its norm (``Recurrent.raw``) and fills what ``Recurrent`` keeps for
+    the backward (``R``, ``Mu``, ``Rs``; ``dR``); ``TC``, ``CMu``, ``CRs`` as the eager step saves them."""
+
+    ln = True
+
+    def __init__(self, kernels, cell, p, x, H, keep):
+        super().__init__(kernels, cell, p, x, H, keep)
+        self.gain, self.wc, self.bc = (p[k].contiguous() for k in ("ln_weight_hh", "ln_weight_c", "ln_bias_c"))
+
+    @staticmethod
+    def of(cell, p, x, H, keep):
+        if not cell.layer_norm or H == 0 or not compiled.usable(x):
+            return None
+        return CompiledNormStep(compiled.pointwise(), cell, p, x, H, keep)
+
+    def forward_norm(self, hh, gx_t, s, save, gt, cp, cn, Hs, t, C, jn, stats):
+        """One step from ``h_{t-1}`` (``Hs[t]``): ``Gs``, ``c_t``, ``h_t`` as ``CompiledStep.forward``;
+        ``stats``: ``(TC, CMu, CRs)``, filled at ``s``."""
+        kh, kc = self.kh, self.kc
+        TC, CMu, CRs = stats
+        self.k.lstm_ln_forward(hh.raw(Hs[t]), gx_t, self.gain, hh.R[s] if save else None, hh.Mu[s], hh.Rs[s], gt,
+                               cp, cn, TC[s], CMu[s], CRs[s], self.wc, self.bc, Hs[t + 1], self.coupled, self.peep,
+                               None if kh is None else Hs[t], None if kh is None else kh[t],
+                               None if kc is None else kc[t], None if kc is None else C[jn], LN_EPS)
+
+    def bind(self, hh, saved, dN):
+        """The backward's extra inputs and outputs: the recurrent product's, the saved statistics,
+        ``dN``, and each thread's sums of the gains' gradients (``acc``, read by ``gain_grads``)."""
+        self.hh, self.saved, self.dN = hh, saved, dN
+        N, H = hh.N, dN.shape[-1]
+        self.acc = dN.new_zeros(torch.get_num_threads(), N + 2 * H)
+        return self
+
+    def gain_grads(self, grads):
+        """``ln_weight_hh``, ``ln_weight_c``, ``ln_bias_c``: the threads' sums added up."""
+        total = self.acc.sum(0)
+        N, H = self.hh.N, self.dN.shape[-1]
+        grads["ln_weight_hh"], grads["ln_weight_c"], grads["ln_bias_c"] = total.split([N, H, H])
+
+    def backward(self, gt, cp, cn, dh, carry, dy_t, dc, da, carry_out, t):
+        """As ``CompiledStep.backward``; also ``dN[t]`` and the product's gradient ``hh.dR[t]``."""
+        kh, kc, hh, sv = self.kh, self.kc, self.hh, self.saved
+        self.k.lstm_ln_backward(gt, cp, cn, sv["TC"][t], sv["CMu"][t], sv["CRs"][t], self.wc, dh, carry, dy_t, dc, da,
+                                self.dN[t], hh.R[t], hh.Mu[t], hh.Rs[t], self.gain, hh.dR[t], self.coupled, self.peep,
+                                None if kh is None else kh[t], None if kc is None else kc[t], carry_out, self.acc)
+
+
+def compiled_step(cell, p, x, H, keep):
+    """The step's compiled kernel where it takes the call (``CompiledStep``, ``CompiledNormStep``), or ``None``."""
+    return CompiledNormStep.of(cell, p, x, H, keep) if cell.layer_norm else CompiledStep.of(cell, p, x, H, keep)
 
 
 def mix_out(Hs, t, o, tc, hnew, kh, C, cn, cp, jn, kc):
@@ -187,7 +244,7 @@ def _compiled_bptt(cs, Gs, C, Cn, dh, dc, dy, dA, hh):
         out = carries[t % 2]
         cs.backward(Gs[t], C[t], Cn[t + 1], dh, carry, None if dy is None else dy[t], dc, dA[t], out, t)
         carry = out
-        dh = hh.backward(dA[t], t)
+        dh = hh.product_backward(hh.dR[t]) if cs.ln else hh.backward(dA[t], t)
     return dh if carry is None else dh.add_(carry)
 
 
@@ -209,7 +266,7 @@ class LSTMLoop:
         gx, saved = input_forward(cell, p, x, combined_bias(cell, p, G, H, x))
         hh = Recurrent(cell, p, B, S, x)
         pw = Pointwise(cell, p, x, H)
-        cs = CompiledStep.of(cell, p, x, H, keep)
+        cs = compiled_step(cell, p, x, H, keep)
         h0, c0 = state
         Hs = x.new_empty(T + 1, B, H)  # h_0 .. h_T; y is Hs[1:]
         Hs[0] = h0
@@ -222,9 +279,12 @@ class LSTMLoop:
         hnew = x.new_empty(B, H) if kh is not None else None
         for t in range(T):
             s = t if save else 0
-            a = hh(Hs[t], s, gx[t])  # (B, G*H), a fresh tensor
             j, jn = (t, t + 1) if save else (t % 2, (t + 1) % 2)
             cp, cn = C[j], Cn[jn]
+            if cs is not None and cs.ln:
+                cs.forward_norm(hh, gx[t], s, save, Gs[s], cp, cn, Hs, t, C, jn, (TC, CMu, CRs))
+                continue
+            a = hh(Hs[t], s, gx[t])  # (B, G*H), a fresh tensor
             if cs is not None:
                 cs.forward(a, Gs[s], cp, cn, Hs, t, C, jn)
                 continue
@@ -255,9 +315,15 @@ class LSTMLoop:
         dh = torch.zeros_like(C[0]) if dh_n is None else dh_n
         dA = x.new_empty(T, B, G * H)
         dN = x.new_empty(T, B, H) if ln else None  # dL/d LN(c_t), for the gains
-        cs = CompiledStep.of(cell, p, x, H, keep)
+        cs = compiled_step(cell, p, x, H, keep)
+        if cs is not None and cs.ln:
+            cs.bind(hh, saved, dN)
+        ln_grads = {}  # the gains' and ln_bias_c's gradients where the kernel summed them
         if cs is not None:
             dh = _compiled_bptt(cs, Gs, C, Cn, dh.contiguous(), dc, dy, dA, hh)
+            if cs.ln:
+                cs.gain_grads(ln_grads)
+                hh.gain_grad = ln_grads.pop("ln_weight_hh")
         for t in reversed(range(T) if cs is None else ()):
             if dy is not None:
                 dh = dh + dy[t]
@@ -276,7 +342,8 @@ class LSTMLoop:
                 (dA2[:, fi * H : (fi + 1) * H] * prev).sum(0),
                 (dA2[:, oi * H : (oi + 1) * H] * cur).sum(0),
             ])
-        if ln:
+        grads.update(ln_grads)
+        if ln and not ln_grads:
             c_hat = (Cn[1:] - saved["CMu"]).mul_(saved["CRs"])
             grads["ln_weight_c"] = (rows(dN) * rows(c_hat)).sum(0)
             grads["ln_bias_c"] = sum_rows(dN)

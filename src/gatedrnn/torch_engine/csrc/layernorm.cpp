@@ -1,0 +1,300 @@
+// The layer-normalised LSTM step (loops/lstm.py, CompiledNormStep) as one pass per row: the
+// recurrent product's layer norm, the gates, c_t, c_t's layer norm and h_t, forward and backward.
+//
+// The eager step makes a dozen elementwise torch calls and two native_layer_norm calls per step
+// (and their backward), each a pass over memory and a dispatch, each under ATen's parallel grain
+// at two threads for a (32, 2048) block. Here one call does a step: each row of the batch is a
+// few loops over its units (the statistics of a layer norm need the whole row before its output),
+// all within the row's few kilobytes, and the rows are split across threads (common.h's rows).
+//
+// Shapes: B batch, H hidden, G gate blocks (4: i, f, g, o; CIFG 3: f, g, o), N = G*H.
+// Layer norm of a row v of n units: v_hat = (v - mean) * rs with rs = 1/sqrt(var + eps) (the biased
+// variance, as torch.nn.functional.layer_norm), then v_hat * gain (+ bias).
+#include "common.h"
+
+namespace {
+
+using namespace gatedrnn;
+
+// the mean and 1/std of v[0..n) (two passes: the centred sum of squares, as native_layer_norm's accuracy)
+template <typename T>
+inline void moments(const T* v, int64_t n, T eps, T& mu, T& rs) {
+  T s = T(0);
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < n; ++j) s += v[j];
+  mu = s / T(n);
+  T q = T(0);
+#pragma omp simd reduction(+ : q)
+  for (int64_t j = 0; j < n; ++j) {
+    const T d = v[j] - mu;
+    q += d * d;
+  }
+  rs = T(1) / std::sqrt(q / T(n) + eps);
+}
+
+// r (B, N): the recurrent product before its layer norm (read); gx (B, N): the step's input
+// pre-activations with every bias (read); gain (N): ln_weight_hh. r_save (B, N) or undefined: a copy
+// of r for the backward (out); mu, rs (B): r's statistics (out). gt (B, N): post-activation gates
+// (out; first the pre-activations a = LN(r) gain + gx). cp (B, H): c_{t-1}; cn (B, H): the cell's c_t
+// (out). tc (B, H): tanh(LN(c_t)) (out); cmu, crs (B): c_t's statistics (out); wc, bc (H):
+// ln_weight_c, ln_bias_c. h (B, H): h_t (out; mixed with h_prev by kh). cs (B, H): c_t after zoneout by
+// kc (out, only with kc). peep (3H): w_i, w_f, w_o (the output gate's looks at c_t before its norm).
+template <typename T, bool PEEP, bool CIFG, bool KH, bool KC>
+void ln_fwd_impl(const at::Tensor& r, const at::Tensor& gx, const at::Tensor& gain, const at::Tensor& r_save,
+                 const at::Tensor& mu, const at::Tensor& rs, const at::Tensor& gt, const at::Tensor& cp,
+                 const at::Tensor& cn, const at::Tensor& tc, const at::Tensor& cmu, const at::Tensor& crs,
+                 const at::Tensor& wc, const at::Tensor& bc, const at::Tensor& h, const at::Tensor& peep,
+                 const at::Tensor& h_prev, const at::Tensor& kh, const at::Tensor& kc, const at::Tensor& cs,
+                 double eps_) {
+  const int64_t B = cp.size(0), H = cp.size(1), G = CIFG ? 3 : 4, N = G * H;
+  const T eps = T(eps_);
+  const T *R = ptr<T>(r), *GX = ptr<T>(gx), *GA = ptr<T>(gain), *CP = ptr<T>(cp), *WC = ptr<T>(wc),
+          *BC = ptr<T>(bc), *W = ptr<T>(peep), *HP = ptr<T>(h_prev), *KHp = ptr<T>(kh), *KCp = ptr<T>(kc);
+  T *RS = ptr<T>(r_save), *MU = ptr<T>(mu), *RSD = ptr<T>(rs), *GT = ptr<T>(gt), *CN = ptr<T>(cn),
+    *TC = ptr<T>(tc), *CMU = ptr<T>(cmu), *CRS = ptr<T>(crs), *HO = ptr<T>(h), *CS = ptr<T>(cs);
+  rows(B, N, [&](int64_t b) {
+    const T *rr = R + b * N, *xr = GX + b * N;
+    T* gr = GT + b * N;
+    T m, s;
+    moments(rr, N, eps, m, s);
+    MU[b] = m;
+    RSD[b] = s;
+    if (RS) std::copy(rr, rr + N, RS + b * N);
+#pragma omp simd
+    for (int64_t j = 0; j < N; ++j) gr[j] = (rr[j] - m) * s * GA[j] + xr[j];
+    const int64_t q = b * H;
+    const T *cpr = CP + q, *w = W;
+    T* cnr = CN + q;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T c0 = cpr[j];
+      T f, g, c;
+      if (CIFG) {
+        f = sigm<T>(gr[j]);
+        g = std::tanh(gr[H + j]);
+        c = g + f * (c0 - g);
+        gr[j] = f;
+        gr[H + j] = g;
+      } else {
+        T ai = gr[j], af = gr[H + j];
+        if (PEEP) {
+          ai += c0 * w[j];
+          af += c0 * w[H + j];
+        }
+        const T i = sigm<T>(ai);
+        f = sigm<T>(af);
+        g = std::tanh(gr[2 * H + j]);
+        c = f * c0 + i * g;
+        gr[j] = i;
+        gr[H + j] = f;
+        gr[2 * H + j] = g;
+      }
+      T ao = gr[(G - 1) * H + j];
+      if (PEEP) ao += c * w[2 * H + j];
+      gr[(G - 1) * H + j] = sigm<T>(ao);
+      cnr[j] = c;
+    }
+    T cm, cr;
+    moments(cnr, H, eps, cm, cr);
+    CMU[b] = cm;
+    CRS[b] = cr;
+    T *tcr = TC + q, *hr = HO + q, *csr = KC ? CS + q : cnr;
+    const T *hpr = KH ? HP + q : cpr, *khr = KH ? KHp + q : cpr, *kcr = KC ? KCp + q : cpr;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T c = cnr[j];
+      const T t = std::tanh((c - cm) * cr * WC[j] + BC[j]);
+      tcr[j] = t;
+      T hn = gr[(G - 1) * H + j] * t;
+      if (KH) hn = lerp<T>(hn, hpr[j], khr[j]);
+      hr[j] = hn;
+      if (KC) csr[j] = lerp<T>(c, cpr[j], kcr[j]);
+    }
+  });
+}
+
+// gt, cp, cn, tc, cmu, crs as saved by the forward; wc (H): ln_weight_c. dh (B, H): dL/dh_t from the
+// next step's product; carry (B, H) or undefined: what zoneout kept of the gradient at h; dy (B, H) or
+// undefined: dL/dy_t. dc (B, H): dL/dc_t in, dL/dc_{t-1} out. da (B, N): dL/da (out); dn (B, H):
+// dL/d LN(c_t) (out, for the gains). r, mu, rs, gain: the recurrent product and its layer norm as
+// the forward saw them; dr (B, N): dL/dr (out), what the product's backward takes. carry_out (B, H):
+// kh's share of this step's dh (out, only with kh). acc (threads, N + 2H): each thread's running sums
+// over its rows of the gains' and bias's gradients, added to (ln_weight_hh: da r_hat; ln_weight_c:
+// dn c_hat; ln_bias_c: dn), so the backward needs no pass over every step's saved r after the loop.
+template <typename T, bool PEEP, bool CIFG, bool KH, bool KC>
+void ln_bwd_impl(const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& cn, const at::Tensor& tc,
+                 const at::Tensor& cmu, const at::Tensor& crs, const at::Tensor& wc, const at::Tensor& dh,
+                 const at::Tensor& carry, const at::Tensor& dy, const at::Tensor& dc, const at::Tensor& da,
+                 const at::Tensor& dn, const at::Tensor& r, const at::Tensor& mu, const at::Tensor& rs,
+                 const at::Tensor& gain, const at::Tensor& dr, const at::Tensor& peep, const at::Tensor& kh,
+                 const at::Tensor& kc, const at::Tensor& carry_out, const at::Tensor& acc) {
+  const int64_t B = cp.size(0), H = cp.size(1), G = CIFG ? 3 : 4, N = G * H;
+  T* ACC = ptr<T>(acc);
+  const T *GT = ptr<T>(gt), *CP = ptr<T>(cp), *CN = ptr<T>(cn), *TC = ptr<T>(tc), *CMU = ptr<T>(cmu),
+          *CRS = ptr<T>(crs), *WC = ptr<T>(wc), *DH = ptr<T>(dh), *CA = ptr<T>(carry), *DY = ptr<T>(dy),
+          *R = ptr<T>(r), *MU = ptr<T>(mu), *RSD = ptr<T>(rs), *GA = ptr<T>(gain), *W = ptr<T>(peep),
+          *KHp = ptr<T>(kh), *KCp = ptr<T>(kc);
+  T *DC = ptr<T>(dc), *DA = ptr<T>(da), *DN = ptr<T>(dn), *DR = ptr<T>(dr), *CO = ptr<T>(carry_out);
+  const std::vector<T> zeros(H, T(0));  // in place of an absent carry or dy
+  rows(B, N, [&](int64_t b) {
+    const int64_t q = b * H;
+    const T *gr = GT + b * N, *dhr = DH + q, *car = CA ? CA + q : zeros.data(), *dyr = DY ? DY + q : zeros.data(),
+            *khr = KH ? KHp + q : dhr, *kcr = KC ? KCp + q : dhr, *cpr = CP + q, *cnr = CN + q, *tcr = TC + q,
+            *w = W;
+    T *dar = DA + b * N, *dcr = DC + q, *dnr = DN + q, *cor = KH ? CO + q : dnr;
+    const T cm = CMU[b], cr = CRS[b];
+    T* ac = ACC + at::get_thread_num() * (N + 2 * H);  // this thread's sums: no other thread adds to them
+    T *gw = ac + N, *gb = ac + N + H;
+    // 1: the output gate's and LN(c_t)'s gradients, and the sums c_t's layer norm backward needs
+    T s1 = T(0), s2 = T(0);
+#pragma omp simd reduction(+ : s1, s2)
+    for (int64_t j = 0; j < H; ++j) {
+      T d = dhr[j] + car[j] + dyr[j];
+      if (KH) {
+        const T k = khr[j];
+        cor[j] = d * k;
+        d = d * (T(1) - k);
+      }
+      const T o = gr[(G - 1) * H + j], t = tcr[j];
+      dar[(G - 1) * H + j] = d * t * (o * (T(1) - o));
+      const T dnj = d * o * (T(1) - t * t);
+      dnr[j] = dnj;
+      const T dx = dnj * WC[j], xh = (cnr[j] - cm) * cr;
+      s1 += dx;
+      s2 += dx * xh;
+      gw[j] += dnj * xh;
+      gb[j] += dnj;
+    }
+    const T m1 = s1 / T(H), m2 = s2 / T(H);
+    // 2: dL/dc_t, the other gates, dL/dc_{t-1}
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      T dcj = dcr[j], carry_c = T(0);
+      if (KC) {
+        const T k = kcr[j];
+        carry_c = dcj * k;
+        dcj = dcj * (T(1) - k);
+      }
+      const T dx = dnr[j] * WC[j], xh = (cnr[j] - cm) * cr;
+      dcj += cr * (dx - m1 - xh * m2);
+      const T dao = dar[(G - 1) * H + j];
+      if (PEEP) dcj += dao * w[2 * H + j];
+      const T c0 = cpr[j];
+      const T f = CIFG ? gr[j] : gr[H + j], g = CIFG ? gr[H + j] : gr[2 * H + j];
+      const T dg = T(1) - g * g, dfs = f * (T(1) - f);
+      T dai = T(0), daf;
+      if (CIFG) {
+        daf = dcj * (c0 - g) * dfs;
+        dar[H + j] = (dcj - dcj * f) * dg;
+      } else {
+        const T i = gr[j];
+        dai = dcj * g * (i * (T(1) - i));
+        daf = dcj * c0 * dfs;
+        dar[j] = dai;
+        dar[2 * H + j] = dcj * i * dg;
+      }
+      dar[CIFG ? j : H + j] = daf;
+      T dcn = dcj * f;
+      if (PEEP) dcn += dai * w[j] + daf * w[H + j];
+      if (KC) dcn += carry_c;
+      dcr[j] = dcn;
+    }
+    // 3: through the recurrent product's layer norm
+    const T *rr = R + b * N, mh = MU[b], sh = RSD[b];
+    T t1 = T(0), t2 = T(0);
+#pragma omp simd reduction(+ : t1, t2)
+    for (int64_t j = 0; j < N; ++j) {
+      const T v = dar[j] * GA[j], rh = (rr[j] - mh) * sh;
+      t1 += v;
+      t2 += v * rh;
+      ac[j] += dar[j] * rh;
+    }
+    const T n1 = t1 / T(N), n2 = t2 / T(N);
+    T* drr = DR + b * N;
+#pragma omp simd
+    for (int64_t j = 0; j < N; ++j) drr[j] = sh * (dar[j] * GA[j] - n1 - (rr[j] - mh) * sh * n2);
+  });
+}
+
+template <typename T>
+void ln_fwd_t(bool peep, bool cifg, bool zh, bool zc, const at::Tensor& r, const at::Tensor& gx,
+              const at::Tensor& gain, const at::Tensor& r_save, const at::Tensor& mu, const at::Tensor& rs,
+              const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& cn, const at::Tensor& tc,
+              const at::Tensor& cmu, const at::Tensor& crs, const at::Tensor& wc, const at::Tensor& bc,
+              const at::Tensor& h, const at::Tensor& w, const at::Tensor& hp, const at::Tensor& kh,
+              const at::Tensor& kc, const at::Tensor& cs, double eps) {
+#define GATEDRNN_F(P, C, ZH, ZC)                                                                            \
+  if (peep == P && cifg == C && zh == ZH && zc == ZC)                                                        \
+    return ln_fwd_impl<T, P, C, ZH, ZC>(r, gx, gain, r_save, mu, rs, gt, cp, cn, tc, cmu, crs, wc, bc, h, w, hp, \
+                                        kh, kc, cs, eps);
+#define GATEDRNN_F4(P, C) GATEDRNN_F(P, C, false, false) GATEDRNN_F(P, C, true, false) GATEDRNN_F(P, C, false, true) GATEDRNN_F(P, C, true, true)
+  GATEDRNN_F4(false, false) GATEDRNN_F4(true, false) GATEDRNN_F4(false, true)
+#undef GATEDRNN_F4
+#undef GATEDRNN_F
+}
+
+template <typename T>
+void ln_bwd_t(bool peep, bool cifg, bool zh, bool zc, const at::Tensor& gt, const at::Tensor& cp,
+              const at::Tensor& cn, const at::Tensor& tc, const at::Tensor& cmu, const at::Tensor& crs,
+              const at::Tensor& wc, const at::Tensor& dh, const at::Tensor& carry, const at::Tensor& dy,
+              const at::Tensor& dc, const at::Tensor& da, const at::Tensor& dn, const at::Tensor& r,
+              const at::Tensor& mu, const at::Tensor& rs, const at::Tensor& gain, const at::Tensor& dr,
+              const at::Tensor& w, const at::Tensor& kh, const at::Tensor& kc, const at::Tensor& co,
+              const at::Tensor& acc) {
+#define GATEDRNN_B(P, C, ZH, ZC)                                                                              \
+  if (peep == P && cifg == C && zh == ZH && zc == ZC)                                                          \
+    return ln_bwd_impl<T, P, C, ZH, ZC>(gt, cp, cn, tc, cmu, crs, wc, dh, carry, dy, dc, da, dn, r, mu, rs, gain, \
+                                        dr, w, kh, kc, co, acc);
+#define GATEDRNN_B4(P, C) GATEDRNN_B(P, C, false, false) GATEDRNN_B(P, C, true, false) GATEDRNN_B(P, C, false, true) GATEDRNN_B(P, C, true, true)
+  GATEDRNN_B4(false, false) GATEDRNN_B4(true, false) GATEDRNN_B4(false, true)
+#undef GATEDRNN_B4
+#undef GATEDRNN_B
+}
+
+void lstm_ln_forward(const at::Tensor& r, const at::Tensor& gx, const at::Tensor& gain,
+                     const c10::optional<at::Tensor>& r_save_, const at::Tensor& mu, const at::Tensor& rs,
+                     const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& cn, const at::Tensor& tc,
+                     const at::Tensor& cmu, const at::Tensor& crs, const at::Tensor& wc, const at::Tensor& bc,
+                     const at::Tensor& h, bool cifg, const c10::optional<at::Tensor>& peep_,
+                     const c10::optional<at::Tensor>& h_prev_, const c10::optional<at::Tensor>& kh_,
+                     const c10::optional<at::Tensor>& kc_, const c10::optional<at::Tensor>& cs_, double eps) {
+  auto r_save = opt(r_save_), peep = opt(peep_), hp = opt(h_prev_), kh = opt(kh_), kc = opt(kc_), cs = opt(cs_);
+  check({r, gx, gain, r_save, mu, rs, gt, cp, cn, tc, cmu, crs, wc, bc, h, peep, hp, kh, kc, cs}, r);
+  TORCH_CHECK(!cifg || !peep.defined(), "gatedrnn layer-norm kernel: no peepholes with CIFG");
+  TORCH_CHECK(cp.size(1) > 0, "gatedrnn layer-norm kernel: no units to normalise");
+  const bool zh = kh.defined(), zc = kc.defined();
+  TORCH_CHECK(!zh || hp.defined(), "kh needs h_prev");
+  TORCH_CHECK(!zc || cs.defined(), "kc needs cs");
+  AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "lstm_ln_forward", [&] {
+    ln_fwd_t<scalar_t>(peep.defined(), cifg, zh, zc, r, gx, gain, r_save, mu, rs, gt, cp, cn, tc, cmu, crs, wc, bc,
+                       h, peep, hp, kh, kc, cs, eps);
+  });
+}
+
+void lstm_ln_backward(const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& cn, const at::Tensor& tc,
+                      const at::Tensor& cmu, const at::Tensor& crs, const at::Tensor& wc, const at::Tensor& dh,
+                      const c10::optional<at::Tensor>& carry_, const c10::optional<at::Tensor>& dy_,
+                      const at::Tensor& dc, const at::Tensor& da, const at::Tensor& dn, const at::Tensor& r,
+                      const at::Tensor& mu, const at::Tensor& rs, const at::Tensor& gain, const at::Tensor& dr,
+                      bool cifg, const c10::optional<at::Tensor>& peep_, const c10::optional<at::Tensor>& kh_,
+                      const c10::optional<at::Tensor>& kc_, const c10::optional<at::Tensor>& carry_out_,
+                      const at::Tensor& acc) {
+  auto carry = opt(carry_), dy = opt(dy_), peep = opt(peep_), kh = opt(kh_), kc = opt(kc_), co = opt(carry_out_);
+  check({gt, cp, cn, tc, cmu, crs, wc, dh, carry, dy, dc, da, dn, r, mu, rs, gain, dr, peep, kh, kc, co, acc}, gt);
+  TORCH_CHECK(acc.dim() == 2 && acc.size(0) >= at::get_num_threads() && acc.size(1) == gt.size(1) + 2 * cp.size(1),
+              "gatedrnn layer-norm kernel: acc must be (threads, N + 2H)");
+  TORCH_CHECK(!cifg || !peep.defined(), "gatedrnn layer-norm kernel: no peepholes with CIFG");
+  TORCH_CHECK(cp.size(1) > 0, "gatedrnn layer-norm kernel: no units to normalise");
+  TORCH_CHECK(!kh.defined() || co.defined(), "kh needs carry_out");
+  AT_DISPATCH_FLOATING_TYPES(gt.scalar_type(), "lstm_ln_backward", [&] {
+    ln_bwd_t<scalar_t>(peep.defined(), cifg, kh.defined(), kc.defined(), gt, cp, cn, tc, cmu, crs, wc, dh, carry, dy,
+                       dc, da, dn, r, mu, rs, gain, dr, peep, kh, kc, co, acc);
+  });
+}
+
+const Register reg([](pybind11::module_& m) {
+  m.def("lstm_ln_forward", &lstm_ln_forward);
+  m.def("lstm_ln_backward", &lstm_ln_backward);
+});
+
+}  // namespace

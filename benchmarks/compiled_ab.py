@@ -1,9 +1,13 @@
 """What the compiled elementwise kernels (torch_engine/compiled.py) pay: the fused engine with
 them and without them (``compiled.ENABLED`` switched per call), ``torch.nn``'s module and the
 fused engine's products alone (``products``, its floor), timed interleaved round by round; every
-ratio is the median of per-round ratios.
+ratio is the median of per-round ratios. ``--variants`` picks among those and two more:
+``generic`` (the generic fused loop: ``capability.ENABLED`` off, what runs a cell without a
+specialised loop) and ``peer`` (experiments/peers.py: minGRU-pytorch for mingru/minlstm).
 
     python benchmarks/compiled_ab.py --cells lstm,peephole,cifg,gru --sizes 512 --threads 1 --json out.json
+    python benchmarks/compiled_ab.py --cells mingru,minlstm --sizes 512 --seq-len 1024 --kinds train \
+        --variants compiled,eager,products,peer --threads 1 --repeats 3
 """
 from __future__ import annotations
 
@@ -15,36 +19,47 @@ import sys
 import torch
 
 from gatedrnn.experiments import bench
-from gatedrnn.torch_engine import compiled
+from gatedrnn.torch_engine import capability, compiled
+
+VARIANTS = ("compiled", "eager", "torch", "products", "generic", "peer")
 
 
-def measure(cell: str, size: int, kind: str, cfg, repeats: int) -> dict:
+def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANTS[:4]) -> dict:
     torch.manual_seed(0)
-    fused, ref = bench.make_module("fused", cell, size, cfg), bench.make_module("torch", cell, size, cfg)
+    fused = bench.make_module("fused", cell, size, cfg)
     x, gy = bench._inputs(cfg, size)
 
-    def run(module, use_kernels):
+    def run(module, use_kernels, specialised=True):
         def fn():
-            compiled.ENABLED = use_kernels
+            compiled.ENABLED, capability.ENABLED = use_kernels, specialised
             if kind == "train":
+                module.zero_grad(set_to_none=True)
+                x.grad = None
                 module(x)[0].backward(gy)
             else:
                 with torch.no_grad():
                     module(x)
         return fn
 
-    fns = {"compiled": run(fused, True), "eager": run(fused, False), "torch": run(ref, True),
-           "products": bench.products_only(fused, x.detach(), kind == "train")}
+    makers = {"compiled": lambda: run(fused, True), "eager": lambda: run(fused, False),
+              "torch": lambda: run(bench.make_module("torch", cell, size, cfg), True),
+              "products": lambda: bench.products_only(fused, x.detach(), kind == "train"),
+              "generic": lambda: run(fused, True, specialised=False),
+              "peer": lambda: run(bench.make_module("peer", cell, size, cfg), True)}
+    fns = {v: makers[v]() for v in variants}
     try:
         times = bench.interleaved(fns, repeats)
     finally:
-        compiled.ENABLED = True
+        compiled.ENABLED = capability.ENABLED = True
     ratio = lambda a, b: statistics.median(u / v for u, v in zip(times[a], times[b]))  # noqa: E731
-    row = {"cell": cell, "size": size, "kind": kind, "threads": torch.get_num_threads(),
-           "options": cfg.module_options, **{f"{k}_ms": 1e3 * statistics.median(v) for k, v in times.items()}}
+    row = {"cell": cell, "size": size, "kind": kind, "threads": torch.get_num_threads(), "seq_len": cfg.seq_len,
+           "batch_size": cfg.batch_size, "options": cfg.module_options,
+           **{f"{k}_ms": 1e3 * statistics.median(v) for k, v in times.items()}}
     for a, b in (("compiled", "torch"), ("eager", "torch"), ("compiled", "eager"), ("compiled", "products"),
-                 ("eager", "products"), ("products", "torch")):
-        row[f"{a}_vs_{b}"] = ratio(a, b)
+                 ("eager", "products"), ("products", "torch"), ("compiled", "generic"), ("eager", "generic"),
+                 ("peer", "compiled"), ("peer", "eager"), ("peer", "products")):
+        if a in times and b in times:
+            row[f"{a}_vs_{b}"] = ratio(a, b)
     return row
 
 
@@ -55,6 +70,10 @@ def main(argv=None) -> int:
     p.add_argument("--kinds", default="train,forward")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--variants", default="compiled,eager,torch,products",
+                   help=f"comma-separated, some of {','.join(VARIANTS)}")
     p.add_argument("--option", action="append", default=[], help="KEY=VALUE for the gatedrnn modules (zoneout=0.1)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -67,12 +86,16 @@ def main(argv=None) -> int:
     for kv in args.option:
         k, v = kv.split("=", 1)
         opts[k] = float(v) if v.replace(".", "", 1).isdigit() else v.lower() == "true"
-    cfg = bench.BenchConfig(module_options=opts)
+    variants = tuple(args.variants.split(","))
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        p.error(f"unknown variant(s) {bad}: expected some of {', '.join(VARIANTS)}")
+    cfg = bench.BenchConfig(module_options=opts, seq_len=args.seq_len, batch_size=args.batch_size)
     rows = []
     for cell in args.cells.split(","):
         for size in (int(s) for s in args.sizes.split(",")):
             for kind in args.kinds.split(","):
-                row = measure(cell, size, kind, cfg, args.repeats)
+                row = measure(cell, size, kind, cfg, args.repeats, variants)
                 rows.append(row)
                 print(f"{kind:7s} {cell:9s} {size:5d} t{row['threads']} " + " ".join(
                     f"{k[:-0] if False else k}={row[k]:.3f}" for k in row if "_vs_" in k), flush=True)

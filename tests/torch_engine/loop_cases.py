@@ -26,12 +26,14 @@ CASES = [
     ("mogrifier", {"rounds": 0, "layer_norm": True}),
     ("mingru", {}), ("mingru", {"bias": False}), ("minlstm", {}), ("minlstm", {"bias": False}),
     ("slstm", {}), ("slstm", {"num_heads": 2}), ("slstm", {"num_heads": 3, "bias": False}),
+    ("indrnn", {}), ("indrnn", {"nonlinearity": "tanh"}), ("indrnn", {"bias": False}),
 ]
 # with zoneout-like keep masks and state dropout (mask_hh)
 MASK_CASES = [("lstm", {}), ("peephole", {}), ("cifg", {}), ("gru", {}), ("rnn", {}),
               ("rnn", {"nonlinearity": "relu"}), ("mogrifier", {"rounds": 3}), ("mogrifier", {"rounds": 4, "rank": 2}),
               ("lstm", {"layer_norm": True}), ("peephole", {"layer_norm": True}), ("gru", {"layer_norm": True}),
-              ("rnn", {"layer_norm": True}), ("mingru", {}), ("minlstm", {}), ("slstm", {})]
+              ("rnn", {"layer_norm": True}), ("mingru", {}), ("minlstm", {}), ("slstm", {}),
+              ("indrnn", {}), ("indrnn", {"nonlinearity": "tanh"})]
 MASK_KINDS = ("zoneout", "zoneout-h", "expectation", "padding", "state-dropout", "zoneout+state-dropout")
 
 
@@ -71,7 +73,7 @@ def make_masks(kind, cell, params, x, seed=2):
         valid = (torch.arange(T)[:, None] < lengths[None, :]).double()[..., None]
         keep = tuple(1.0 - valid for _ in sizes)
     if "state-dropout" in kind:
-        R = params["weight_hh"].shape[1]
+        R = params["weight_hh"].shape[-1]  # what weight_hh reads (IndRNN's is (H,))
         mask = (torch.rand(B, R, generator=gen) >= 0.4).double() / 0.6
         params = {**params, "mask_hh": mask}
     return params, keep

@@ -41,6 +41,18 @@ def test_odd_masks_stay_generic():
     assert capability.supports(cell, {**params, "mask_hh": torch.ones(B, 6, dtype=x.dtype)}, x)
 
 
+def test_state_dropout_of_a_per_unit_weight():
+    """IndRNN's ``weight_hh`` is ``(H,)``: its loop takes ``mask_hh`` of ``(B, H)``, nothing else;
+    the min cells have no recurrent weight for one to act on."""
+    cell, params, x, state = make_inputs("indrnn", {})
+    B, H = state[0].shape
+    assert capability.loop_for(cell).name == "indrnn"
+    assert capability.supports(cell, {**params, "mask_hh": torch.ones(B, H, dtype=x.dtype)}, x)
+    assert not capability.supports(cell, {**params, "mask_hh": torch.ones(1, H, dtype=x.dtype)}, x)
+    cell, params, x, state = make_inputs("mingru", {})
+    assert not capability.supports(cell, {**params, "mask_hh": torch.ones(B, H, dtype=x.dtype)}, x)
+
+
 def test_switch_off(monkeypatch):
     cell, params, x, state = make_inputs("lstm", {})
     monkeypatch.setattr(capability, "ENABLED", False)

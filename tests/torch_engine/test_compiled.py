@@ -1,6 +1,7 @@
-"""The compiled elementwise kernels (torch_engine/compiled.py, csrc/pointwise.cpp) against the
-eager loops they stand in for: outputs, final states and every gradient, float64 and float32, for
-each configuration of the loop cases whose loop runs them, with every kind of keep mask. Skipped
+"""The compiled elementwise kernels (torch_engine/compiled.py, csrc/pointwise.cpp, csrc/minrnn.cpp)
+against the eager loops they stand in for: outputs, final states and every gradient, float64 and
+float32, for each configuration of the loop cases whose loop runs them and each option value the
+loops declare, with every kind of keep mask. Skipped
 where no C++ compiler can build them (the eager loops then run everywhere, tested by
 test_loops.py)."""
 import warnings
@@ -8,18 +9,22 @@ import warnings
 import pytest
 import torch
 
+from gatedrnn.cells import CELLS
 from gatedrnn.torch_engine import capability, compiled
 from gatedrnn.torch_engine.loops.gru import GRULoop
+from gatedrnn.torch_engine.loops.indrnn import IndRNNLoop
 from gatedrnn.torch_engine.loops.lstm import LSTMLoop
+from gatedrnn.torch_engine.loops.minrnn import MinRNNLoop
 from gatedrnn.torch_engine.loops.mogrifier import MogrifierLoop
 
 from .loop_cases import CASES, MASK_CASES, MASK_KINDS, _id, make_inputs, make_masks, outputs_and_grads, run_fast
 
 #: the loops that call the kernels, and the configurations they do it for (the LSTM family, with
 #: layer norm through csrc/layernorm.cpp; the Mogrifier's LSTM step; every GRU
-#: configuration, whose layer norm is outside the step's pass)
+#: configuration, whose layer norm is outside the step's pass; minGRU, minLSTM and IndRNN: the
+#: whole sequence in one call, csrc/minrnn.cpp)
 USES_KERNELS = {LSTMLoop: lambda cell: True, MogrifierLoop: lambda cell: True,
-                GRULoop: lambda cell: True}
+                GRULoop: lambda cell: True, MinRNNLoop: lambda cell: True, IndRNNLoop: lambda cell: True}
 
 
 def _uses(case):
@@ -28,8 +33,28 @@ def _uses(case):
     return loop in USES_KERNELS and USES_KERNELS[loop](cell)
 
 
-KERNEL_CASES = [c for c in CASES if _uses(c)]
-KERNEL_MASK_CASES = [c for c in MASK_CASES if _uses(c)]
+def declared_cases():
+    """Each cell a kernel-calling loop declares, at its defaults and with each option the loop
+    declares at each of the cell's sample values (from the loops' ``handles``)."""
+    for loop in USES_KERNELS:
+        for name, declared in loop.handles.items():
+            yield name, {}
+            for key in declared:
+                for value in CELLS[name].option_samples.get(key, ()):
+                    yield name, {key: value}
+
+
+def _unique(cases):
+    seen, out = set(), []
+    for case in cases:
+        if _id(case) not in seen and _uses(case):
+            seen.add(_id(case))
+            out.append(case)
+    return out
+
+
+KERNEL_CASES = _unique([*CASES, *declared_cases()])
+KERNEL_MASK_CASES = _unique([*MASK_CASES, *((name, {}) for loop in USES_KERNELS for name in loop.handles)])
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +66,17 @@ def kernels():
 
 
 class Spy:
-    """Counts the kernel calls of the module it wraps."""
+    """Counts the kernel calls of the module it wraps, and names the kernels called."""
 
     def __init__(self, module):
-        self.module, self.calls = module, 0
+        self.module, self.calls, self.names = module, 0, set()
 
     def __getattr__(self, name):
         fn = getattr(self.module, name)
 
         def call(*args):
             self.calls += 1
+            self.names.add(name)
             return fn(*args)
         return call
 
@@ -65,7 +91,8 @@ def _both(case, kind, kernels, monkeypatch, dtype=torch.float64, size=None):
     spy = Spy(kernels)
     monkeypatch.setattr(compiled, "pointwise", lambda: spy)
     got = outputs_and_grads(run, cell, params, x, state)
-    assert spy.calls >= 2 * x.shape[0], "the compiled kernels did not run"
+    assert any(n.endswith("forward") for n in spy.names) and any(n.endswith("backward") for n in spy.names), (
+        f"the compiled kernels did not run both ways (called: {sorted(spy.names)})")
     with torch.no_grad():
         y_inf, _ = run_fast(cell, params, x, state, keep)
     monkeypatch.setattr(compiled, "ENABLED", False)
@@ -96,13 +123,19 @@ def test_matches_the_eager_loop(case, kernels, monkeypatch):
 @pytest.mark.parametrize("case", KERNEL_MASK_CASES, ids=[_id(c) for c in KERNEL_MASK_CASES])
 @pytest.mark.parametrize("kind", MASK_KINDS)
 def test_masks_match_the_eager_loop(case, kind, kernels, monkeypatch):
+    if "state-dropout" in kind and not make_inputs(*case)[0].has_recurrent_product:
+        pytest.skip(f"{case[0]} has no recurrent state for state dropout to act on")
     got, want, y_inf = _both(case, kind, kernels, monkeypatch)
     _close(got, want, rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(y_inf, got[0][0], rtol=1e-13, atol=1e-14)
 
 
-@pytest.mark.parametrize("case", [("lstm", {}), ("peephole", {}), ("cifg", {}), ("gru", {}),
-                                  ("lstm", {"layer_norm": True}), ("peephole", {"layer_norm": True})], ids=_id)
+FLOAT32_CASES = [("lstm", {}), ("peephole", {}), ("cifg", {}), ("gru", {}),
+                 ("lstm", {"layer_norm": True}), ("peephole", {"layer_norm": True}),
+                 *[(name, {}) for loop in (MinRNNLoop, IndRNNLoop) for name in loop.handles]]
+
+
+@pytest.mark.parametrize("case", FLOAT32_CASES, ids=_id)
 @pytest.mark.parametrize("kind", [None, "zoneout"])
 def test_float32_matches_the_eager_loop(case, kind, kernels, monkeypatch):
     got, want, _ = _both(case, kind, kernels, monkeypatch, dtype=torch.float32)

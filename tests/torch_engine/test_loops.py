@@ -65,7 +65,7 @@ def test_masks_match_generic_and_autograd(case, kind):
 
 @pytest.mark.parametrize("case", [("lstm", {}), ("peephole", {}), ("cifg", {}), ("gru", {}), ("rnn", {}),
                                   ("mogrifier", {"rounds": 5}), ("lstm", {"layer_norm": True}),
-                                  ("gru", {"layer_norm": True}), ("mingru", {}), ("minlstm", {}), ("slstm", {}),
+                                  ("gru", {"layer_norm": True}), ("mingru", {}), ("minlstm", {}), ("slstm", {}), ("indrnn", {}),
                                   ("slstm", {"num_heads": 2})], ids=_id)
 @pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "plain"])
 def test_float32_matches_float64(case, onednn, monkeypatch):

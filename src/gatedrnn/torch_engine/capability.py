@@ -7,7 +7,8 @@ option a piece of code has not declared (a new one above all) sends the cell els
 of being silently ignored. The declarers:
 
 - the specialised loops of the fused engine, each in its file (``loops/lstm.py``, ``gru.py``,
-  ``rnn.py``, ``mogrifier.py``), tried in the order of ``LOOPS``; what none takes runs the
+  ``rnn.py``, ``mogrifier.py``, ``minrnn.py``,
+  ``indrnn.py``, ``slstm.py``), tried in the order of ``LOOPS``; what none takes runs the
   generic loop (``generic.py``), which runs the cell's own ``step``/``step_backward``;
 - ``PER_TOKEN_STEP``: the generation step ``generation.lstm_step``; ``COMPILED_STEP``: the compiled
   step of a whole stack, ``generation.stack_step``;
@@ -24,6 +25,7 @@ from __future__ import annotations
 import os
 
 from .loops.gru import GRULoop
+from .loops.indrnn import IndRNNLoop
 from .loops.lstm import LSTMLoop
 from .loops.minrnn import MinRNNLoop
 from .loops.mogrifier import MogrifierLoop
@@ -35,7 +37,7 @@ from .triton import DECLARED as TRITON
 ENABLED = os.environ.get("GATEDRNN_FAST", "1") != "0"
 
 #: the specialised loops, in the order they are tried
-LOOPS = (LSTMLoop, MogrifierLoop, GRULoop, RNNLoop, MinRNNLoop, SLSTMLoop)
+LOOPS = (LSTMLoop, MogrifierLoop, GRULoop, RNNLoop, MinRNNLoop, IndRNNLoop, SLSTMLoop)
 
 _FAMILY = {"bias": ..., "forget_bias": ..., "forget_bias_init": ...}
 #: ``generation.lstm_step``: the LSTM family without layer norm, projection, dropped gates or
@@ -99,8 +101,8 @@ def supports(cell, params, x, keep=None, state=()) -> bool:
     masks = [k for k in (keep or ()) if k is not None]
     if masks and not getattr(loop_for(cell), "takes_keep", True):  # a loop without keep masks
         return False
-    mask = params.get("mask_hh")
-    if mask is not None and ("weight_hh" not in params or mask.shape != (x.shape[1], params["weight_hh"].shape[1])):
+    mask = params.get("mask_hh")  # (B, what weight_hh reads): its last axis (IndRNN's is (H,))
+    if mask is not None and ("weight_hh" not in params or mask.shape != (x.shape[1], params["weight_hh"].shape[-1])):
         return False
     if any(k.dim() != 3 or k.shape[0] != x.shape[0] for k in masks):
         return False

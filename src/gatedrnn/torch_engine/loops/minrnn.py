@@ -18,6 +18,12 @@ Keep masks (zoneout, padding) fold into the coefficients: ``k h_{t-1} + (1 - k)(
 ``a' h_{t-1} + b'`` with ``a' = a + k (1 - a)``, ``b' = (1 - k) b``; the gate gradients then take
 ``(1 - k) D_t``, the share of ``D_t`` that went through the step.
 
+Where the compiled kernels run (``compiled.usable``: CPU, float32/float64), the gates, the
+coefficients and the recurrence of the whole sequence are one call each way
+(``csrc/minrnn.cpp``: ``min_forward``, ``min_backward``), which keeps only ``gx`` and ``Hs`` and
+recomputes the gates in the backward; the eager passes below are the fallback
+(``GATEDRNN_CPP=0``).
+
 Symbols (and those of ``loops/common.py``): ``Ac`` ``(T, B, H)`` the coefficients ``a'``;
 ``Z`` the minGRU's ``z`` or the minLSTM's ``f'``; ``Ht`` ``g(a_h)``; ``D`` the gradients ``D_t``.
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import compiled
 from ..products import hoisted, rows, sum_rows
 
 
@@ -36,6 +43,25 @@ def _g(v):
 def _g_grad(ht):
     """``g'`` from ``g``'s output: 1 where ``ht >= 1/2`` (``v >= 0``), ``ht (1 - ht)`` below."""
     return torch.where(ht >= 0.5, 1.0, ht * (1.0 - ht))
+
+
+def kernel_keep(kh, T, B):
+    """A keep mask as the kernels take it: ``(T, B, H)`` or ``(T, B, 1)``, contiguous (a
+    ``(T, 1, 1)`` or ``(T, 1, H)`` mask expanded over the batch), or ``None``."""
+    if kh is None:
+        return None
+    return kh.expand(T, B, kh.shape[-1]).contiguous()
+
+
+def _weight_grads(cell, p, x, dA, need_dx):
+    T, B, I = x.shape
+    d = rows(dA)
+    grads = {"weight_ih": torch.mm(d.t(), rows(x))}
+    if cell.bias:
+        grads["bias_ih"] = sum_rows(dA)
+    if need_dx:
+        grads["x"] = torch.mm(d, p["weight_ih"]).view(T, B, I)
+    return grads
 
 
 class MinRNNLoop:
@@ -50,6 +76,12 @@ class MinRNNLoop:
         G = cell.num_gates
         H = w.shape[0] // G
         gx = hoisted(rows(x), w, p["bias_ih"] if cell.bias else None).view(T, B, G * H)
+        kh = None if keep is None else keep[0]
+        if compiled.usable(x):  # gates, coefficients and recurrence in one call
+            Hs = x.new_empty(T + 1, B, H)
+            Hs[0] = state[0]
+            compiled.pointwise().min_forward(gx, Hs, cell.name == "minlstm", kernel_keep(kh, T, B))
+            return Hs[1:], (Hs[T].clone(),), ({"Hs": Hs, "GX": gx} if save else None)
         ht = _g(gx[..., (G - 1) * H :])
         if cell.name == "mingru":
             z = torch.sigmoid(gx[..., :H])
@@ -59,7 +91,6 @@ class MinRNNLoop:
             z = torch.sigmoid(torch.nn.functional.logsigmoid(gx[..., :H]) - torch.nn.functional.logsigmoid(gx[..., H : 2 * H]))
             ac = z  # a = f'
             b = torch.neg(z).add_(1.0).mul_(ht)
-        kh = None if keep is None else keep[0]
         if kh is not None:
             ac = torch.lerp(ac, torch.ones((), dtype=ac.dtype, device=ac.device), kh)  # a + k (1 - a)
             b.mul_(1.0 - kh)
@@ -78,11 +109,19 @@ class MinRNNLoop:
 
     @staticmethod
     def backward(cell, p, x, state, saved, dy, dstate, need_dx, keep=None):
-        Hs, ac, z, ht = saved["Hs"], saved["Ac"], saved["Z"], saved["Ht"]
+        Hs = saved["Hs"]
         T, B, I = x.shape
         H = Hs.shape[-1]
         G = cell.num_gates
         (dh_n,) = dstate
+        kh = None if keep is None else keep[0]
+        if "GX" in saved:  # the forward ran the kernel: so does the backward
+            dh = torch.zeros_like(Hs[0]) if dh_n is None else dh_n.contiguous().clone()
+            dA = x.new_empty(T, B, G * H)
+            compiled.pointwise().min_backward(saved["GX"], Hs, None if dy is None else dy.contiguous(), dh, dA,
+                                              cell.name == "minlstm", kernel_keep(kh, T, B))
+            return _weight_grads(cell, p, x, dA, need_dx), (dh,)
+        ac, z, ht = saved["Ac"], saved["Z"], saved["Ht"]
         dh = torch.zeros_like(Hs[0]) if dh_n is None else dh_n
         D = x.new_empty(T, B, H)
         for t in reversed(range(T)):  # D_t = dy_t + a'_{t+1} D_{t+1}
@@ -91,7 +130,6 @@ class MinRNNLoop:
             else:
                 torch.add(dy[t], dh, out=D[t])
             dh = ac[t] * D[t]
-        kh = None if keep is None else keep[0]
         E = D if kh is None else D * (1.0 - kh)  # through the step, not kept
         Hprev = Hs[:-1]
         dA = x.new_empty(T, B, G * H)
@@ -104,11 +142,4 @@ class MinRNNLoop:
             torch.mul(dd, torch.sigmoid(-gfi[..., :H]), out=dA[..., :H])
             torch.mul(dd, torch.sigmoid(-gfi[..., H:]), out=dA[..., H : 2 * H]).neg_()
             torch.neg(z, out=dA[..., 2 * H :]).add_(1.0).mul_(E).mul_(_g_grad(ht))
-        w = p["weight_ih"]
-        d = rows(dA)
-        grads = {"weight_ih": torch.mm(d.t(), rows(x))}
-        if cell.bias:
-            grads["bias_ih"] = sum_rows(dA)
-        if need_dx:
-            grads["x"] = torch.mm(d, w).view(T, B, I)
-        return grads, (dh,)
+        return _weight_grads(cell, p, x, dA, need_dx), (dh,)

@@ -181,3 +181,72 @@ def test_a_failed_build_falls_back_logged_once(monkeypatch, caplog):
             assert compiled.pointwise() is None and not compiled.usable(torch.zeros(1))  # decided once
     assert [r.getMessage() for r in caplog.records if "no compiler here" in r.getMessage()] != []
     assert len([r for r in caplog.records if "could not be built" in r.getMessage()]) == 1
+
+
+# -- the Mogrifier's rounds (csrc/mogrifier.cpp) ------------------------------------------------
+def _mogrifier_configs():
+    """The Mogrifier at its defaults and with each sample value of each option its loop declares
+    (``MogrifierLoop.handles``; a value the loop leaves to another loop, ``rounds=0``, is skipped),
+    and with ``rank`` and an even ``rounds`` together (``h`` last)."""
+    cls = type(make_inputs("mogrifier", {})[0])
+    declared = MogrifierLoop.handles["mogrifier"]
+    out = [{}]
+    for key, allowed in declared.items():
+        out += [{key: v} for v in cls.option_samples[key] if allowed is ... or v in allowed]
+    out.append({"rounds": 2, "rank": cls.option_samples["rank"][0]})
+    return [o for o in out if capability.loop_for(make_inputs("mogrifier", o)[0]) is MogrifierLoop]
+
+
+#: every configuration without masks; every kind of mask on the defaults (odd rounds: x last), on
+#: an even ``rounds`` with ``rank`` (h last, through state dropout's mask into the product) and on
+#: one round (h not gated)
+MOG_CASES = [(o, None) for o in _mogrifier_configs()] + [
+    (o, kind) for o in ({}, {"rounds": 2, "rank": 2}, {"rounds": 1}) for kind in MASK_KINDS]
+
+
+@pytest.mark.parametrize("options,kind", MOG_CASES, ids=[_id(("mogrifier", o)) + f"-{k}" for o, k in MOG_CASES])
+def test_mogrifier_rounds_match_eager_and_reference(options, kind, kernels, monkeypatch):
+    """The rounds' kernel against the eager rounds and the NumPy reference, float64: outputs, final
+    states and every gradient; the kernel ran once per round and step, forward and backward."""
+    from .test_capability import _reference
+
+    case = ("mogrifier", options)
+    counts = {"mogrify_forward": 0, "mogrify_backward": 0}
+    real = kernels
+
+    class Counting:
+        def __getattr__(self, name):
+            fn = getattr(real, name)
+            if name not in counts:
+                return fn
+
+            def call(*args):
+                counts[name] += 1
+                return fn(*args)
+            return call
+
+    got, want, y_inf = _both(case, kind, Counting(), monkeypatch)
+    cell, params, x, state = make_inputs(*case)
+    T = x.shape[0]
+    assert counts["mogrify_forward"] == 2 * T * cell.rounds  # the training forward and the no-grad one
+    assert counts["mogrify_backward"] == T * cell.rounds
+    _close(got, want, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(y_inf, got[0][0], rtol=1e-13, atol=1e-14)
+    params, keep = make_masks(kind, cell, params, x) if kind else (params, None)
+    mask_hh = params.pop("mask_hh", None)
+    if keep is not None:  # a state not mixed: keep nothing of it
+        keep = tuple(torch.zeros(T, 1, 1, dtype=x.dtype) if k is None else k for k in keep)
+    gen = torch.Generator().manual_seed(1)  # outputs_and_grads's loss weights, in its order
+    gy = torch.randn(got[0][0].shape, generator=gen, dtype=torch.float64)
+    gs = tuple(torch.randn(s.shape, generator=gen, dtype=torch.float64) for s in got[0][1:])
+    out_ref, g_ref = _reference(cell, params, x, state, gy, gs, keep, mask_hh)
+    for a, b in zip(got[0], out_ref):
+        torch.testing.assert_close(a, torch.from_numpy(b), rtol=1e-10, atol=1e-12)
+    for key, g in g_ref.items():
+        torch.testing.assert_close(got[1][key], torch.from_numpy(g), rtol=1e-9, atol=1e-11, msg=key)
+
+
+@pytest.mark.parametrize("kind", [None, "zoneout+state-dropout"])
+def test_mogrifier_float32_matches_the_eager_loop(kind, kernels, monkeypatch):
+    got, want, _ = _both(("mogrifier", {}), kind, kernels, monkeypatch, dtype=torch.float32)
+    _close(got, want, rtol=1e-5, atol=1e-6)

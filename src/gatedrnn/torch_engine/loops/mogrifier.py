@@ -1,7 +1,11 @@
 """The Mogrifier's specialised loop (``rounds >= 1``, without layer norm): rounds of
 ``x = 2 sigma(h Q^T) x`` / ``h = 2 sigma(x R^T) h``, then an LSTM step whose two products are
 one, ``[x, h] @ [W_ih, W_hh]^T``, so the weight gradients are one product too; the step's
-elementwise work is the LSTM loop's (``loops/lstm.py``, ``Pointwise``).
+elementwise work is the LSTM loop's (``loops/lstm.py``, ``Pointwise``). Where the compiled
+kernels run (``compiled.py``), each round's elementwise work is one call of
+``csrc/mogrifier.cpp`` (forward: the gate, the gated vector and, for a vector's last round, its
+copy into the step's ``[x, h]``; backward: the pre-activation's gradient and the input's), the
+step's the LSTM kernel's; the eager calls below are the fallback.
 
 Symbols (and those of ``loops/common.py`` and ``loops/lstm.py``), per step ``t``:
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import buffers
 from ..products import Product, rows
 from .common import add_carry, combined_bias, keep_masks, split_carry
 from .lstm import CompiledStep, Pointwise, mix_out
@@ -31,6 +36,102 @@ CHUNK = 16
 def mogrifier_matrices(cell, p, name, n):
     """``Q_k`` ``(I, R)`` / ``R_k`` ``(R, I)`` for ``k < n`` (products of factors with ``rank``)."""
     return [cell.matrix(p, name, k) for k in range(n)]
+
+
+def _rounds_eager(cell, qs, rs, xk, hk, Xm, Hm, SQ, SR, xh, mask, zero):
+    """One step's rounds (``Xm``, ``Hm``, ``SQ``, ``SR``: this step's rows), their last ``x``
+    and ``h`` into ``xh``, ``[x, h]``: three torch calls a round."""
+    I = xk.shape[1]
+    for j in range(1, cell.rounds + 1):
+        if j % 2:
+            k = (j - 1) // 2
+            torch.sigmoid(qs[k](hk), out=SQ[k])
+            xk = torch.addcmul(zero, SQ[k], xk, value=2.0, out=Xm[k])
+        else:
+            k = j // 2 - 1
+            torch.sigmoid(rs[k](xk), out=SR[k])
+            hk = torch.addcmul(zero, SR[k], hk, value=2.0, out=Hm[k])
+    xh[:, :I] = xk
+    if mask is None:
+        xh[:, I:] = hk
+    else:  # state dropout: only the product sees the dropped h
+        torch.mul(hk, mask, out=xh[:, I:])
+
+
+def _rounds_compiled(kern, cell, qs, rs, xk, hk, Xm, Hm, SQ, SR, xh, mask):
+    """The same, each round's elementwise work one call of the kernel (``csrc/mogrifier.cpp``),
+    the last round of each vector also writing it into ``xh`` (through ``mask`` for ``h``)."""
+    I = xk.shape[1]
+    nq, nr = len(qs), len(rs)
+    for j in range(1, cell.rounds + 1):
+        if j % 2:
+            k = (j - 1) // 2
+            kern.mogrify_forward(qs[k](hk), xk, SQ[k], Xm[k], xh[:, :I] if k == nq - 1 else None, None)
+            xk = Xm[k]
+        else:
+            k = j // 2 - 1
+            last = k == nr - 1
+            kern.mogrify_forward(rs[k](xk), hk, SR[k], Hm[k], xh[:, I:] if last else None, mask if last else None)
+            hk = Hm[k]
+    if nq == 0:  # no rounds (the LSTM)
+        xh[:, :I] = xk
+    if nr == 0:  # at most one round: h reaches the product as it is
+        if mask is None:
+            xh[:, I:] = hk
+        else:
+            torch.mul(hk, mask, out=xh[:, I:])
+
+
+def _rounds_backward_eager(cell, qs_t, rs_t, dxh, I, x_t, h_t, Xm, Hm, SQ, SR, dZQ, dZR, dx_out, mask, zero,
+                           dsq, dsr):
+    """One step's rounds read bottom-up from ``dxh``, the gradient of ``[x, h]`` (``Xm``, ``Hm``,
+    ``SQ``, ``SR``, ``dZQ``, ``dZR``: this step's rows): the rounds' pre-activation gradients into
+    ``dZQ``, ``dZR``, ``dL/dx_t`` into ``dx_out``; returns ``dL/dh_{t-1}`` through the rounds."""
+    dx, dh = dxh[:, :I].contiguous(), dxh[:, I:].contiguous()
+    if mask is not None:
+        dh.mul_(mask)
+    for j in range(cell.rounds, 0, -1):
+        if j % 2:  # x^(k+1) = 2 s x^(k), s = sigma(h^(k) Q_k^T)
+            k = (j - 1) // 2
+            s, dz = SQ[k], dZQ[k]
+            torch.mul(dx, x_t if k == 0 else Xm[k - 1], out=dz)
+            torch.addcmul(zero, dx, s, value=2.0, out=dx)
+            torch.addcmul(zero, dz, torch.addcmul(s, s, s, value=-1.0, out=dsq), value=2.0, out=dz)
+            dh.add_(qs_t[k](dz))
+        else:  # h^(k+1) = 2 s h^(k), s = sigma(x^(k+1) R_k^T)
+            k = j // 2 - 1
+            s, dz = SR[k], dZR[k]
+            torch.mul(dh, h_t if k == 0 else Hm[k - 1], out=dz)
+            torch.addcmul(zero, dh, s, value=2.0, out=dh)
+            torch.addcmul(zero, dz, torch.addcmul(s, s, s, value=-1.0, out=dsr), value=2.0, out=dz)
+            dx.add_(rs_t[k](dz))
+    dx_out.copy_(dx)
+    return dh
+
+
+def _rounds_backward_compiled(kern, cell, qs_t, rs_t, dxh, I, x_t, h_t, Xm, Hm, SQ, SR, dZQ, dZR, dx_out, mask,
+                              dhm):
+    """The same, each round's elementwise work one call of the kernel, which reads ``dxh``'s two
+    halves where they lie (no copies); the last round writes ``dL/dx_t`` into ``dx_out``. Each
+    round's product adds its share to the other vector's gradient inside the product's kernel."""
+    dx, dh = dxh[:, :I], dxh[:, I:]
+    if mask is not None:
+        dh = torch.mul(dh, mask, out=dhm)
+    for j in range(cell.rounds, 0, -1):
+        if j % 2:
+            k = (j - 1) // 2
+            out = dx_out if j == 1 else dx
+            kern.mogrify_backward(dx, x_t if k == 0 else Xm[k - 1], SQ[k], dZQ[k], out)
+            dx = out
+            dh = qs_t[k](dZQ[k], dh)
+        else:
+            k = j // 2 - 1
+            kern.mogrify_backward(dh, h_t if k == 0 else Hm[k - 1], SR[k], dZR[k], dh)
+            dx = rs_t[k](dZR[k], dx)
+    if cell.rounds == 0:  # the LSTM: nothing wrote them yet
+        dx_out.copy_(dx)
+        dh = dh.contiguous()
+    return dh
 
 
 class MogrifierLoop:
@@ -56,37 +157,28 @@ class MogrifierLoop:
         S = T if save else 1
         Hs = x.new_empty(T + 1, B, H)
         Hs[0] = h0
-        C = x.new_empty(T + 1 if save else 2, B, H)
+        nC = T + 1 if save else 2
+        # what the backward reads (not Hs, whose h_1 .. h_T are the output): one allocation
+        C, Gs, Xm, SQ, Hm, SR, XH, *Cn = buffers.carve(x, [
+            (nC, B, H), (S, B, 4 * H), (S, nq, B, I), (S, nq, B, I), (S, max(nr, 1), B, H), (S, max(nr, 1), B, H),
+            (S, B, I + H), *([(nC, B, H)] if kc is not None else [])])  # XH: the mogrified [x, h]
         C[0] = c0
-        Cn = C if kc is None else x.new_empty(C.shape)  # the cell's c_t, before zoneout
+        Cn = C if kc is None else Cn[0]  # the cell's c_t, before zoneout
         hnew = x.new_empty(B, H) if kh is not None else None
-        Gs = x.new_empty(S, B, 4 * H)
-        Xm, SQ = x.new_empty(S, nq, B, I), x.new_empty(S, nq, B, I)
-        Hm, SR = x.new_empty(S, max(nr, 1), B, H), x.new_empty(S, max(nr, 1), B, H)
-        XH = x.new_empty(S, B, I + H)  # the mogrified [x, h] each step's product reads
         tc = x.new_empty(B, H)
         zero = x.new_zeros(())  # addcmul(zero, a, b, value=2.0): 2 a b in one pass (a Python scalar
         # given to mul_ costs a conversion of its own per call)
+        kern = cs.k if cs is not None else None  # the rounds' kernel comes with the step's
+        if kern is not None:
+            x = x if x.stride(2) == 1 else x.contiguous()
+            mask = None if mask is None else mask.contiguous()
         for t in range(T):
             s_ = t if save else 0
-            xk, hk = x[t], Hs[t]
-            for j in range(1, cell.rounds + 1):
-                if j % 2:
-                    k = (j - 1) // 2
-                    s = SQ[s_, k]
-                    torch.sigmoid(qs[k](hk), out=s)
-                    xk = torch.addcmul(zero, s, xk, value=2.0, out=Xm[s_, k])
-                else:
-                    k = j // 2 - 1
-                    s = SR[s_, k]
-                    torch.sigmoid(rs[k](xk), out=s)
-                    hk = torch.addcmul(zero, s, hk, value=2.0, out=Hm[s_, k])
             xh = XH[s_]
-            xh[:, :I] = xk
-            if mask is None:
-                xh[:, I:] = hk
-            else:  # state dropout: only the product sees the dropped h
-                torch.mul(hk, mask, out=xh[:, I:])
+            if kern is not None:
+                _rounds_compiled(kern, cell, qs, rs, x[t], Hs[t], Xm[s_], Hm[s_], SQ[s_], SR[s_], xh, mask)
+            else:
+                _rounds_eager(cell, qs, rs, x[t], Hs[t], Xm[s_], Hm[s_], SQ[s_], SR[s_], xh, mask, zero)
             a = lin(xh, bias) if bias is not None else lin(xh)
             j, jn = (t, t + 1) if save else (t % 2, (t + 1) % 2)
             cp, cn = C[j], Cn[jn]
@@ -150,8 +242,11 @@ class MogrifierLoop:
 
         zero = x.new_zeros(())
         dsq, dsr = x.new_empty(B, I), x.new_empty(B, H)  # sigma' of a round's gate
-        X_at = lambda t, k: x[t] if k == 0 else Xm[t, k - 1]  # noqa: E731
-        H_at = lambda t, k: Hs[t] if k == 0 else Hm[t, k - 1]  # noqa: E731
+        kern = cs.k if cs is not None else None
+        if kern is not None:
+            x = x if x.stride(2) == 1 else x.contiguous()
+            mask = None if mask is None else mask.contiguous()
+        dhm = x.new_empty(B, H) if mask is not None else None  # dL/dh through state dropout's mask
         for t in reversed(range(T)):
             start = t - t % L  # this step's chunk is [start, min(start + L, T)), its slot t - start
             da = dA[t - start]
@@ -168,26 +263,13 @@ class MogrifierLoop:
                 pw.backward(Gs[t], C[t], Cn[t + 1], dh, dc, da, t)
                 add_carry(dc, carry_c)
             dxh = lin_t(da)  # (B, I+H)
-            dx, dh = dxh[:, :I].contiguous(), dxh[:, I:].contiguous()
-            if mask is not None:
-                dh.mul_(mask)
-            for j in range(cell.rounds, 0, -1):
-                if j % 2:  # x^(k+1) = 2 s x^(k), s = sigma(h^(k) Q_k^T)
-                    k = (j - 1) // 2
-                    s, dz = SQ[t, k], dZQ[t - start, k]
-                    torch.mul(dx, X_at(t, k), out=dz)
-                    torch.addcmul(zero, dx, s, value=2.0, out=dx)
-                    torch.addcmul(zero, dz, torch.addcmul(s, s, s, value=-1.0, out=dsq), value=2.0, out=dz)
-                    dh.add_(qs_t[k](dz))
-                else:  # h^(k+1) = 2 s h^(k), s = sigma(x^(k+1) R_k^T)
-                    k = j // 2 - 1
-                    s, dz = SR[t, k], dZR[t - start, k]
-                    torch.mul(dh, H_at(t, k), out=dz)
-                    torch.addcmul(zero, dh, s, value=2.0, out=dh)
-                    torch.addcmul(zero, dz, torch.addcmul(s, s, s, value=-1.0, out=dsr), value=2.0, out=dz)
-                    dx.add_(rs_t[k](dz))
+            if kern is not None:
+                dh = _rounds_backward_compiled(kern, cell, qs_t, rs_t, dxh, I, x[t], Hs[t], Xm[t], Hm[t], SQ[t],
+                                               SR[t], dZQ[t - start], dZR[t - start], dX[t], mask, dhm)
+            else:
+                dh = _rounds_backward_eager(cell, qs_t, rs_t, dxh, I, x[t], Hs[t], Xm[t], Hm[t], SQ[t], SR[t],
+                                            dZQ[t - start], dZR[t - start], dX[t], mask, zero, dsq, dsr)
             add_carry(dh, carry_h)
-            dX[t] = dx
             if t == start:
                 flush(start, min(start + L, T))
         grads = {"weight_ih": acc["weight_ih"], "weight_hh": acc["weight_hh"]}

@@ -1,0 +1,69 @@
+"""The buffers a specialised loop saves for its backward, as views of one allocation backed by
+transparent huge pages where the operating system offers them.
+
+    Gs, SQ, XH = buffers.carve(x, [(T, B, 4 * H), (T, nq, B, I), (T, B, I + H)])
+
+A training step's saved buffers are tens of megabytes (the Mogrifier's at ``H = 256``, ``T = 64``,
+``B = 32``: about 40 MB), allocated afresh each step: each 4 KiB page of them costs a page fault
+when first written, about 10 000 faults a step there, which the products themselves never pay
+(benchmarks/RESULTS.md has the figures). On Linux with transparent huge pages in ``madvise``
+mode (``/sys/kernel/mm/transparent_hugepage/enabled``), ``madvise(MADV_HUGEPAGE)`` on the
+allocation makes it 2 MiB pages: one fault per 2 MiB. Elsewhere, or below ``MIN_BYTES``, or with
+``GATEDRNN_HUGEPAGES=0``, the views come from an ordinary allocation: the same tensors, only
+slower to touch. Nothing else changes: the memory is torch's own, freed when the last view goes.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import math
+import os
+import platform
+
+import torch
+
+ENABLED = os.environ.get("GATEDRNN_HUGEPAGES", "1") != "0"
+HUGE_PAGE = 2 << 20
+#: below this an allocation is left as it is (whole huge pages would be mostly unused)
+MIN_BYTES = 4 * HUGE_PAGE
+_MADV_HUGEPAGE = 14  # linux/mman.h
+_state: dict = {}
+
+
+def _madvise():
+    """libc's ``madvise``, or ``None`` off Linux or where libc cannot be loaded."""
+    if "madvise" not in _state:
+        fn = None
+        if platform.system() == "Linux":
+            try:
+                fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).madvise
+                fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+            except (OSError, AttributeError):
+                fn = None
+        _state["madvise"] = fn
+    return _state["madvise"]
+
+
+def carve(like, shapes):
+    """Uninitialised tensors of ``shapes``, in ``like``'s dtype and device, as disjoint views of
+    one allocation (on the CPU above ``MIN_BYTES``: huge-page backed where offered)."""
+    sizes = [math.prod(s) for s in shapes]
+    total = sum(sizes)
+    item = like.element_size()
+    madvise = _madvise() if ENABLED and like.device.type == "cpu" and total * item >= MIN_BYTES else None
+    if madvise is None:
+        flat = like.new_empty(total)
+        start = 0
+    else:
+        raw = like.new_empty(total + HUGE_PAGE // item)  # room to start on a huge-page boundary
+        addr = raw.data_ptr()
+        aligned = -(-addr // HUGE_PAGE) * HUGE_PAGE
+        start = (aligned - addr) // item
+        span = (total * item) // HUGE_PAGE * HUGE_PAGE  # the whole huge pages inside
+        madvise(aligned, span, _MADV_HUGEPAGE)  # advice only: a refusal leaves ordinary pages
+        flat = raw
+    out = []
+    for shape, n in zip(shapes, sizes):
+        out.append(flat[start : start + n].view(shape))
+        start += n
+    return out

@@ -292,7 +292,46 @@ void lstm_ln_backward(const at::Tensor& gt, const at::Tensor& cp, const at::Tens
   });
 }
 
+// The backward of a layer norm with a gain over the rows of d, x (M, N) (the input product's, over
+// every step at once): dx (M, N) (out), and each thread's sums of d x_hat over its rows added to its
+// row of acc (threads, N), the gain's gradient, in the same pass (ATen's backward makes a second
+// pass over d and x for it). mu, rs (M): x's statistics from the forward.
+template <typename T>
+void rows_bwd_impl(const at::Tensor& d, const at::Tensor& x, const at::Tensor& mu, const at::Tensor& rs,
+                   const at::Tensor& gain, const at::Tensor& dx, const at::Tensor& acc) {
+  const int64_t M = d.size(0), N = d.size(1);
+  const T *D = ptr<T>(d), *X = ptr<T>(x), *MU = ptr<T>(mu), *RSD = ptr<T>(rs), *GA = ptr<T>(gain);
+  T *DX = ptr<T>(dx), *ACC = ptr<T>(acc);
+  rows(M, N, [&](int64_t b) {
+    const T *dr = D + b * N, *xr = X + b * N, m = MU[b], s = RSD[b];
+    T *dxr = DX + b * N, *ac = ACC + at::get_thread_num() * N;
+    T t1 = T(0), t2 = T(0);
+#pragma omp simd reduction(+ : t1, t2)
+    for (int64_t j = 0; j < N; ++j) {
+      const T v = dr[j] * GA[j], xh = (xr[j] - m) * s;
+      t1 += v;
+      t2 += v * xh;
+      ac[j] += dr[j] * xh;
+    }
+    const T n1 = t1 / T(N), n2 = t2 / T(N);
+#pragma omp simd
+    for (int64_t j = 0; j < N; ++j) dxr[j] = s * (dr[j] * GA[j] - n1 - (xr[j] - m) * s * n2);
+  });
+}
+
+void layer_norm_backward(const at::Tensor& d, const at::Tensor& x, const at::Tensor& mu, const at::Tensor& rs,
+                         const at::Tensor& gain, const at::Tensor& dx, const at::Tensor& acc) {
+  check({d, x, mu, rs, gain, dx, acc}, d);
+  TORCH_CHECK(d.dim() == 2 && d.size(1) > 0, "gatedrnn layer-norm kernel: d must be (rows, units > 0)");
+  TORCH_CHECK(acc.dim() == 2 && acc.size(0) >= at::get_num_threads() && acc.size(1) == d.size(1),
+              "gatedrnn layer-norm kernel: acc must be (threads, N)");
+  AT_DISPATCH_FLOATING_TYPES(d.scalar_type(), "layer_norm_backward", [&] {
+    rows_bwd_impl<scalar_t>(d, x, mu, rs, gain, dx, acc);
+  });
+}
+
 const Register reg([](pybind11::module_& m) {
+  m.def("layer_norm_backward", &layer_norm_backward);
   m.def("lstm_ln_forward", &lstm_ln_forward);
   m.def("lstm_ln_backward", &lstm_ln_backward);
 });

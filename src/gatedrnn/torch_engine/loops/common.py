@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from ...cells.base import LN_EPS
+from .. import compiled
 from ..products import Product, hoisted, rows, sum_rows, weight_grad
 
 
@@ -91,15 +92,27 @@ def input_forward(cell, p, x, bias):
     return out.view(T, B, N), {"in_a": ax, "in_mu": mu, "in_rstd": rstd}
 
 
+def _layer_norm_backward(d, a, mu, rstd, gain):
+    """``dL/da`` and the gain's gradient through ``LN(a) * gain (+ bias)`` over the rows of
+    ``a``: one pass of the compiled kernel (``csrc/layernorm.cpp``) where it takes the call, else ATen's."""
+    kernels = compiled.pointwise() if compiled.usable(d) and d.shape[-1] and d.is_contiguous() else None
+    if kernels is None:
+        dx, dgain, _ = torch.ops.aten.native_layer_norm_backward(d, a, [a.shape[-1]], mu, rstd, gain, None,
+                                                                  [True, True, False])
+        return dx, dgain
+    dx, acc = torch.empty_like(d), d.new_zeros(torch.get_num_threads(), d.shape[-1])
+    kernels.layer_norm_backward(d, a, mu, rstd, gain.contiguous(), dx, acc)
+    return dx, acc.sum(0)
+
+
 def input_backward(cell, p, x, saved, dgx, need_dx, grads):
     """Adds ``weight_ih`` (and ``ln_weight_ih``) gradients; ``dx`` into ``grads["x"]`` if asked."""
     T, B, I = x.shape
     w = p["weight_ih"]
     d = rows(dgx)
     if cell.layer_norm:
-        d, grads["ln_weight_ih"], _ = torch.ops.aten.native_layer_norm_backward(
-            d, saved["in_a"], [w.shape[0]], saved["in_mu"], saved["in_rstd"], p["ln_weight_ih"], None,
-            [True, True, False])
+        d, grads["ln_weight_ih"] = _layer_norm_backward(d, saved["in_a"], saved["in_mu"], saved["in_rstd"],
+                                                        p["ln_weight_ih"])
     grads["weight_ih"] = torch.mm(d.t(), rows(x))
     if need_dx:
         grads["x"] = torch.mm(d, w).view(T, B, I)

@@ -4,6 +4,7 @@ float32, for each configuration of the loop cases whose loop runs them and each 
 loops declare, with every kind of keep mask. Skipped
 where no C++ compiler can build them (the eager loops then run everywhere, tested by
 test_loops.py)."""
+import sys
 import warnings
 
 import pytest
@@ -181,6 +182,33 @@ def test_a_failed_build_falls_back_logged_once(monkeypatch, caplog):
             assert compiled.pointwise() is None and not compiled.usable(torch.zeros(1))  # decided once
     assert [r.getMessage() for r in caplog.records if "no compiler here" in r.getMessage()] != []
     assert len([r for r in caplog.records if "could not be built" in r.getMessage()]) == 1
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the kernels are built on Linux only")
+@pytest.mark.parametrize("minutes_old, builds", [(1, False), (compiled.STALE_LOCK_S / 60 + 1, True)])
+def test_a_build_lock_is_not_waited_on_and_a_stale_one_is_removed(minutes_old, builds, tmp_path, monkeypatch, caplog):
+    """A lock held by a running build: this process runs the eager loops instead of waiting. A
+    lock left by an interrupted build (older than any build takes): removed, and the build runs."""
+    import os
+
+    from torch.utils import cpp_extension
+
+    name = compiled.build_name()
+    lock = tmp_path / name / "lock"
+    lock.parent.mkdir()
+    lock.write_text("")
+    then = lock.stat().st_mtime - minutes_old * 60
+    os.utime(lock, (then, then))
+    calls = []
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(compiled, "ENABLED", True)
+    monkeypatch.setattr(compiled, "_state", {})
+    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: calls.append(kwargs) or "built")
+    with caplog.at_level("INFO", logger="gatedrnn"):
+        got = compiled.pointwise()
+    assert (got, len(calls), lock.exists()) == (("built", 1, False) if builds else (None, 0, True))
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert ("removed a build lock" in said) if builds else ("another process is building" in said)
 
 
 # -- the Mogrifier's rounds (csrc/mogrifier.cpp) ------------------------------------------------

@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -33,6 +34,9 @@ SOURCES = sorted(CSRC.glob("*.cpp"))
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]
 DTYPES = (torch.float32, torch.float64)
+#: a build lock older than this was left by a build that was interrupted (Ctrl-C, a kill), not
+#: held by one running (a build takes about a minute on an idle machine): it is removed
+STALE_LOCK_S = 20 * 60
 
 _lock = threading.Lock()
 _state: dict = {}
@@ -72,13 +76,16 @@ def pointwise():
     return _state["module"]
 
 
+def _folder(name: str) -> Path:
+    from torch.utils import cpp_extension
+
+    return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()) / name
+
+
 def _built(name: str):
     """The module of an earlier build, imported without running the build tool (a process that
     only uses the kernels pays milliseconds, not the second ``ninja`` takes to check the build)."""
-    from torch.utils import cpp_extension
-
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
-    path = Path(root) / name / f"{name}.so"
+    path = _folder(name) / f"{name}.so"
     if not path.is_file():
         return None
     spec = importlib.util.spec_from_file_location(name, path)
@@ -97,6 +104,8 @@ def _load():
         module = _built(name)
         if module is not None:
             return module
+        if _locked(_folder(name) / "lock"):
+            return None
         logging.getLogger("gatedrnn").info("building the compiled elementwise kernels (once per machine)")
         return cpp_extension.load(name=name, sources=[str(p) for p in SOURCES], extra_cflags=CFLAGS,
                                   extra_ldflags=LDFLAGS, verbose=False)
@@ -106,6 +115,30 @@ def _load():
             "the compiled elementwise kernels could not be built (%s: %s); the eager loops run instead "
             "(GATEDRNN_CPP=0 skips the attempt)", type(e).__name__, reason)
         return None
+
+
+def _locked(lock: Path) -> bool:
+    """Whether another process is building the kernels now: this one then runs the eager loops
+    rather than wait (torch's build tool waits on a lock for as long as it exists, so a lock left
+    by an interrupted build would hang every later run). A lock older than ``STALE_LOCK_S`` is
+    such a leftover: it is removed, with a warning, and this process builds."""
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except OSError:
+        return False  # no lock
+    log = logging.getLogger("gatedrnn")
+    if age < STALE_LOCK_S:
+        log.info("another process is building the compiled elementwise kernels (%s); the eager loops run in this one",
+                 lock)
+        return True
+    try:
+        lock.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return True  # a lock this process cannot remove: not waited on either
+    log.warning("removed a build lock left by an interrupted build %.0f minutes ago (%s)", age / 60, lock)
+    return False
 
 
 def usable(x) -> bool:

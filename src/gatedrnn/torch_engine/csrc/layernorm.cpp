@@ -11,6 +11,7 @@
 // Layer norm of a row v of n units: v_hat = (v - mean) * rs with rs = 1/sqrt(var + eps) (the biased
 // variance, as torch.nn.functional.layer_norm), then v_hat * gain (+ bias).
 #include "common.h"
+#include "lstm_unit.h"
 
 namespace {
 
@@ -68,27 +69,7 @@ void ln_fwd_impl(const at::Tensor& r, const at::Tensor& gx, const at::Tensor& ga
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       const T c0 = cpr[j];
-      T f, g, c;
-      if (CIFG) {
-        f = sigm<T>(gr[j]);
-        g = std::tanh(gr[H + j]);
-        c = g + f * (c0 - g);
-        gr[j] = f;
-        gr[H + j] = g;
-      } else {
-        T ai = gr[j], af = gr[H + j];
-        if (PEEP) {
-          ai += c0 * w[j];
-          af += c0 * w[H + j];
-        }
-        const T i = sigm<T>(ai);
-        f = sigm<T>(af);
-        g = std::tanh(gr[2 * H + j]);
-        c = f * c0 + i * g;
-        gr[j] = i;
-        gr[H + j] = f;
-        gr[2 * H + j] = g;
-      }
+      const T c = lstm_cell_forward<T, PEEP, CIFG>(gr, gr, H, j, c0, w);
       T ao = gr[(G - 1) * H + j];
       if (PEEP) ao += c * w[2 * H + j];
       gr[(G - 1) * H + j] = sigm<T>(ao);
@@ -179,23 +160,7 @@ void ln_bwd_impl(const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& c
       dcj += cr * (dx - m1 - xh * m2);
       const T dao = dar[(G - 1) * H + j];
       if (PEEP) dcj += dao * w[2 * H + j];
-      const T c0 = cpr[j];
-      const T f = CIFG ? gr[j] : gr[H + j], g = CIFG ? gr[H + j] : gr[2 * H + j];
-      const T dg = T(1) - g * g, dfs = f * (T(1) - f);
-      T dai = T(0), daf;
-      if (CIFG) {
-        daf = dcj * (c0 - g) * dfs;
-        dar[H + j] = (dcj - dcj * f) * dg;
-      } else {
-        const T i = gr[j];
-        dai = dcj * g * (i * (T(1) - i));
-        daf = dcj * c0 * dfs;
-        dar[j] = dai;
-        dar[2 * H + j] = dcj * i * dg;
-      }
-      dar[CIFG ? j : H + j] = daf;
-      T dcn = dcj * f;
-      if (PEEP) dcn += dai * w[j] + daf * w[H + j];
+      T dcn = lstm_cell_backward<T, PEEP, CIFG>(gr, dar, H, j, dcj, cpr[j], w);
       if (KC) dcn += carry_c;
       dcr[j] = dcn;
     }

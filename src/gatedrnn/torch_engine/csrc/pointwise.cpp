@@ -12,6 +12,7 @@
 // Shapes: B batch, H hidden, G gate blocks (4: i, f, g, o; CIFG 3: f, g, o; GRU 3: r, z, n).
 // Every tensor is contiguous and of one dtype (float or double), checked in check().
 #include "common.h"
+#include "lstm_unit.h"
 
 namespace {
 
@@ -39,27 +40,7 @@ void lstm_fwd_impl(const at::Tensor& a, const at::Tensor& gt, const at::Tensor& 
 #pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       const T c0 = cpr[j];
-      T f, g, c;
-      if (CIFG) {
-        f = sigm<T>(ar[j]);
-        g = std::tanh(ar[H + j]);
-        c = g + f * (c0 - g);
-        gr[j] = f;
-        gr[H + j] = g;
-      } else {
-        T ai = ar[j], af = ar[H + j];
-        if (PEEP) {
-          ai += c0 * w[j];
-          af += c0 * w[H + j];
-        }
-        const T i = sigm<T>(ai);
-        f = sigm<T>(af);
-        g = std::tanh(ar[2 * H + j]);
-        c = f * c0 + i * g;
-        gr[j] = i;
-        gr[H + j] = f;
-        gr[2 * H + j] = g;
-      }
+      const T c = lstm_cell_forward<T, PEEP, CIFG>(ar, gr, H, j, c0, w);
       T ao = ar[(G - 1) * H + j];
       if (PEEP) ao += c * w[2 * H + j];
       const T o = sigm<T>(ao);
@@ -113,26 +94,12 @@ void lstm_bwd_impl(const at::Tensor& gt, const at::Tensor& cp, const at::Tensor&
         dcj = dcj * (T(1) - k);
       }
       const T c0 = cpr[j], tc = std::tanh(cnr[j]);
-      const T o = gr[(G - 1) * H + j], f = CIFG ? gr[j] : gr[H + j], g = CIFG ? gr[H + j] : gr[2 * H + j];
+      const T o = gr[(G - 1) * H + j];
       const T dao = d * tc * (o * (T(1) - o));
       dcj += d * ((T(1) - tc * tc) * o);
       if (PEEP) dcj += dao * w[2 * H + j];
-      const T dg = T(1) - g * g, dfs = f * (T(1) - f);
-      T dai = T(0), daf;
-      if (CIFG) {
-        daf = dcj * (c0 - g) * dfs;
-        dar[H + j] = (dcj - dcj * f) * dg;
-      } else {
-        const T i = gr[j];
-        dai = dcj * g * (i * (T(1) - i));
-        daf = dcj * c0 * dfs;
-        dar[j] = dai;
-        dar[2 * H + j] = dcj * i * dg;
-      }
-      dar[CIFG ? j : H + j] = daf;
       dar[(G - 1) * H + j] = dao;
-      T dcn = dcj * f;
-      if (PEEP) dcn += dai * w[j] + daf * w[H + j];
+      T dcn = lstm_cell_backward<T, PEEP, CIFG>(gr, dar, H, j, dcj, c0, w);
       if (KC) dcn += carry_c;
       dcr[j] = dcn;
     }

@@ -191,8 +191,8 @@ def test_a_parameter_change_after_a_step_is_seen(change, kernels):
 
 def test_gradients_and_masks_take_the_eager_step(kernels):
     """With gradients enabled the differentiable step runs (and gradients flow); so do training
-    mode with dropout between layers, zoneout, the autograd engine and a bidirectional module's
-    refusal; a wrong input gets the eager step's error."""
+    mode with dropout between layers, zoneout, the autograd engine, a batch of more than
+    ``MAX_ROWS`` rows and a bidirectional module's refusal; a wrong input gets the eager step's error."""
     module = _module("lstm", {})
     x = torch.randn(2, 5, dtype=torch.float64)
     y, _ = module.step(x)
@@ -204,6 +204,10 @@ def test_gradients_and_masks_take_the_eager_step(kernels):
     assert kernels.calls == 0
     module.eval()
     with torch.no_grad():
+        from gatedrnn.torch_engine.generation import MAX_ROWS
+
+        module.step(torch.randn(MAX_ROWS + 1, 5, dtype=torch.float64))  # a batch a GEMM does better
+        assert kernels.calls == 0
         module.step(x)
         assert kernels.calls == 1
         with pytest.raises(RuntimeError, match="inconsistent input_size"):

@@ -21,6 +21,11 @@ from .capability import COMPILED_STEP, PER_TOKEN_STEP, accepts
 from .loops.common import combined_bias
 from .ops import autocast_of, transforms_active
 
+#: the most rows of a batch the compiled step takes: it reads each weight row once for all rows of
+#: the batch, without a GEMM's blocking, and at 32 rows it no longer beats the eager step's
+#: products (benchmarks/RESULTS.md, "Generation's compiled step and the batch size")
+MAX_ROWS = 16
+
 #: csrc/step.cpp's kinds of layer
 _KINDS = {("rnn", "tanh"): 0, ("rnn", "relu"): 1, "gru": 2, "lstm": 3, "peephole": 3, "cifg": 3, "mogrifier": 3,
           ("indrnn", "relu"): 4, ("indrnn", "tanh"): 5, "mingru": 6, "minlstm": 7, "slstm": 8}
@@ -31,13 +36,15 @@ def stack_step(module, input, hx):
     ``None`` where it does not apply: gradients enabled, another engine than ``auto``/``fused``,
     a configuration ``COMPILED_STEP`` does not declare, masks that act (training-mode dropouts,
     zoneout), autocast, ``torch.func`` transforms, tracing or ``torch.compile``, no compiled kernels
-    (``GATEDRNN_CPP=0``, no compiler), or any input the kernel does not take as it is (another
-    device or dtype, non-contiguous, shapes that do not fit; the eager step then says what is
-    wrong). The parameters are read where they are at each call: a change in place, a replaced
+    (``GATEDRNN_CPP=0``, no compiler), a batch of more than ``MAX_ROWS`` rows, or any input the
+    kernel does not take as it is (another device or dtype, non-contiguous, shapes that do not fit;
+    the eager step then says what is wrong). The parameters are read where they are at each call: a change in place, a replaced
     ``.data``, ``load_state_dict`` or ``.to()`` is seen by the next token."""
     if torch.is_grad_enabled() or module.engine not in ("auto", "fused") or not compiled.ENABLED:
         return None
     if not isinstance(input, torch.Tensor) or input.device.type != "cpu" or input.dim() not in (1, 2):
+        return None
+    if input.dim() == 2 and input.shape[0] > MAX_ROWS:
         return None
     plan = _plan(module)
     if plan is None:

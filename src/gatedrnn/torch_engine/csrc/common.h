@@ -38,6 +38,21 @@ inline s_t lerp(s_t a, s_t b, s_t w) { return w < s_t(0.5) ? a + w * (b - a) : b
 
 template <typename T> T* ptr(const at::Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; }
 
+// f(A, B, C, D) with the four flags' run-time values as std::true_type / std::false_type: the
+// kernels' template switches (peephole, CIFG, the two keep masks), one instantiation per
+// combination, chosen in one place (decltype(A)::value is the compile-time bool)
+template <typename F>
+inline void with_flag(bool v, F&& f) {
+  if (v) f(std::true_type{});
+  else f(std::false_type{});
+}
+template <typename F>
+inline void with_flags(bool a, bool b, bool c, bool d, F&& f) {
+  with_flag(a, [&](auto A) {
+    with_flag(b, [&](auto B) { with_flag(c, [&](auto C) { with_flag(d, [&](auto D) { f(A, B, C, D); }); }); });
+  });
+}
+
 inline at::Tensor opt(const c10::optional<at::Tensor>& t) { return t.has_value() ? *t : at::Tensor(); }
 
 // The registry: a file adds its functions with

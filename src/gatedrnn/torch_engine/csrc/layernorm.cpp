@@ -188,14 +188,10 @@ void ln_fwd_t(bool peep, bool cifg, bool zh, bool zc, const at::Tensor& r, const
               const at::Tensor& cmu, const at::Tensor& crs, const at::Tensor& wc, const at::Tensor& bc,
               const at::Tensor& h, const at::Tensor& w, const at::Tensor& hp, const at::Tensor& kh,
               const at::Tensor& kc, const at::Tensor& cs, double eps) {
-#define GATEDRNN_F(P, C, ZH, ZC)                                                                            \
-  if (peep == P && cifg == C && zh == ZH && zc == ZC)                                                        \
-    return ln_fwd_impl<T, P, C, ZH, ZC>(r, gx, gain, r_save, mu, rs, gt, cp, cn, tc, cmu, crs, wc, bc, h, w, hp, \
-                                        kh, kc, cs, eps);
-#define GATEDRNN_F4(P, C) GATEDRNN_F(P, C, false, false) GATEDRNN_F(P, C, true, false) GATEDRNN_F(P, C, false, true) GATEDRNN_F(P, C, true, true)
-  GATEDRNN_F4(false, false) GATEDRNN_F4(true, false) GATEDRNN_F4(false, true)
-#undef GATEDRNN_F4
-#undef GATEDRNN_F
+  with_flags(peep, cifg, zh, zc, [&](auto P, auto C, auto ZH, auto ZC) {
+    ln_fwd_impl<T, decltype(P)::value, decltype(C)::value, decltype(ZH)::value, decltype(ZC)::value>(
+        r, gx, gain, r_save, mu, rs, gt, cp, cn, tc, cmu, crs, wc, bc, h, w, hp, kh, kc, cs, eps);
+  });
 }
 
 template <typename T>
@@ -206,14 +202,10 @@ void ln_bwd_t(bool peep, bool cifg, bool zh, bool zc, const at::Tensor& gt, cons
               const at::Tensor& mu, const at::Tensor& rs, const at::Tensor& gain, const at::Tensor& dr,
               const at::Tensor& w, const at::Tensor& kh, const at::Tensor& kc, const at::Tensor& co,
               const at::Tensor& acc) {
-#define GATEDRNN_B(P, C, ZH, ZC)                                                                              \
-  if (peep == P && cifg == C && zh == ZH && zc == ZC)                                                          \
-    return ln_bwd_impl<T, P, C, ZH, ZC>(gt, cp, cn, tc, cmu, crs, wc, dh, carry, dy, dc, da, dn, r, mu, rs, gain, \
-                                        dr, w, kh, kc, co, acc);
-#define GATEDRNN_B4(P, C) GATEDRNN_B(P, C, false, false) GATEDRNN_B(P, C, true, false) GATEDRNN_B(P, C, false, true) GATEDRNN_B(P, C, true, true)
-  GATEDRNN_B4(false, false) GATEDRNN_B4(true, false) GATEDRNN_B4(false, true)
-#undef GATEDRNN_B4
-#undef GATEDRNN_B
+  with_flags(peep, cifg, zh, zc, [&](auto P, auto C, auto ZH, auto ZC) {
+    ln_bwd_impl<T, decltype(P)::value, decltype(C)::value, decltype(ZH)::value, decltype(ZC)::value>(
+        gt, cp, cn, tc, cmu, crs, wc, dh, carry, dy, dc, da, dn, r, mu, rs, gain, dr, w, kh, kc, co, acc);
+  });
 }
 
 void lstm_ln_forward(const at::Tensor& r, const at::Tensor& gx, const at::Tensor& gain,

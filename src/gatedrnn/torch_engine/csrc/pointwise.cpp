@@ -110,12 +110,10 @@ template <typename T>
 void lstm_fwd_t(bool peep, bool cifg, bool zh, bool zc, const at::Tensor& a, const at::Tensor& gt,
                 const at::Tensor& cp, const at::Tensor& cn, const at::Tensor& h, const at::Tensor& w,
                 const at::Tensor& hp, const at::Tensor& kh, const at::Tensor& kc, const at::Tensor& cs) {
-#define GATEDRNN_F(P, C, ZH, ZC) \
-  if (peep == P && cifg == C && zh == ZH && zc == ZC) return lstm_fwd_impl<T, P, C, ZH, ZC>(a, gt, cp, cn, h, w, hp, kh, kc, cs);
-#define GATEDRNN_F4(P, C) GATEDRNN_F(P, C, false, false) GATEDRNN_F(P, C, true, false) GATEDRNN_F(P, C, false, true) GATEDRNN_F(P, C, true, true)
-  GATEDRNN_F4(false, false) GATEDRNN_F4(true, false) GATEDRNN_F4(false, true) GATEDRNN_F4(true, true)
-#undef GATEDRNN_F4
-#undef GATEDRNN_F
+  with_flags(peep, cifg, zh, zc, [&](auto P, auto C, auto ZH, auto ZC) {
+    lstm_fwd_impl<T, decltype(P)::value, decltype(C)::value, decltype(ZH)::value, decltype(ZC)::value>(
+        a, gt, cp, cn, h, w, hp, kh, kc, cs);
+  });
 }
 
 template <typename T>
@@ -123,12 +121,10 @@ void lstm_bwd_t(bool peep, bool cifg, bool zh, bool zc, const at::Tensor& gt, co
                 const at::Tensor& cn, const at::Tensor& dh, const at::Tensor& carry, const at::Tensor& dy,
                 const at::Tensor& dc, const at::Tensor& da, const at::Tensor& w, const at::Tensor& kh,
                 const at::Tensor& kc, const at::Tensor& co) {
-#define GATEDRNN_B(P, C, ZH, ZC) \
-  if (peep == P && cifg == C && zh == ZH && zc == ZC) return lstm_bwd_impl<T, P, C, ZH, ZC>(gt, cp, cn, dh, carry, dy, dc, da, w, kh, kc, co);
-#define GATEDRNN_B4(P, C) GATEDRNN_B(P, C, false, false) GATEDRNN_B(P, C, true, false) GATEDRNN_B(P, C, false, true) GATEDRNN_B(P, C, true, true)
-  GATEDRNN_B4(false, false) GATEDRNN_B4(true, false) GATEDRNN_B4(false, true) GATEDRNN_B4(true, true)
-#undef GATEDRNN_B4
-#undef GATEDRNN_B
+  with_flags(peep, cifg, zh, zc, [&](auto P, auto C, auto ZH, auto ZC) {
+    lstm_bwd_impl<T, decltype(P)::value, decltype(C)::value, decltype(ZH)::value, decltype(ZC)::value>(
+        gt, cp, cn, dh, carry, dy, dc, da, w, kh, kc, co);
+  });
 }
 
 void lstm_forward(const at::Tensor& a, const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& cn,

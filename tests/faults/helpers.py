@@ -3,6 +3,7 @@ run, and ``python -m gatedrnn`` children whose output is read as it comes."""
 from __future__ import annotations
 
 import csv
+import multiprocessing.connection
 import os
 import queue
 import re
@@ -156,6 +157,12 @@ class ForkedChild(Child):
             raise subprocess.TimeoutExpired("gatedrnn (forked)", timeout)
         return self.process.exitcode
 
+    def ended(self) -> bool:
+        """Whether the child has ended, without taking its exit status. The fork server sends the
+        status once, on the sentinel; a second reader finds the pipe closed and multiprocessing then
+        reports 255, so only ``wait`` (on the test's thread) reads it and this thread only looks."""
+        return self.process.sentinel in multiprocessing.connection.wait([self.process.sentinel], 0)
+
     def _tail(self):
         with open(self.log) as f:
             partial = ""
@@ -167,7 +174,7 @@ class ForkedChild(Child):
                         self.lines.put(partial.rstrip("\n"))
                         partial = ""
                     continue
-                if self.process.exitcode is not None:
+                if self.ended():
                     rest = f.read()
                     for line in (partial + rest).splitlines():
                         self.lines.put(line)

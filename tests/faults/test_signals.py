@@ -47,7 +47,7 @@ def test_two_signals_before_the_first_is_acknowledged_stop_at_once(tmp_path, sec
                         setup=(one_long_kernel, str(marker)))
     deadline = time.monotonic() + 120
     while not marker.exists():
-        assert time.monotonic() < deadline and child.process.exitcode is None, "\n".join(child.finish()[1:])
+        assert time.monotonic() < deadline and not child.ended(), "\n".join(child.finish()[1:])
         time.sleep(0.005)
     child.send_signal(signal.SIGINT)
     time.sleep(0.05)

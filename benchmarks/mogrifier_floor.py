@@ -23,8 +23,8 @@ nq, nr = 3, 2
 prod = bench.products_only(m, x.detach(), True)
 def floor():
     prod()
-    for t in buffers.carve(x, [(T + 1, B, H), (T, B, 4 * H), (T, nq, B, I), (T, nq, B, I), (T, nr, B, H),
-                               (T, nr, B, H), (T, B, I + H)]):
+    for t in buffers.carve(x, [(T + 1, B, H), (T, B, 4 * H), (nq, T, B, I), (nq, T, B, I), (nr, T, B, H),
+                               (nr, T, B, H), (T, B, I + H)]):
         t.fill_(0.5)
 def run(hp):
     def fn():

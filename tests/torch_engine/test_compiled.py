@@ -16,6 +16,7 @@ from gatedrnn.torch_engine.loops.gru import GRULoop
 from gatedrnn.torch_engine.loops.indrnn import IndRNNLoop
 from gatedrnn.torch_engine.loops.lstm import LSTMLoop
 from gatedrnn.torch_engine.loops.minrnn import MinRNNLoop
+from gatedrnn.torch_engine.loops import mogrifier
 from gatedrnn.torch_engine.loops.mogrifier import MogrifierLoop
 
 from .loop_cases import CASES, MASK_CASES, MASK_KINDS, _id, make_inputs, make_masks, outputs_and_grads, run_fast
@@ -222,24 +223,31 @@ def _mogrifier_configs():
     for key, allowed in declared.items():
         out += [{key: v} for v in cls.option_samples[key] if allowed is ... or v in allowed]
     out.append({"rounds": 2, "rank": cls.option_samples["rank"][0]})
+    out.append({"rounds": 4})  # every count of rounds up to the default's 5
     return [o for o in out if capability.loop_for(make_inputs("mogrifier", o)[0]) is MogrifierLoop]
 
 
-#: every configuration without masks; every kind of mask on the defaults (odd rounds: x last), on
-#: an even ``rounds`` with ``rank`` (h last, through state dropout's mask into the product) and on
-#: one round (h not gated)
-MOG_CASES = [(o, None) for o in _mogrifier_configs()] + [
-    (o, kind) for o in ({}, {"rounds": 2, "rank": 2}, {"rounds": 1}) for kind in MASK_KINDS]
+#: with a step's rounds in one call (``step``): every configuration without masks; every kind of
+#: mask on the defaults (odd rounds: x last), on an even ``rounds`` with ``rank`` (h last, through
+#: state dropout's mask into the product) and on one round (h not gated). One call per round (the
+#: fallback, ``mogrifier.STEP`` off): the same configurations with no mask and with zoneout and
+#: state dropout together.
+MOG_CASES = [(o, None, True) for o in _mogrifier_configs()] + [
+    (o, kind, True) for o in ({}, {"rounds": 2, "rank": 2}, {"rounds": 1}) for kind in MASK_KINDS] + [
+    (o, kind, False) for o in ({}, {"rounds": 2, "rank": 2}, {"rounds": 1}) for kind in (None, "zoneout+state-dropout")]
 
 
-@pytest.mark.parametrize("options,kind", MOG_CASES, ids=[_id(("mogrifier", o)) + f"-{k}" for o, k in MOG_CASES])
-def test_mogrifier_rounds_match_eager_and_reference(options, kind, kernels, monkeypatch):
-    """The rounds' kernel against the eager rounds and the NumPy reference, float64: outputs, final
-    states and every gradient; the kernel ran once per round and step, forward and backward."""
+@pytest.mark.parametrize("options,kind,step", MOG_CASES,
+                         ids=[_id(("mogrifier", o)) + f"-{k}-" + ("step" if s else "rounds") for o, k, s in MOG_CASES])
+def test_mogrifier_rounds_match_eager_and_reference(options, kind, step, kernels, monkeypatch):
+    """The rounds' kernels against the eager rounds and the NumPy reference, float64: outputs, final
+    states and every gradient; the kernel ran once per step (``step``: a step's rounds and their
+    products in one call) or once per round and step, forward and backward."""
     from .test_capability import _reference
 
+    monkeypatch.setattr(mogrifier, "STEP", step)
     case = ("mogrifier", options)
-    counts = {"mogrify_forward": 0, "mogrify_backward": 0}
+    counts = {"mogrify_forward": 0, "mogrify_backward": 0, "mogrify_step_forward": 0, "mogrify_step_backward": 0}
     real = kernels
 
     class Counting:
@@ -256,8 +264,11 @@ def test_mogrifier_rounds_match_eager_and_reference(options, kind, kernels, monk
     got, want, y_inf = _both(case, kind, Counting(), monkeypatch)
     cell, params, x, state = make_inputs(*case)
     T = x.shape[0]
-    assert counts["mogrify_forward"] == 2 * T * cell.rounds  # the training forward and the no-grad one
-    assert counts["mogrify_backward"] == T * cell.rounds
+    per_call = 1 if step else cell.rounds  # kernel calls a step, the training forward's and the no-grad one's
+    assert counts["mogrify_step_forward" if step else "mogrify_forward"] == 2 * T * per_call
+    assert counts["mogrify_step_backward" if step else "mogrify_backward"] == T * per_call
+    assert counts["mogrify_forward" if step else "mogrify_step_forward"] == 0
+    assert counts["mogrify_backward" if step else "mogrify_step_backward"] == 0
     _close(got, want, rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(y_inf, got[0][0], rtol=1e-13, atol=1e-14)
     params, keep = make_masks(kind, cell, params, x) if kind else (params, None)
@@ -278,3 +289,33 @@ def test_mogrifier_rounds_match_eager_and_reference(options, kind, kernels, monk
 def test_mogrifier_float32_matches_the_eager_loop(kind, kernels, monkeypatch):
     got, want, _ = _both(("mogrifier", {}), kind, kernels, monkeypatch, dtype=torch.float32)
     _close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("onednn_call", [True, False], ids=["step", "no-onednn-call"])
+@pytest.mark.parametrize("options,kind", [({}, None), ({"rounds": 2, "rank": 2}, "zoneout+state-dropout"),
+                                          ({"rounds": 1}, "state-dropout")], ids=lambda v: str(v))
+def test_mogrifier_step_on_onednn_matches_the_eager_loop(options, kind, onednn_call, kernels, monkeypatch):
+    """Every weight on oneDNN (``products.ONEDNN_MIN_WEIGHT`` lowered to 1, float32): the step's
+    rounds in one call, their products oneDNN's ``_linear_pointwise`` (and its fused add) called
+    from C++ on the packed weights, against the eager loop on the same products; where the kernel
+    cannot call oneDNN (``mogrify_onednn`` false) the rounds run one call each."""
+    from gatedrnn.torch_engine import products
+
+    monkeypatch.setattr(products, "ONEDNN_MIN_WEIGHT", 1)
+    if products.Product(torch.ones(4, 4), 3).packed is None:
+        pytest.skip("no oneDNN product here (or GATEDRNN_ONEDNN=0)")
+    if onednn_call and not kernels.mogrify_onednn():
+        pytest.skip("this torch's oneDNN product cannot be called from the kernel (another signature)")
+    names = []
+
+    class Watching:
+        def __getattr__(self, name):
+            if name == "mogrify_onednn":
+                return lambda: onednn_call and kernels.mogrify_onednn()
+            names.append(name)
+            return getattr(kernels, name)
+
+    got, want, _ = _both(("mogrifier", options), kind, Watching(), monkeypatch, dtype=torch.float32)
+    _close(got, want, rtol=1e-5, atol=1e-6)
+    step = {"mogrify_step_forward", "mogrify_step_backward"}
+    assert step <= set(names) if onednn_call else not step & set(names), sorted(set(names))

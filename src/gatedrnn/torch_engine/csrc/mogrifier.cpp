@@ -7,7 +7,16 @@
 // vectorises. The vectors a round reads and writes may be column slices of wider rows (the
 // step's [x, h] and its gradient), so every (B, N) tensor here is taken with its row stride;
 // within a row the elements are contiguous.
+//
+// A step's rounds in one call (mogrify_step_forward / mogrify_step_backward): each round's product
+// and its pass, with no Python between rounds. The products run on the kernel the loop's
+// products.Product chose for each weight: MKL through at::mm_out / addmm_out on W^T, or oneDNN's
+// _linear_pointwise (its "binary" add overload in the backward) through the dispatcher, on the
+// weight products.Product packed once (nothing reordered per call).
 #include "common.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <optional>
 
 namespace {
 
@@ -90,9 +99,170 @@ void mogrify_backward(const at::Tensor& d, const at::Tensor& v, const at::Tensor
   AT_DISPATCH_FLOATING_TYPES(d.scalar_type(), "mogrify_backward", [&] { bwd_impl<scalar_t>(d, v, s, dz, dv); });
 }
 
+// -- a step's rounds in one call ------------------------------------------------------------------
+// oneDNN's product (torch's mkldnn::_linear_pointwise, the op products.Product calls from Python),
+// looked up once; none where this torch lacks it or registers it with another signature.
+using LinearFn = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, std::string_view,
+                            c10::List<std::optional<at::Scalar>>, std::optional<std::string_view>);
+using BinaryFn = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                            std::string_view);
+struct OneDNN {
+  c10::TypedOperatorHandle<LinearFn> linear;
+  c10::TypedOperatorHandle<BinaryFn> binary;
+  c10::List<std::optional<at::Scalar>> none;
+};
+
+const OneDNN* onednn() {
+  static const std::optional<OneDNN> ops = []() -> std::optional<OneDNN> {
+    try {
+      auto& d = c10::Dispatcher::singleton();
+      return OneDNN{d.findSchemaOrThrow("mkldnn::_linear_pointwise", "").typed<LinearFn>(),
+                    d.findSchemaOrThrow("mkldnn::_linear_pointwise", "binary").typed<BinaryFn>(),
+                    c10::List<std::optional<at::Scalar>>()};
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  }();
+  return ops ? &*ops : nullptr;
+}
+
+bool mogrify_onednn() { return onednn() != nullptr; }
+
+const OneDNN& need_onednn() {
+  const OneDNN* ops = onednn();
+  TORCH_CHECK(ops != nullptr, "gatedrnn mogrifier kernel: oneDNN's _linear_pointwise cannot be called here");
+  return *ops;
+}
+
+// a W^T for a round's weight w: W^T (B rows of a times it, on MKL, into out) or oneDNN's packed W
+at::Tensor product(const at::Tensor& a, const at::Tensor& w, bool packed, at::Tensor& out) {
+  if (packed) return need_onednn().linear.call(a, w, std::nullopt, "none", need_onednn().none, "");
+  return at::mm_out(out, a, w);
+}
+
+// add + a W^T, add (B, N) contiguous: in place on MKL, a new tensor from oneDNN (its add fused)
+at::Tensor product_add(const at::Tensor& a, const at::Tensor& w, bool packed, at::Tensor& add) {
+  if (packed) return need_onednn().binary.call(a, add, w, std::nullopt, "add");
+  return add.addmm_(a, w);
+}
+
+// add + a W^T where add is a column slice of dxh (strided rows): into the contiguous scratch
+// (oneDNN's add reads a strided operand through a copy of its own, made afresh per call)
+at::Tensor product_add_strided(const at::Tensor& a, const at::Tensor& w, bool packed, const at::Tensor& add,
+                               at::Tensor& scratch) {
+  if (packed) {
+    scratch.copy_(add);
+    return product_add(a, w, packed, scratch);
+  }
+  return at::addmm_out(scratch, add, a, w);
+}
+
+void check_weights(const std::vector<at::Tensor>& wq, const std::vector<bool>& pq, const std::vector<at::Tensor>& wr,
+                   const std::vector<bool>& pr) {
+  TORCH_CHECK(wq.size() == pq.size() && wr.size() == pr.size() && wq.size() >= 1 &&
+                  (wq.size() == wr.size() || wq.size() == wr.size() + 1),
+              "gatedrnn mogrifier kernel: expected nq >= 1 weights of x's rounds and nq or nq - 1 of h's, "
+              "each with its oneDNN flag; found ", wq.size(), " (", pq.size(), " flags) and ", wr.size(), " (",
+              pr.size(), " flags)");
+}
+
+// One step's rounds, forward: what loops/mogrifier.py's _rounds_compiled does round by round.
+// x (T, B, I), Hs (T+1, B, R): the step reads x[t] and h_{t-1} = Hs[t]. wq[k], wr[k]: Q_k, R_k as
+// the loop's products hold them (pq[k], pr[k]: oneDNN's packed weight, else W^T for at::mm). SQ,
+// Xm (nq, S, B, I), SR, Hm (max(nr, 1), S, B, R), round-major, XH (S, B, I+R): this step's rows at
+// slot s (out; XH's h through state dropout's mask (B, R) where given). zq (B, I), zr (B, R): the
+// MKL products' scratch.
+void mogrify_step_forward(const at::Tensor& x, const at::Tensor& Hs, int64_t t, int64_t s,
+                          const std::vector<at::Tensor>& wq, const std::vector<bool>& pq,
+                          const std::vector<at::Tensor>& wr, const std::vector<bool>& pr, const at::Tensor& SQ,
+                          const at::Tensor& Xm, const at::Tensor& SR, const at::Tensor& Hm, const at::Tensor& XH,
+                          const c10::optional<at::Tensor>& mask_, at::Tensor zq, at::Tensor zr) {
+  check_weights(wq, pq, wr, pr);
+  const int64_t nq = wq.size(), nr = wr.size(), I = x.size(2), rounds = nq + nr;
+  const auto xh = XH.select(0, s), sq = SQ.select(1, s), xm = Xm.select(1, s), sr = SR.select(1, s),
+             hm = Hm.select(1, s);
+  at::Tensor xo = xh.narrow(1, 0, I), ho = xh.narrow(1, I, xh.size(1) - I);
+  at::Tensor xk = x.select(0, t), hk = Hs.select(0, t);
+  for (int64_t j = 1; j <= rounds; ++j) {
+    if (j % 2) {  // x^(k+1) = 2 sigma(h^(k) Q_k^T) x^(k)
+      const int64_t k = (j - 1) / 2;
+      const auto out = xm.select(0, k);
+      mogrify_forward(product(hk, wq[k], pq[k], zq), xk, sq.select(0, k), out,
+                      k == nq - 1 ? c10::optional<at::Tensor>(xo) : c10::nullopt, c10::nullopt);
+      xk = out;
+    } else {  // h^(k+1) = 2 sigma(x^(k+1) R_k^T) h^(k)
+      const int64_t k = j / 2 - 1;
+      const bool last = k == nr - 1;
+      const auto out = hm.select(0, k);
+      mogrify_forward(product(xk, wr[k], pr[k], zr), hk, sr.select(0, k), out,
+                      last ? c10::optional<at::Tensor>(ho) : c10::nullopt, last ? mask_ : c10::nullopt);
+      hk = out;
+    }
+  }
+  if (nr == 0) {  // one round: h reaches the product as it is
+    if (mask_.has_value()) at::mul_out(ho, hk, *mask_);
+    else ho.copy_(hk);
+  }
+}
+
+// The same step's rounds backward, read bottom-up from dxh (B, I+R), the gradient of the step's
+// [x, h]: what _rounds_backward_compiled does round by round. x, Hs, SQ, Xm, SR, Hm as the forward
+// saved them (every step: slot t); wq[k], wr[k]: Q_k^T's and R_k^T's products as the loop holds them
+// (W for at::mm or oneDNN's packed W^T). dZQ (nq, L, B, I), dZR (max(nr, 1), L, B, R): the rounds'
+// pre-activation gradients at slot u (out). dX (T, B, I): dL/dx_t into dX[t] (out). mask: state
+// dropout's (B, R). dxb (B, I), dhb (B, R): contiguous scratch for the two gradients. Returns
+// dL/dh_{t-1} (B, R) contiguous: dhb, or a tensor oneDNN's last product made.
+at::Tensor mogrify_step_backward(const at::Tensor& dxh, const at::Tensor& x, const at::Tensor& Hs, int64_t t,
+                                 const std::vector<at::Tensor>& wq, const std::vector<bool>& pq,
+                                 const std::vector<at::Tensor>& wr, const std::vector<bool>& pr,
+                                 const at::Tensor& SQ, const at::Tensor& Xm, const at::Tensor& SR,
+                                 const at::Tensor& Hm, const at::Tensor& dZQ, const at::Tensor& dZR, int64_t u,
+                                 const at::Tensor& dX, const c10::optional<at::Tensor>& mask_, at::Tensor dxb,
+                                 at::Tensor dhb) {
+  check_weights(wq, pq, wr, pr);
+  const int64_t nq = wq.size(), nr = wr.size(), I = x.size(2), rounds = nq + nr;
+  const auto x_t = x.select(0, t), h_t = Hs.select(0, t), sq = SQ.select(1, t), xm = Xm.select(1, t),
+             sr = SR.select(1, t), hm = Hm.select(1, t), dzq = dZQ.select(1, u), dzr = dZR.select(1, u);
+  at::Tensor dx_out = dX.select(0, t);
+  // each gradient starts as a column slice of dxh (strided rows), until a pass or product writes it
+  // into contiguous memory (dxb, dhb, a oneDNN product's result)
+  at::Tensor dx = dxh.narrow(1, 0, I), dh = dxh.narrow(1, I, dxh.size(1) - I);
+  bool dx_slice = true, dh_slice = true;
+  if (mask_.has_value()) {
+    at::mul_out(dhb, dh, *mask_);
+    dh = dhb;
+    dh_slice = false;
+  }
+  for (int64_t j = rounds; j >= 1; --j) {
+    if (j % 2) {  // x^(k+1) = 2 s x^(k), s = sigma(h^(k) Q_k^T)
+      const int64_t k = (j - 1) / 2;
+      const auto dz = dzq.select(0, k);
+      at::Tensor out = j == 1 ? dx_out : dx_slice ? dxb : dx;
+      mogrify_backward(dx, k == 0 ? x_t : xm.select(0, k - 1), sq.select(0, k), dz, out);
+      dx = out;
+      dx_slice = false;
+      dh = dh_slice ? product_add_strided(dz, wq[k], pq[k], dh, dhb) : product_add(dz, wq[k], pq[k], dh);
+      dh_slice = false;
+    } else {  // h^(k+1) = 2 s h^(k), s = sigma(x^(k+1) R_k^T)
+      const int64_t k = j / 2 - 1;
+      const auto dz = dzr.select(0, k);
+      at::Tensor out = dh_slice ? dhb : dh;
+      mogrify_backward(dh, k == 0 ? h_t : hm.select(0, k - 1), sr.select(0, k), dz, out);
+      dh = out;
+      dh_slice = false;
+      dx = dx_slice ? product_add_strided(dz, wr[k], pr[k], dx, dxb) : product_add(dz, wr[k], pr[k], dx);
+      dx_slice = false;
+    }
+  }
+  return dh;
+}
+
 const Register reg([](pybind11::module_& m) {
   m.def("mogrify_forward", &mogrify_forward);
   m.def("mogrify_backward", &mogrify_backward);
+  m.def("mogrify_onednn", &mogrify_onednn);
+  m.def("mogrify_step_forward", &mogrify_step_forward);
+  m.def("mogrify_step_backward", &mogrify_step_backward);
 });
 
 }  // namespace

@@ -5,20 +5,26 @@ elementwise work is the LSTM loop's (``loops/lstm.py``, ``Pointwise``). Where th
 kernels run (``compiled.py``), each round's elementwise work is one call of
 ``csrc/mogrifier.cpp`` (forward: the gate, the gated vector and, for a vector's last round, its
 copy into the step's ``[x, h]``; backward: the pre-activation's gradient and the input's), the
-step's the LSTM kernel's; the eager calls below are the fallback.
+step's the LSTM kernel's; the eager calls below are the fallback. Where it can, a step's rounds
+are one call of the kernel (``mogrify_step_forward``, ``mogrify_step_backward``), each round's
+product done there on the kernel ``Product`` chose (MKL, or oneDNN on the weight it packed), with
+no Python between rounds; one call per round (``_rounds_compiled``) where it cannot (``STEP``).
 
 Symbols (and those of ``loops/common.py`` and ``loops/lstm.py``), per step ``t``:
 
-- ``x^(k)``: ``x`` after ``k`` odd rounds (``x^(0) = x_t``, the rest in ``Xm[t, k-1]``);
-  ``h^(k)``: ``h`` after ``k`` even rounds (``h^(0) = h_{t-1}``, the rest in ``Hm[t, k-1]``).
+- ``x^(k)``: ``x`` after ``k`` odd rounds (``x^(0) = x_t``, the rest in ``Xm[k-1, t]``);
+  ``h^(k)``: ``h`` after ``k`` even rounds (``h^(0) = h_{t-1}``, the rest in ``Hm[k-1, t]``).
   Odd round ``j`` (``k = (j-1)//2``) reads ``x^(k), h^(k)``; even round ``j`` (``k = j//2 - 1``)
   reads ``x^(k+1), h^(k)``.
-- ``SQ`` ``(S, nq, B, I)``, ``SR`` ``(S, nr, B, H)``: each round's gate ``sigma(.)``; ``nq``,
-  ``nr``: the number of odd and even rounds.
+- ``SQ`` ``(nq, S, B, I)``, ``SR`` ``(nr, S, B, H)``: each round's gate ``sigma(.)``; ``nq``,
+  ``nr``: the number of odd and even rounds. Round-major, as ``Xm`` ``(nq, S, B, I)`` and ``Hm``
+  ``(nr, S, B, H)``, so a round's rows over a chunk of steps are one contiguous block, which the
+  weight gradients' products read as they lie.
 - ``XH`` ``(S, B, I+H)``: the modulated ``[x, h]`` the step's product reads (``h`` times
   ``mask_hh`` with state dropout).
-- ``dZQ``, ``dZR``: the gradients of the rounds' pre-activations, kept for a chunk of ``L``
-  (``CHUNK``) steps whose weight gradients are then one product each.
+- ``dZQ`` ``(nq, L, B, I)``, ``dZR`` ``(nr, L, B, H)``: the gradients of the rounds'
+  pre-activations, kept for a chunk of ``L`` (``CHUNK``) steps whose weight gradients are then one
+  product each.
 """
 from __future__ import annotations
 
@@ -31,6 +37,20 @@ from .lstm import CompiledStep, Pointwise, mix_out
 
 #: steps whose pre-activation gradients the Mogrifier's backward holds at once (see its backward)
 CHUNK = 16
+#: whether a step's rounds run as one call of the compiled kernel where the kernels run (off: one
+#: call per round, as also where the kernel cannot call oneDNN's product and a weight is packed for it)
+STEP = True
+
+
+def step_weights(kern, prods):
+    """What the per-step kernel takes of rounds' products: each ``Product``'s weight (oneDNN's packed
+    one, else ``W^T`` for ``torch.mm``) and whether it is the packed one; ``None`` where the per-step
+    kernel does not run (off, or a packed weight and no oneDNN call from C++ here). Without rounds
+    (``rounds=0``, the LSTM, which this loop runs only when asked to directly) it does not either."""
+    packed = [p.packed is not None for p in prods]
+    if not STEP or (any(packed) and not kern.mogrify_onednn()):
+        return None
+    return [p.packed if p.packed is not None else p.wt for p in prods], packed
 
 
 def mogrifier_matrices(cell, p, name, n):
@@ -160,7 +180,7 @@ class MogrifierLoop:
         nC = T + 1 if save else 2
         # what the backward reads (not Hs, whose h_1 .. h_T are the output): one allocation
         C, Gs, Xm, SQ, Hm, SR, XH, *Cn = buffers.carve(x, [
-            (nC, B, H), (S, B, 4 * H), (S, nq, B, I), (S, nq, B, I), (S, max(nr, 1), B, H), (S, max(nr, 1), B, H),
+            (nC, B, H), (S, B, 4 * H), (nq, S, B, I), (nq, S, B, I), (max(nr, 1), S, B, H), (max(nr, 1), S, B, H),
             (S, B, I + H), *([(nC, B, H)] if kc is not None else [])])  # XH: the mogrified [x, h]
         C[0] = c0
         Cn = C if kc is None else Cn[0]  # the cell's c_t, before zoneout
@@ -169,16 +189,23 @@ class MogrifierLoop:
         zero = x.new_zeros(())  # addcmul(zero, a, b, value=2.0): 2 a b in one pass (a Python scalar
         # given to mul_ costs a conversion of its own per call)
         kern = cs.k if cs is not None else None  # the rounds' kernel comes with the step's
+        step = None
         if kern is not None:
             x = x if x.stride(2) == 1 else x.contiguous()
             mask = None if mask is None else mask.contiguous()
+            wq, wr = step_weights(kern, qs), step_weights(kern, rs)
+            if nq and wq is not None and wr is not None:  # the products' scratch where they run on MKL
+                step = (*wq, *wr, SQ, Xm, SR, Hm, XH, mask, x.new_empty(B, I), x.new_empty(B, H))
         for t in range(T):
             s_ = t if save else 0
             xh = XH[s_]
-            if kern is not None:
-                _rounds_compiled(kern, cell, qs, rs, x[t], Hs[t], Xm[s_], Hm[s_], SQ[s_], SR[s_], xh, mask)
+            if step is not None:
+                kern.mogrify_step_forward(x, Hs, t, s_, *step)
+            elif kern is not None:
+                _rounds_compiled(kern, cell, qs, rs, x[t], Hs[t], Xm[:, s_], Hm[:, s_], SQ[:, s_], SR[:, s_], xh,
+                                 mask)
             else:
-                _rounds_eager(cell, qs, rs, x[t], Hs[t], Xm[s_], Hm[s_], SQ[s_], SR[s_], xh, mask, zero)
+                _rounds_eager(cell, qs, rs, x[t], Hs[t], Xm[:, s_], Hm[:, s_], SQ[:, s_], SR[:, s_], xh, mask, zero)
             a = lin(xh, bias) if bias is not None else lin(xh)
             j, jn = (t, t + 1) if save else (t % 2, (t + 1) % 2)
             cp, cn = C[j], Cn[jn]
@@ -220,10 +247,10 @@ class MogrifierLoop:
         dA = x.new_empty(L, B, 4 * H)
         dX = x.new_empty(T, B, I)
         # the saved buffers stay untouched: a retained graph may run this backward again
-        dZQ, dZR = x.new_empty(L, *SQ.shape[1:]), x.new_empty(L, *SR.shape[1:])
+        dZQ, dZR = x.new_empty(SQ.shape[0], L, B, I), x.new_empty(SR.shape[0], L, B, H)
         W_in = (  # per name: its rounds, its dZ chunk, the inputs of round k's product over steps [a, b)
-            ("q", nq, dZQ, lambda k, a, b: Hs[a:b] if k == 0 else Hm[a:b, k - 1]),
-            ("r", nr, dZR, lambda k, a, b: Xm[a:b, k]),
+            ("q", nq, dZQ, lambda k, a, b: Hs[a:b] if k == 0 else Hm[k - 1, a:b]),
+            ("r", nr, dZR, lambda k, a, b: Xm[k, a:b]),
         )
         acc = {"weight_ih": torch.zeros_like(p["weight_ih"]), "weight_hh": torch.zeros_like(p["weight_hh"]),
                "bias": x.new_zeros(4 * H)}
@@ -238,7 +265,7 @@ class MogrifierLoop:
             acc["bias"].add_(dA2.sum(1))
             for name, n, dZ, inputs in W_in:
                 for k in range(n):
-                    acc[name][k].addmm_(rows(dZ[: b - a, k]).t(), rows(inputs(k, a, b)))
+                    acc[name][k].addmm_(rows(dZ[k, : b - a]).t(), rows(inputs(k, a, b)))
 
         zero = x.new_zeros(())
         dsq, dsr = x.new_empty(B, I), x.new_empty(B, H)  # sigma' of a round's gate
@@ -247,6 +274,12 @@ class MogrifierLoop:
             x = x if x.stride(2) == 1 else x.contiguous()
             mask = None if mask is None else mask.contiguous()
         dhm = x.new_empty(B, H) if mask is not None else None  # dL/dh through state dropout's mask
+        step = None
+        if kern is not None:
+            wq, wr = step_weights(kern, qs_t), step_weights(kern, rs_t)
+            if nq and wq is not None and wr is not None:  # dL/dx, dL/dh's contiguous scratch
+                step = (*wq, *wr, SQ, Xm, SR, Hm, dZQ, dZR)
+                scratch = (x.new_empty(B, I), x.new_empty(B, H))
         for t in reversed(range(T)):
             start = t - t % L  # this step's chunk is [start, min(start + L, T)), its slot t - start
             da = dA[t - start]
@@ -263,12 +296,16 @@ class MogrifierLoop:
                 pw.backward(Gs[t], C[t], Cn[t + 1], dh, dc, da, t)
                 add_carry(dc, carry_c)
             dxh = lin_t(da)  # (B, I+H)
-            if kern is not None:
-                dh = _rounds_backward_compiled(kern, cell, qs_t, rs_t, dxh, I, x[t], Hs[t], Xm[t], Hm[t], SQ[t],
-                                               SR[t], dZQ[t - start], dZR[t - start], dX[t], mask, dhm)
+            if step is not None:
+                dh = kern.mogrify_step_backward(dxh, x, Hs, t, *step, t - start, dX, mask, *scratch)
+            elif kern is not None:
+                dh = _rounds_backward_compiled(kern, cell, qs_t, rs_t, dxh, I, x[t], Hs[t], Xm[:, t], Hm[:, t],
+                                               SQ[:, t], SR[:, t], dZQ[:, t - start], dZR[:, t - start], dX[t], mask,
+                                               dhm)
             else:
-                dh = _rounds_backward_eager(cell, qs_t, rs_t, dxh, I, x[t], Hs[t], Xm[t], Hm[t], SQ[t], SR[t],
-                                            dZQ[t - start], dZR[t - start], dX[t], mask, zero, dsq, dsr)
+                dh = _rounds_backward_eager(cell, qs_t, rs_t, dxh, I, x[t], Hs[t], Xm[:, t], Hm[:, t], SQ[:, t],
+                                            SR[:, t], dZQ[:, t - start], dZR[:, t - start], dX[t], mask, zero, dsq,
+                                            dsr)
             add_carry(dh, carry_h)
             if t == start:
                 flush(start, min(start + L, T))

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from gatedrnn.data import StreamBatcher, Vocabulary, load_corpus
-from gatedrnn.data.corpora import EXCLUDED_DIRS, SPLIT, stdlib_files, stdlib_text
+from gatedrnn.data.corpora import (EXCLUDED_DIRS, MAX_STRIPES, SPLIT, STRIPE_MIN, saved_stripes, split_points,
+                                   stdlib_files, stdlib_text, stripe_count, striped_split)
 from gatedrnn.data.tokenizers import EOS, UNK, split_words
 
 TEXT = "the cat sat on the mat\nthe dog ran\n" * 40
@@ -91,6 +92,51 @@ def test_enwik8_is_read_as_bytes_and_split_90_5_5(tmp_path):
         assert c.level == "byte" and c.description["name" if path.is_file() else "layout"] == "enwik8"
         assert [len(c[s]) for s in ("train", "valid", "test")] == [9216, 512, 512]  # 90/5/5 of 10240 bytes
         assert bytes(c["train"][:4].tolist()) == data[:4]
+
+
+def region_text(regions: int, size: int) -> str:
+    """``regions`` consecutive regions of ``size`` characters, each written in its own letter."""
+    return "".join(chr(ord("a") + r) * size for r in range(regions))
+
+
+@pytest.mark.parametrize("stripes", [1, 3, MAX_STRIPES])
+@pytest.mark.parametrize("snap", [False, True])
+def test_striped_split_keeps_every_character_and_spreads_the_held_out_parts(stripes, snap):
+    text = " ".join(f"w{i}" for i in range(40_000)) if snap else region_text(26, 1000)
+    parts = striped_split(text, stripes, snap=snap)
+    assert sum(map(len, parts)) == len(text)
+    if stripes == 1:
+        assert parts == split_points(text, snap=snap)
+    for part, fraction in zip(parts, SPLIT):
+        assert abs(len(part) / len(text) - fraction) < 0.01, (len(part), fraction)
+    if snap:  # no word cut in two: every piece of every part is made of whole words
+        words = set(text.split())
+        assert all(w in words for part in parts for w in part.split()), "a word was cut"
+    else:  # held-out characters come from every stripe: from regions across the whole text
+        for part in parts[1:]:
+            regions = sorted(ord(c) - ord("a") for c in set(part))
+            assert len(regions) >= stripes and regions[0] < 26 / stripes and regions[-1] >= 25 - 26 / stripes, regions
+
+
+def test_a_text_file_is_split_in_stripes_by_its_length(tmp_path):
+    short = region_text(26, (2 * STRIPE_MIN - 1) // 26)
+    c = load_corpus(write(tmp_path / "short.txt", short))
+    assert c.description["stripes"] == stripe_count(len(short)) == 1
+    # one stripe: the text's last pages held out, as before
+    assert np.array_equal(c["valid"], c.vocab.encode(short[int(round(len(short) * 0.9)):int(round(len(short) * 0.95))]))
+    text = region_text(26, 8000)  # 208,000 characters: 4 stripes
+    path = write(tmp_path / "long.txt", text)
+    c = load_corpus(path)
+    assert c.description["stripes"] == stripe_count(len(text)) == 4
+    held = "".join(split_points(text[k * 52_000:(k + 1) * 52_000])[1] for k in range(4))
+    assert np.array_equal(c["valid"], c.vocab.encode(held))
+    assert stripe_count(10**9) == MAX_STRIPES
+    # a run made before stripes were recorded is read back as it was split: one stripe
+    old = load_corpus(path, stripes=saved_stripes({"layout": "file", "split": list(SPLIT)}))
+    assert np.array_equal(old["test"], old.vocab.encode(split_points(text)[2]))
+    assert saved_stripes(c.description) == 4 and saved_stripes({"layout": "ptb"}) is None
+    with pytest.raises(ValueError, match="stripes must be a positive integer, got 0"):
+        load_corpus(path, stripes=0)
 
 
 def test_byte_level_decodes_multibyte_characters_across_tokens():

@@ -110,3 +110,28 @@ def test_a_time_budget_added_to_a_step_run_leaves_the_schedule_bit_exact(tmp_pat
     resumed = Trainer.resume(tmp_path / "b", {"minutes": 60.0})
     assert resumed.schedule_note is None
     assert first + losses_of(resumed) == straight
+
+
+def test_a_run_keeps_the_split_it_started_with(tmp_path, monkeypatch, capsys):
+    """A run records how its text file was split in stripes; a resume and ``gatedrnn eval RUN``
+    split it the same way, even when the rule (``STRIPE_MIN``) would now give another count."""
+    import json
+
+    import gatedrnn
+    from gatedrnn.data import corpora
+
+    path = corpus_file(tmp_path)
+    n = len(path.read_text())
+    monkeypatch.setattr(corpora, "STRIPE_MIN", 10 * n)  # one stripe, as for any short text
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(path), *CLI, "--steps", "2", "--out", str(run)]) == 0
+    monkeypatch.setattr(corpora, "STRIPE_MIN", n // 5)  # the same text would now be cut in 5 stripes
+    assert corpora.load_corpus(path).description["stripes"] == 5
+    assert main(["train", "--resume", str(run), "--steps", "3"]) == 0  # the same tokens: no "changed since"
+    capsys.readouterr()
+    assert main(["eval", str(run), "--split", "valid", "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["loss"]
+    trained = gatedrnn.load(run)
+    for stripes, same in ((1, True), (5, False)):
+        valid = corpora.load_corpus(path, vocab=trained.vocab, stripes=stripes)["valid"]
+        assert (abs(trained.score_tokens(valid, seq_len=256)["loss"] - scored) < 1e-9) == same, stripes

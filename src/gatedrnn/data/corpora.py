@@ -2,7 +2,7 @@
 
     corpus = load_corpus()                       # the built-in: this Python's standard library
     corpus = load_corpus("data/ptb")             # PTB, WikiText, train/valid/test.txt, enwik8
-    corpus = load_corpus("notes.txt", "word")    # one text file, split 90/5/5
+    corpus = load_corpus("notes.txt", "word")    # one text file, split 90/5/5 in stripes
 
 The built-in corpus needs no download: the ``.py`` files of the running interpreter's standard
 library (tests and site-packages left out), in sorted order, shuffled with a fixed seed and cut at
@@ -32,6 +32,11 @@ STDLIB_CAP = 3_000_000
 STDLIB_SEED = 1234
 SPLIT = (0.90, 0.05, 0.05)
 SPLITS = ("train", "valid", "test")
+#: a text file given by the user is cut into stripes of at least this many characters (bytes),
+#: at most ``MAX_STRIPES``, and each stripe split 90/5/5: the held-out splits are spread over the
+#: whole text instead of being its last pages (see ``stripe_count``)
+STRIPE_MIN = 50_000
+MAX_STRIPES = 10
 EXCLUDED_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
 
 #: directory layouts: name, (train, valid, test) file names, the level they are made for
@@ -195,6 +200,44 @@ def split_points(data, fractions=SPLIT, snap: bool = False) -> list:
     return [data[a:b] for a, b in zip(cuts, cuts[1:])]
 
 
+def stripe_count(n: int) -> int:
+    """How many stripes a text file of ``n`` characters (bytes) is split in: one below
+    ``2 * STRIPE_MIN`` (the text's last tenth held out, as before), else up to ``MAX_STRIPES``.
+
+    A text's last pages are often unlike the rest (a change log after a reference, an index, one
+    module's near-identical docstrings): held out whole, they leave validation unlike what the
+    model trains on, and keep from training the part of the text a user's next text most
+    resembles. Measured on such texts (benchmarks/RESULTS.md, "The first hour"), the last tenth
+    held out cost more than any setting of the model gained.
+    """
+    return max(1, min(MAX_STRIPES, n // STRIPE_MIN))
+
+
+def striped_split(data, stripes: int, fractions=SPLIT, snap: bool = False) -> list:
+    """``split_points`` applied to each of ``stripes`` consecutive, equal stripes of ``data``,
+    the parts of one name joined in order: ``stripes == 1`` is ``split_points(data)``."""
+    n = len(data)
+    cuts = [0]
+    for k in range(1, stripes):
+        c = n * k // stripes
+        if snap:
+            while c < n and not data[c].isspace():
+                c += 1
+        cuts.append(max(c, cuts[-1]))
+    cuts.append(n)
+    pieces = [split_points(data[a:b], fractions, snap) for a, b in zip(cuts, cuts[1:])]
+    return [data[:0].join(p[i] for p in pieces) for i in range(len(fractions))]
+
+
+def saved_stripes(description: dict) -> int | None:
+    """The stripe count to split a run's text file with again (resuming, evaluating): what its
+    corpus ``description`` records, 1 for a text file split before stripes were recorded, None
+    for anything but a text file."""
+    if (description or {}).get("layout") != "file":
+        return None
+    return int(description.get("stripes", 1))
+
+
 def detect_layout(directory: Path, level: str | None):
     """The layout of a corpus directory: ``(name, paths, level)``."""
     found = []
@@ -219,14 +262,17 @@ def detect_layout(directory: Path, level: str | None):
 
 
 def load_corpus(path=None, level: str | None = None, *, vocab: Vocabulary | None = None,
-                cap: int = STDLIB_CAP) -> Corpus:
+                cap: int = STDLIB_CAP, stripes: int | None = None) -> Corpus:
     """The corpus at ``path`` (None: the built-in one) at ``level`` (None: the layout's own).
 
     With ``vocab`` the text is encoded with that vocabulary (evaluating a trained model);
     otherwise the vocabulary is built from the training split. ``path`` is a text file (cut
     90/5/5 into train, valid and test), a folder in a known layout (PTB, WikiText,
     ``train.txt``/``valid.txt``/``test.txt``, enwik8) or ``None`` for the built-in corpus, of
-    which ``cap`` characters are read.
+    which ``cap`` characters are read. A text file is split 90/5/5 in each of ``stripes``
+    stripes (None: ``stripe_count`` of its length; a run records the count, and a resumed run
+    or an evaluation passes it back, so a text split before this rule stays split as it was);
+    enwik8 and the built-in corpus keep their last tenth held out.
     """
     if level is not None and level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
@@ -251,9 +297,15 @@ def load_corpus(path=None, level: str | None = None, *, vocab: Vocabulary | None
         enwik8 = path.name == "enwik8"
         level = level or ("byte" if enwik8 else "char")
         data = read_file(path, level)
-        parts = split_points(data, snap=level == "word")
+        if enwik8:
+            stripes = 1  # the benchmark's own split: 90M/5M/5M
+        elif stripes is None:
+            stripes = stripe_count(len(data))
+        if not isinstance(stripes, int) or stripes < 1:
+            raise ValueError(f"stripes must be a positive integer, got {stripes!r}")
+        parts = striped_split(data, stripes, snap=level == "word")
         description = {"name": "enwik8" if enwik8 else path.name, "source": str(path.resolve()),
-                       "layout": "enwik8" if enwik8 else "file", "split": list(SPLIT)}
+                       "layout": "enwik8" if enwik8 else "file", "split": list(SPLIT), "stripes": stripes}
         return _encode(parts, level, vocab, description)
     layout, paths, made_for = detect_layout(path, level)
     level = level or made_for

@@ -4,6 +4,11 @@
     python benchmarks/first_hour.py --minutes 2 --texts python-docs --variant threads2="--threads 2"
     python benchmarks/first_hour.py --minutes 2 --variant passive="--threads 2" --env passive=OMP_WAIT_POLICY=PASSIVE
     python benchmarks/first_hour.py --minutes 2 --competitor     # one other CPU-bound process running
+    python benchmarks/first_hour.py --steps 1900 --baseline-steps 500 --variant d1="--dropout 0.1"
+
+``--steps``/``--baseline-steps`` run a fixed number of steps on one thread each instead of the
+clock (the step counts a budget gives on an idle machine), so that a comparison of settings does
+not depend on the machine's load and two such runs may share it.
 
 The baseline is `baseline_char_lstm.py` (embedding 128, one torch.nn.LSTM of 512, T=128, B=32,
 Adam 2e-3, clip 1, stateful TBPTT, default threads). Both get the first nine tenths of the text
@@ -135,16 +140,16 @@ def load() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
-def run_baseline(whole: Path, tail: Path, minutes: float, out: Path, env: dict) -> dict:
-    cmd = [sys.executable, str(HERE / "baseline_char_lstm.py"), str(whole), "--minutes", str(minutes)]
+def run_baseline(whole: Path, tail: Path, budget: list[str], out: Path, env: dict) -> dict:
+    cmd = [sys.executable, str(HERE / "baseline_char_lstm.py"), str(whole), *budget]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     return {"loss": result["loss"], "steps": result["steps"], "cmd": shlex.join(cmd[1:])}
 
 
-def run_gatedrnn(whole: Path, tail: Path, minutes: float, out: Path, env: dict, extra: list[str]) -> dict:
+def run_gatedrnn(whole: Path, tail: Path, budget: list[str], out: Path, env: dict, extra: list[str]) -> dict:
     train = whole.with_name(whole.name.replace(".txt", ".train.txt"))
-    cmd = [sys.executable, "-m", "gatedrnn", "train", "--data", str(train), "--minutes", str(minutes),
+    cmd = [sys.executable, "-m", "gatedrnn", "train", "--data", str(train), *budget,
            "--out", str(out), "--sample-length", "0", *extra]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if done.returncode:
@@ -176,6 +181,8 @@ class Competitor:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=2.0)
+    p.add_argument("--steps", type=int, default=0, help="gatedrnn: this many steps on one thread, not the clock")
+    p.add_argument("--baseline-steps", type=int, default=0, help="the baseline: this many steps on one thread")
     here = [n for n in TEXTS if n != "rust-book" or any(RUST_BOOK.glob("*/share/doc/rust/html/book/print.html"))]
     p.add_argument("--texts", default=",".join(here), help=f"of {', '.join(TEXTS)} (default: those on this machine)")
     p.add_argument("--rounds", type=int, default=1)
@@ -190,6 +197,15 @@ def main() -> None:
     p.add_argument("--out", default="first-hour", help="folder for texts, runs and results.jsonl")
     args = p.parse_args()
 
+    if bool(args.steps) != bool(args.baseline_steps) or args.steps < 0 or args.baseline_steps < 0:
+        p.error(f"--steps and --baseline-steps go together, both positive; got {args.steps} and {args.baseline_steps}")
+    if args.steps:
+        budgets = {"baseline": ["--steps", str(args.baseline_steps)], "gatedrnn": ["--steps", str(args.steps),
+                                                                                   "--threads", "1"]}
+        label = f"fixed steps: gatedrnn {args.steps}, baseline {args.baseline_steps}, one thread each"
+    else:
+        budgets = {"baseline": ["--minutes", str(args.minutes)], "gatedrnn": ["--minutes", str(args.minutes)]}
+        label = f"budget {args.minutes:g} min"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     variants = {} if args.no_baseline else {"baseline": None}
@@ -203,10 +219,10 @@ def main() -> None:
         name, _, assignment = e.partition("=")
         key, _, value = assignment.partition("=")
         envs[name][key] = value
-    base_env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    base_env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **({"OMP_NUM_THREADS": "1"} if args.steps else {})}
     machine = subprocess.run(["uname", "-srm"], capture_output=True, text=True).stdout.strip()
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine}; {os.cpu_count()} CPUs; "
-          f"budget {args.minutes:g} min" + ("; one competing CPU-bound process" if args.competitor else ""),
+          + label + ("; one competing CPU-bound process" if args.competitor else ""),
           flush=True)
     print("| text | variant | held-out nats/char | steps | load before | load after |", flush=True)
     print("|---|---|---:|---:|---|---|", flush=True)
@@ -222,10 +238,11 @@ def main() -> None:
                 run_dir = out / "runs" / f"{text}-{name}-{r}-{int(time.time())}"
                 with Competitor(args.competitor):
                     if variants[name] is None:
-                        result = run_baseline(whole, tail, args.minutes, run_dir, env)
+                        result = run_baseline(whole, tail, budgets["baseline"], run_dir, env)
                     else:
-                        result = run_gatedrnn(whole, tail, args.minutes, run_dir, env, variants[name])
-                row = {"text": text, **info, "variant": name, "round": r, "minutes": args.minutes,
+                        result = run_gatedrnn(whole, tail, budgets["gatedrnn"], run_dir, env, variants[name])
+                row = {"text": text, **info, "variant": name, "round": r,
+                       "minutes": None if args.steps else args.minutes,
                        "competitor": args.competitor,
                        "env": envs[name], "load_before": before, "load_after": load(),
                        "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), **result}

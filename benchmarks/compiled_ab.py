@@ -98,7 +98,7 @@ def main(argv=None) -> int:
                 row = measure(cell, size, kind, cfg, args.repeats, variants)
                 rows.append(row)
                 print(f"{kind:7s} {cell:9s} {size:5d} t{row['threads']} " + " ".join(
-                    f"{k[:-0] if False else k}={row[k]:.3f}" for k in row if "_vs_" in k), flush=True)
+                    f"{k}={row[k]:.3f}" for k in row if "_vs_" in k), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": bench.machine_info(), "rows": rows}, f, indent=1)

@@ -31,24 +31,6 @@ def load_before(path):
     return module.MogrifierLoop
 
 
-def interleaved(fns, repeats, clock):
-    """``bench.interleaved`` with a choice of clock: ``wall`` (``perf_counter``) or ``cpu``
-    (``process_time``: the process's own CPU time, user and system, which other processes on a
-    shared machine disturb far less; at one thread only, since idle threads' spinning counts)."""
-    if clock == "wall":
-        return bench.interleaved(fns, repeats)
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    names = list(fns)
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            start = time.process_time()
-            fns[name]()
-            times[name].append(time.process_time() - start)
-    return times
-
-
 def measure(size, kind, before, repeats, cfg, clock="wall"):
     torch.manual_seed(0)
     module = bench.make_module("fused", "mogrifier", size, cfg)
@@ -69,7 +51,7 @@ def measure(size, kind, before, repeats, cfg, clock="wall"):
 
     fns = {"after": run(now), "before": run(then), "products": bench.products_only(module, x.detach(), kind == "train")}
     try:
-        times = interleaved(fns, repeats, clock)
+        times = bench.interleaved(fns, repeats, clock=time.process_time if clock == "cpu" else time.perf_counter)
     finally:
         loop.forward, loop.backward = staticmethod(now[0]), staticmethod(now[1])
     ratio = lambda a, b: statistics.median(u / v for u, v in zip(times[a], times[b]))  # noqa: E731

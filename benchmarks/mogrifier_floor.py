@@ -32,13 +32,7 @@ def run(hp):
         m(x)[0].backward(gy)
     return fn
 fns = {"hp": run(True), "nohp": run(False), "products": prod, "floor": floor}
-clk = time.process_time if clock == "cpu" else time.perf_counter
-for f in fns.values(): f()
-times = {k: [] for k in fns}
-names = list(fns)
-for r in range(repeats):
-    for n in names[r % 4:] + names[:r % 4]:
-        t = clk(); fns[n](); times[n].append(clk() - t)
+times = bench.interleaved(fns, repeats, clock=time.process_time if clock == "cpu" else time.perf_counter)
 ratio = lambda a, b: statistics.median(u / v for u, v in zip(times[a], times[b]))
 print(f"H={H} t{threads} {clock} hp/products={ratio('hp','products'):.3f} nohp/products={ratio('nohp','products'):.3f} "
       f"hp/nohp={ratio('hp','nohp'):.3f} floor/products={ratio('floor','products'):.3f} hp/floor={ratio('hp','floor'):.3f} "

@@ -80,3 +80,12 @@ def test_interleaved_waits_for_the_device_inside_the_timing():
                         sync=lambda: calls.append("sync"))
     assert calls == ["a", "sync", "b", "sync"] * 1 + ["a", "sync", "b", "sync", "b", "sync", "a", "sync"]
     assert [len(v) for v in times.values()] == [2, 2]
+
+
+def test_interleaved_times_with_the_clock_it_is_given():
+    from gatedrnn.experiments.bench import interleaved
+
+    ticks = iter(range(100))
+    times = interleaved({"a": lambda: None, "b": lambda: None}, repeats=3, clock=lambda: next(ticks) ** 2)
+    # each call reads the clock twice, n then n + 1: (n+1)^2 - n^2 = 2n + 1, n = 0, 2, 4, ...
+    assert sorted(t for v in times.values() for t in v) == [1, 5, 9, 13, 17, 21]

@@ -146,9 +146,11 @@ def engines_for(cell: str, cfg: BenchConfig, products: bool = False) -> list:
             and (e != "peer" or cell in PEER_CELLS)]
 
 
-def interleaved(fns: dict, repeats: int, warmup: int = 1, sync=None) -> dict:
+def interleaved(fns: dict, repeats: int, warmup: int = 1, sync=None, clock=time.perf_counter) -> dict:
     """Seconds per call of each function, timed in turn within each round: name -> list.
-    ``sync`` (``torch.cuda.synchronize`` on a GPU) waits for the device after each call."""
+    ``sync`` (``torch.cuda.synchronize`` on a GPU) waits for the device after each call. ``clock``
+    is wall time; ``time.process_time`` (the process's own CPU time, which other processes on a
+    shared machine disturb far less) suits one thread only, since idle threads' spinning counts."""
     sync = sync or (lambda: None)
     for _ in range(warmup):
         for fn in fns.values():
@@ -158,10 +160,10 @@ def interleaved(fns: dict, repeats: int, warmup: int = 1, sync=None) -> dict:
     names = list(fns)
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:  # rotate who goes first
-            start = time.perf_counter()
+            start = clock()
             fns[name]()
             sync()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return times
 
 

@@ -186,6 +186,18 @@ def test_a_failed_build_falls_back_logged_once(monkeypatch, caplog):
     assert len([r for r in caplog.records if "could not be built" in r.getMessage()]) == 1
 
 
+@pytest.mark.skipif(not compiled.usable(torch.zeros(1)), reason="the compiled kernels are off or cannot be built here")
+def test_a_build_is_found_again_without_the_build_tool():
+    """Once built, a process imports the module from the folder the build wrote (``_built``), so it
+    neither runs the build tool nor looks for a lock elsewhere; building leaves the flags, and so
+    the build's name, as they were."""
+    flags = (list(compiled.CFLAGS), list(compiled.LDFLAGS))
+    name = compiled.build_name()
+    assert (compiled._folder(name) / f"{name}.so").is_file()
+    assert compiled._built(name) is not None
+    assert (compiled.CFLAGS, compiled.LDFLAGS) == flags and compiled.build_name() == name
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="the kernels are built on Linux only")
 @pytest.mark.parametrize("minutes_old, builds", [(1, False), (compiled.STALE_LOCK_S / 60 + 1, True)])
 def test_a_build_lock_is_not_waited_on_and_a_stale_one_is_removed(minutes_old, builds, tmp_path, monkeypatch, caplog):

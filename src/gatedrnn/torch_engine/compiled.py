@@ -77,6 +77,8 @@ def pointwise():
 
 
 def _folder(name: str) -> Path:
+    """Where the extension is built (given to ``cpp_extension.load``, so that ``_built`` and the
+    lock look where the build tool writes)."""
     from torch.utils import cpp_extension
 
     return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()) / name
@@ -107,8 +109,11 @@ def _load():
         if _locked(_folder(name) / "lock"):
             return None
         logging.getLogger("gatedrnn").info("building the compiled elementwise kernels (once per machine)")
-        return cpp_extension.load(name=name, sources=[str(p) for p in SOURCES], extra_cflags=CFLAGS,
-                                  extra_ldflags=LDFLAGS, verbose=False)
+        folder = _folder(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        # copies of the flags: the build tool appends its own to the lists it is given
+        return cpp_extension.load(name=name, sources=[str(p) for p in SOURCES], extra_cflags=list(CFLAGS),
+                                  extra_ldflags=list(LDFLAGS), build_directory=str(folder), verbose=False)
     except Exception as e:  # noqa: BLE001 - any failure to build means: run the eager loops
         reason = str(e).splitlines()[0] if str(e) else ""
         logging.getLogger("gatedrnn").warning(

@@ -54,7 +54,7 @@ def test_match_params_lands_within_one_percent_for_language_models():
         assert abs(m[cell].deviation) <= 0.01, (cell, m[cell])
         assert count(cell, m[cell].hidden_size + 1) > m["mogrifier"].params * 1.01  # the largest such size
     # the spec-based count is the model's real count, summed layer outputs included
-    model = LanguageModel(LMConfig(vocab_size=V, cell="lstm", hidden_size=m["lstm"].hidden_size, num_layers=2,
+    model = LanguageModel(LMConfig(vocab_size=V, cell="lstm", hidden_size=m["lstm"].hidden_size, num_layers=2, embed_size=0,
                                    sum_layer_outputs=True))
     assert sum(p.numel() for p in model.parameters()) == m["lstm"].params
 

@@ -117,7 +117,9 @@ def lm_run(cell: str, seed: int, config: LMCompareConfig, corpus, out_dir, on_ev
         elif event.kind == "log":
             rates.append(event.data["tokens_per_s"])
 
-    model_options = {**config.model_options, "cell": cell, "hidden_size": hidden,
+    # a comparison's models are what it counted: the embedding the output size and no dropout unless
+    # the recipe or the match says otherwise (not the training defaults, which adapt to the budget)
+    model_options = {"embed_size": 0, "dropout": 0.0, **config.model_options, "cell": cell, "hidden_size": hidden,
                      "cell_options": options_for(cell, config.cell_options)}
     if cell in config.embed_sizes:
         model_options["embed_size"] = config.embed_sizes[cell]

@@ -30,16 +30,27 @@ def _help(default, text: str, **meta):
     return field(default=default, metadata={"help": text, "group": "model", **meta})
 
 
+#: the embedding of the default model: a character vocabulary needs no wider one, and a narrower
+#: input product leaves time for a wider recurrent layer (benchmarks/RESULTS.md, "The first hour")
+EMBED_SIZE = 128
+
+
 @dataclass
 class LMConfig:
     """The language model's shape. The defaults are ``gatedrnn train``'s."""
 
     vocab_size: int
     cell: str = _help("lstm", f"the recurrent cell: one of {', '.join(CELLS)}")
-    hidden_size: int = _help(256, "hidden units per layer")
+    hidden_size: int = _help(384, "hidden units per layer")
     num_layers: int = _help(1, "stacked recurrent layers")
-    embed_size: int = _help(0, "embedding size", default_text="the recurrent output size")
-    dropout: float = _help(0.0, "dropout on the embeddings, between layers and before the decoder")
+    #: ``None`` resolves to ``EMBED_SIZE``, or to 0 (the recurrent output size) where that is no
+    #: larger or the weights are tied; 0 is always the output size (runs saved with it keep it)
+    embed_size: int | None = _help(None, "embedding size (0: the recurrent output size)", type=int,
+                                   default_text=f"{EMBED_SIZE}, or the output size where smaller or tied")
+    #: ``None``: 0 for the model alone; a training run chooses it from its budget (training/autodropout.py)
+    dropout: float | None = _help(None, "dropout on the embeddings, between layers and before the decoder", type=float,
+                                  default_text="chosen from the passes over the text the budget allows, "
+                                               "0 if another regulariser is set")
     embedding_dropout: float = _help(0.0, "drop whole words of the embedding table (AWD-LSTM)")
     tie_weights: bool = _help(False, "share the embedding and decoder weights (Press & Wolf; Inan et al.)")
     #: the decoder reads the sum of every layer's output, not the last layer's alone (the
@@ -54,9 +65,11 @@ class LMConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.embed_size is None:
+            self.embed_size = 0 if self.tie_weights or self.output_size <= EMBED_SIZE else EMBED_SIZE
         if not isinstance(self.embed_size, int) or self.embed_size < 0:
             raise ValueError(f"embed_size must be a positive integer (or 0 for the output size), got {self.embed_size!r}")
-        if not 0.0 <= float(self.dropout) < 1.0:
+        if self.dropout is not None and not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not 0.0 <= float(self.embedding_dropout) < 1.0:
             raise ValueError(f"embedding_dropout must be in [0, 1), got {self.embedding_dropout!r}")
@@ -114,9 +127,9 @@ class LanguageModel(nn.Module):
             self.rnn = SummedStack(c)
         else:
             self.rnn = layer(c.cell, c.input_size, c.hidden_size, num_layers=c.num_layers,
-                             dropout=c.dropout if c.num_layers > 1 else 0.0,
+                             dropout=(c.dropout or 0.0) if c.num_layers > 1 else 0.0,
                              engine=c.engine, **c.cell_options)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = nn.Dropout(c.dropout or 0.0)
         self.decoder = nn.Linear(c.output_size, c.vocab_size)
         if c.tie_weights:
             self.decoder.weight = self.embedding.weight  # Press & Wolf; Inan et al.
@@ -124,6 +137,16 @@ class LanguageModel(nn.Module):
         nn.init.zeros_(self.decoder.bias)
         if not c.tie_weights:
             nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+
+    def set_dropout(self, p: float) -> None:
+        """Set the dropout rate ``p`` (``LMConfig.dropout``) of the model built: on the embeddings,
+        between layers and before the decoder, from the next forward on."""
+        self.config.dropout = float(p)
+        self.drop.p = float(p)
+        if isinstance(self.rnn, SummedStack):
+            self.rnn.p_between_plain = float(p)
+        elif self.config.num_layers > 1:
+            self.rnn.dropout = float(p)
 
     def init_state(self, batch_size: int, device=None):
         """Zero recurrent state for ``batch_size`` streams: ``h`` or ``(h, c)``, each ``(L, B, size)``,
@@ -174,7 +197,7 @@ class SummedStack(nn.Module):
         between = float(options.pop("dropout_between", 0.0) or 0.0)
         self.p_output = float(options.pop("dropout_output", 0.0) or 0.0)
         first = options.pop("dropout_input", 0.0) or 0.0
-        self.p_between_plain = c.dropout  # torch.nn's fresh-mask-per-step dropout between layers
+        self.p_between_plain = c.dropout or 0.0  # torch.nn's fresh-mask-per-step dropout between layers
         self.layers = nn.ModuleList()
         for k in range(c.num_layers):
             size_in = c.input_size if k == 0 else c.output_size

@@ -33,6 +33,7 @@ from ..data import Corpus, StreamBatcher, Vocabulary, load_corpus
 from ..data.corpora import saved_stripes
 from ..models.lm import LanguageModel, LMConfig, detach_state, state_from_tensors, state_tensors
 from . import distributed as D
+from .autodropout import DropoutChooser
 from .checkpoint import BEST, LATEST, CheckpointError, atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .evaluate import evaluate
@@ -52,8 +53,6 @@ MAX_SKIPS_IN_A_ROW = 20
 class TrainingError(ValueError, RuntimeError):
     """Training cannot go on (a non-finite loss, gradient or weight): one line for the user,
     saying where it happened and that the last good checkpoint is kept."""
-
-
 
 
 @dataclass
@@ -173,6 +172,10 @@ class Trainer:
         weakref.finalize(self, self.lock.release)
         if checkpoint is not None:
             self._load(checkpoint)
+        # a model that leaves its dropout unset gets it from the passes over the text (autodropout.py)
+        self.dropout_chooser = DropoutChooser.for_run(cfg, model_cfg.to_dict(), len(corpus["train"]), self.step)
+        if self.dropout_chooser is not None and self.dropout_chooser.rate is not None:
+            self.model.set_dropout(self.dropout_chooser.rate)
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -449,6 +452,8 @@ class Trainer:
             "world_size": self.info.world_size, "resumed": self.step > 0, "model": self.model_cfg.to_dict(),
             "train": cfg.to_dict(), "schedule_note": self.schedule_note}))
         self.net.train()
+        if self.dropout_chooser is not None and self.dropout_chooser.rate is not None:
+            self._dropout_chosen()
         clock = time.monotonic() - self.elapsed
         window_loss, window_n, window_t0, window_tokens = 0.0, 0, time.monotonic(), 0
         tokens_per_step = cfg.batch_size * cfg.seq_len
@@ -514,6 +519,9 @@ class Trainer:
             self.state = detach_state(state)
             self.step += 1
             self.tokens += tokens_per_step
+            chooser = self.dropout_chooser
+            if chooser is not None and chooser.on_step(self.step, self.tokens, self.elapsed) is not None:
+                self._dropout_chosen()
             window_loss += value
             window_n += 1
             window_tokens += tokens_per_step
@@ -545,6 +553,16 @@ class Trainer:
                   "valid": last_valid, "best_valid_loss": self.best, "trained": True}
         self.callback(Event("end", self.step, result))
         return result
+
+    def _dropout_chosen(self) -> None:
+        """The chooser has its rate: every rank takes rank 0's, the model and ``run.json`` get it."""
+        rate, passes = D.broadcast_object((self.dropout_chooser.rate, self.dropout_chooser.passes), self.info)
+        self.model.set_dropout(rate)
+        self.model_cfg.dropout = rate
+        self.dropout_chooser = None
+        if self.info.is_writer:
+            self._write_run_json()
+        self.callback(Event("dropout", self.step, {"dropout": rate, "passes": passes}))
 
     def _validate_and_record(self, lr):
         result = None

@@ -1,0 +1,98 @@
+"""Dropout chosen from how many times a run will read its training text.
+
+A character model that reads its text two or three times is still learning it; one that reads it
+twenty times learns it by heart, and its loss on new text rises while its validation loss (pages
+of the same text) still falls. Measured on the default model (benchmarks/RESULTS.md, "Dropout from
+the passes over the text"): at 2.7 passes dropout 0.1 changed the held-out loss by +0.3%, at 3.3
+passes by -0.9%; at 7.5 passes 0.2 was best (-2.0%, 0.3 gave -1.1%); at 19 passes 0.2 took off
+8.4%. So a run that sets no regulariser of its own gets
+
+    passes  = the tokens its budget will train on / the tokens of its training split
+    dropout = PER_DOUBLING * log2(passes / FREE_PASSES), within [0, MAX_DROPOUT]
+
+    chooser = DropoutChooser.for_run(train_cfg, model_options, train_tokens)   # None: set by the user
+    chooser.rate                      # known at once under --steps alone, else None until timed
+    chooser.on_step(step, tokens, elapsed)   # under --minutes: the rate once the run has timed itself
+
+With ``--steps`` the budget's tokens are known before the first step, and the run stays
+reproducible. With ``--minutes`` they are estimated from the run's own speed over its first steps
+(``TIMED``, after the thread probe of ``threads.py``), and the rate is set then; the steps before it
+train without dropout.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+try:
+    from ..torch_engine.regularisation import OPTIONS as MODULE_OPTIONS
+except ImportError:  # an engine without module-level regularisers
+    MODULE_OPTIONS = ()
+
+#: passes over the text that need no dropout, the rate added per doubling beyond them, its cap
+FREE_PASSES = 1.25
+PER_DOUBLING = 0.1
+MAX_DROPOUT = 0.3
+#: under a time budget, the steps (counted from the run's start or resume) whose time gives the speed
+TIMED = (15, 45)
+#: model settings and cell options that regularise: any of them given, the chooser stays out
+REGULARISERS = ("embedding_dropout",) + tuple(MODULE_OPTIONS)
+
+
+def dropout_for(passes: float) -> float:
+    """The dropout rate for a run that reads its training text ``passes`` times (rounded to 0.01)."""
+    if not passes > FREE_PASSES:
+        return 0.0
+    return round(min(MAX_DROPOUT, PER_DOUBLING * math.log2(passes / FREE_PASSES)), 2)
+
+
+def passes_by_steps(steps: int, tokens_per_step: int, train_tokens: int) -> float:
+    return steps * tokens_per_step / max(1, train_tokens)
+
+
+class DropoutChooser:
+    """Chooses the dropout rate of a run whose model left it unset (``dropout=None``)."""
+
+    def __init__(self, cfg, train_tokens: int, start_step: int = 0, clock=time.monotonic):
+        self.cfg, self.train_tokens, self.clock = cfg, int(train_tokens), clock
+        self.tokens_per_step = cfg.batch_size * cfg.seq_len
+        self.start_step = start_step
+        self.t0 = None  # the clock at the first timed step
+        self.passes = None
+        self.rate = None
+        if cfg.steps and not cfg.minutes:
+            self._decide(passes_by_steps(cfg.steps, self.tokens_per_step, self.train_tokens))
+        elif not cfg.steps and not cfg.minutes:
+            self._decide(0.0)  # no budget: how long it runs is not known, no dropout is added
+
+    @classmethod
+    def for_run(cls, cfg, model_options: dict, train_tokens: int, start_step: int = 0) -> "DropoutChooser | None":
+        """A chooser when the model options leave ``dropout`` unset (``None``) and set no other
+        regulariser; else None (the user's choice stands; an unset rate is then 0)."""
+        if model_options.get("dropout") is not None:
+            return None
+        options = {**model_options, **(model_options.get("cell_options") or {})}
+        if any(options.get(name) for name in REGULARISERS):
+            return None
+        return cls(cfg, train_tokens, start_step)
+
+    def _decide(self, passes: float) -> float:
+        self.passes, self.rate = passes, dropout_for(passes)
+        return self.rate
+
+    def on_step(self, step: int, tokens: int, elapsed: float) -> float | None:
+        """Called after each step (``step`` done, ``tokens`` trained in all, ``elapsed`` seconds of
+        the run): the rate, once, when the timed steps are done; else None."""
+        if self.rate is not None:
+            return None
+        done = step - self.start_step
+        if done == TIMED[0]:
+            self.t0 = self.clock()
+        if done < TIMED[1] or self.t0 is None:
+            return None
+        seconds = max(self.clock() - self.t0, 1e-9)
+        per_s = (TIMED[1] - TIMED[0]) * self.tokens_per_step / seconds
+        expected = tokens + per_s * max(0.0, self.cfg.minutes * 60 - elapsed)
+        if self.cfg.steps:
+            expected = min(expected, self.cfg.steps * self.tokens_per_step)
+        return self._decide(expected / max(1, self.train_tokens))

@@ -33,6 +33,24 @@ inline void moments(const T* v, int64_t n, T eps, T& mu, T& rs) {
   rs = T(1) / std::sqrt(q / T(n) + eps);
 }
 
+// One row of the backward of a layer norm with a gain: dx[0..n) (out) from the gradient d and the
+// input x of the row, with x's mean m and 1/std s from the forward; d * x_hat is added to acc (the
+// gain's gradient) in the same pass.
+template <typename T>
+inline void row_backward(const T* d, const T* x, T m, T s, const T* gain, int64_t n, T* dx, T* acc) {
+  T t1 = T(0), t2 = T(0);
+#pragma omp simd reduction(+ : t1, t2)
+  for (int64_t j = 0; j < n; ++j) {
+    const T v = d[j] * gain[j], xh = (x[j] - m) * s;
+    t1 += v;
+    t2 += v * xh;
+    acc[j] += d[j] * xh;
+  }
+  const T n1 = t1 / T(n), n2 = t2 / T(n);
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) dx[j] = s * (d[j] * gain[j] - n1 - (x[j] - m) * s * n2);
+}
+
 // r (B, N): the recurrent product before its layer norm (read); gx (B, N): the step's input
 // pre-activations with every bias (read); gain (N): ln_weight_hh. r_save (B, N) or undefined: a copy
 // of r for the backward (out); mu, rs (B): r's statistics (out). gt (B, N): post-activation gates
@@ -165,19 +183,7 @@ void ln_bwd_impl(const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& c
       dcr[j] = dcn;
     }
     // 3: through the recurrent product's layer norm
-    const T *rr = R + b * N, mh = MU[b], sh = RSD[b];
-    T t1 = T(0), t2 = T(0);
-#pragma omp simd reduction(+ : t1, t2)
-    for (int64_t j = 0; j < N; ++j) {
-      const T v = dar[j] * GA[j], rh = (rr[j] - mh) * sh;
-      t1 += v;
-      t2 += v * rh;
-      ac[j] += dar[j] * rh;
-    }
-    const T n1 = t1 / T(N), n2 = t2 / T(N);
-    T* drr = DR + b * N;
-#pragma omp simd
-    for (int64_t j = 0; j < N; ++j) drr[j] = sh * (dar[j] * GA[j] - n1 - (rr[j] - mh) * sh * n2);
+    row_backward<T>(dar, R + b * N, MU[b], RSD[b], GA, N, DR + b * N, ac);
   });
 }
 
@@ -260,19 +266,7 @@ void rows_bwd_impl(const at::Tensor& d, const at::Tensor& x, const at::Tensor& m
   const T *D = ptr<T>(d), *X = ptr<T>(x), *MU = ptr<T>(mu), *RSD = ptr<T>(rs), *GA = ptr<T>(gain);
   T *DX = ptr<T>(dx), *ACC = ptr<T>(acc);
   rows(M, N, [&](int64_t b) {
-    const T *dr = D + b * N, *xr = X + b * N, m = MU[b], s = RSD[b];
-    T *dxr = DX + b * N, *ac = ACC + at::get_thread_num() * N;
-    T t1 = T(0), t2 = T(0);
-#pragma omp simd reduction(+ : t1, t2)
-    for (int64_t j = 0; j < N; ++j) {
-      const T v = dr[j] * GA[j], xh = (xr[j] - m) * s;
-      t1 += v;
-      t2 += v * xh;
-      ac[j] += dr[j] * xh;
-    }
-    const T n1 = t1 / T(N), n2 = t2 / T(N);
-#pragma omp simd
-    for (int64_t j = 0; j < N; ++j) dxr[j] = s * (dr[j] * GA[j] - n1 - (xr[j] - m) * s * n2);
+    row_backward<T>(D + b * N, X + b * N, MU[b], RSD[b], GA, N, DX + b * N, ACC + at::get_thread_num() * N);
   });
 }
 

@@ -59,6 +59,19 @@ def test_a_time_budget_decides_from_the_timed_steps_speed():
     assert chooser.passes == pytest.approx(expected) and rate == A.dropout_for(expected) > 0
 
 
+def test_a_skipped_step_at_the_timing_start_does_not_stop_the_choice():
+    now = [0.0]
+    cfg = TrainConfig(minutes=10, **TRAIN)
+    per_step = cfg.batch_size * cfg.seq_len
+    chooser = A.DropoutChooser(cfg, train_tokens=per_step * 100, clock=lambda: now[0])
+    steps = [s for s in range(1, A.TIMED[1] + 1) if s != A.TIMED[0]]  # the step timing starts at skipped
+    rates = []
+    for step in steps:
+        now[0] += 0.5
+        rates.append(chooser.on_step(step, step * per_step, now[0]))
+    assert rates[:-1] == [None] * (len(steps) - 1) and rates[-1] is not None and chooser.passes > 1
+
+
 def _run_json(run):
     return json.loads((run / "run.json").read_text())["model"]["dropout"]
 

@@ -57,7 +57,7 @@ class DropoutChooser:
         self.cfg, self.train_tokens, self.clock = cfg, int(train_tokens), clock
         self.tokens_per_step = cfg.batch_size * cfg.seq_len
         self.start_step = start_step
-        self.t0 = None  # the clock at the first timed step
+        self.t0, self.t0_done = None, 0  # the clock at the first timed step, and the steps done then
         self.passes = None
         self.rate = None
         if cfg.steps and not cfg.minutes:
@@ -86,12 +86,13 @@ class DropoutChooser:
         if self.rate is not None:
             return None
         done = step - self.start_step
-        if done == TIMED[0]:
-            self.t0 = self.clock()
+        if done >= TIMED[0] and self.t0 is None:  # (>=: a skipped step reports no event)
+            self.t0, self.t0_done = self.clock(), done
+            return None
         if done < TIMED[1] or self.t0 is None:
             return None
         seconds = max(self.clock() - self.t0, 1e-9)
-        per_s = (TIMED[1] - TIMED[0]) * self.tokens_per_step / seconds
+        per_s = (done - self.t0_done) * self.tokens_per_step / seconds
         expected = tokens + per_s * max(0.0, self.cfg.minutes * 60 - elapsed)
         if self.cfg.steps:
             expected = min(expected, self.cfg.steps * self.tokens_per_step)

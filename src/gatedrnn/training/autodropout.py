@@ -2,9 +2,10 @@
 
 A character model that reads its text two or three times is still learning it; one that reads it
 twenty times learns it by heart, and its loss on new text rises while its validation loss (pages
-of the same text) still falls. Measured on the default model (benchmarks/RESULTS.md, "Dropout from
-the passes over the text"): at 2.7 passes dropout 0.1 changed the held-out loss by +0.3%, at 3.3
-passes by -0.9%; at 7.5 passes 0.2 was best (-2.0%, 0.3 gave -1.1%); at 19 passes 0.2 took off
+of the same text) still falls. Measured (benchmarks/RESULTS.md, "The first hour: dropout from
+the passes over the text"): at fixed steps on the default model, at 2.5 passes over rust-book
+dropout 0.1 took 1.7% off the held-out loss, and at 5.6 passes over python-docs 0.2 did better
+than 0.3; on the clock with the earlier 256-wide model, at 19 passes (10 minutes) 0.2 took off
 8.4%. So a run that sets no regulariser of its own gets
 
     passes  = the tokens its budget will train on / the tokens of its training split

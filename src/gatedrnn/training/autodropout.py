@@ -25,10 +25,7 @@ from __future__ import annotations
 import math
 import time
 
-try:
-    from ..torch_engine.regularisation import OPTIONS as MODULE_OPTIONS
-except ImportError:  # an engine without module-level regularisers
-    MODULE_OPTIONS = ()
+from ..models.lm import MODULE_OPTIONS
 
 #: passes over the text that need no dropout, the rate added per doubling beyond them, its cap
 FREE_PASSES = 1.25

@@ -557,8 +557,7 @@ class Trainer:
     def _dropout_chosen(self) -> None:
         """The chooser has its rate: every rank takes rank 0's, the model and ``run.json`` get it."""
         rate, passes = D.broadcast_object((self.dropout_chooser.rate, self.dropout_chooser.passes), self.info)
-        self.model.set_dropout(rate)
-        self.model_cfg.dropout = rate
+        self.model.set_dropout(rate)  # (and so self.model_cfg, the model's config)
         self.dropout_chooser = None
         if self.info.is_writer:
             self._write_run_json()

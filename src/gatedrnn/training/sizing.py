@@ -15,13 +15,9 @@ import os
 import torch
 
 from ..cells import make_cell
-from ..models.lm import LMConfig
+from ..models.lm import MODULE_OPTIONS, LMConfig
 from .checkpoint import CheckpointError
 
-try:
-    from ..torch_engine.regularisation import OPTIONS as MODULE_OPTIONS
-except ImportError:  # an engine without module-level regularisers
-    MODULE_OPTIONS = ()
 
 FLOAT_BYTES = 4
 

@@ -3,11 +3,13 @@ wait policies, each variant a fresh process (the policy is read when OpenMP star
 
     python benchmarks/threads.py --seconds 20 --rounds 3
     python benchmarks/threads.py --variants t1,t2,t2-passive --seconds 20 --rounds 5
+    python benchmarks/threads.py --variants t1,t2,t2-passive --competitor   # one other CPU-bound process
 
 Each run builds the default language model (LMConfig's defaults, a vocabulary of 100), warms up
 for 3 steps, then counts full training steps (forward, backward, clip, AdamW) on random tokens
 of TrainConfig's default batch for ``--seconds``. Variants run one after another in rounds, the
-order rotated each round; the load average is printed beside every figure. Ratios of steps per
+order rotated each round; the load average is printed beside every figure. With ``--competitor``
+one single-threaded busy loop runs beside every run (``first_hour.py``'s). Ratios of steps per
 second within a round are what to read on a shared machine; absolute rates mean little.
 """
 from __future__ import annotations
@@ -21,6 +23,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from first_hour import Competitor  # noqa: E402
 #: name -> (threads, environment)
 VARIANTS = {
     "t1": (1, {}),
@@ -68,18 +72,21 @@ def main() -> None:
     p.add_argument("--variants", default="t1,t2,t2-passive", help=f"of {', '.join(VARIANTS)}")
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--competitor", action="store_true", help="one other CPU-bound process beside every run")
     args = p.parse_args()
     names = args.variants.split(",")
     rates = {n: [] for n in names}
-    print(f"{os.cpu_count()} CPUs; {args.seconds:g} s per run", flush=True)
+    print(f"{os.cpu_count()} CPUs; {args.seconds:g} s per run"
+          + ("; one competing CPU-bound process" if args.competitor else ""), flush=True)
     for r in range(args.rounds):
         order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
             threads, env = VARIANTS[name]
             load = "%.2f %.2f %.2f" % os.getloadavg()
-            out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(args.seconds)], check=True,
-                                 capture_output=True, text=True,
-                                 env={**os.environ, **env, "PYTHONPATH": str(ROOT / "src")}).stdout
+            with Competitor(args.competitor):
+                out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(args.seconds)], check=True,
+                                     capture_output=True, text=True,
+                                     env={**os.environ, **env, "PYTHONPATH": str(ROOT / "src")}).stdout
             rate = json.loads(out.strip().splitlines()[-1])["steps_per_s"]
             rates[name].append(rate)
             print(f"round {r} {name:11s} {rate:6.2f} steps/s  (load before {load})", flush=True)

@@ -1,7 +1,9 @@
 """``gatedrnn train``'s thread count: chosen by timing with a time budget, fixed otherwise."""
+import os
+
 import pytest
 
-from gatedrnn.cli import main
+from gatedrnn.cli import main, wait_policy
 
 from training.lm_helpers import CLI, TEXT, one_thread  # noqa: F401
 
@@ -23,3 +25,30 @@ def test_a_time_budget_chooses_the_thread_count(budget, chosen, tmp_path, capsys
         assert len(lines) >= 1 and "1 thread " in lines[0] and "ms" in lines[0] and "--threads N" in lines[0]
     else:
         assert lines == []
+
+
+@pytest.mark.parametrize("argv, policy", [
+    (["train", "--data", "x.txt", "--minutes", "2"], None),  # threads chosen by timing: OpenMP's default waits
+    (["train"], None),
+    (["train", "--threads", "2"], "PASSIVE"),  # a count given is not watched: threads sleep while they wait
+    (["train", "--threads=2"], "PASSIVE"),
+    (["train", "--thr", "2"], "PASSIVE"),  # argparse takes a unique prefix, so does the policy
+    (["eval", "run"], "PASSIVE"),
+    (["sample", "run", "--threads", "2"], "PASSIVE"),
+    (["bench"], "PASSIVE"),
+    ([], "PASSIVE"),
+])
+def test_the_wait_policy_follows_the_thread_choice(argv, policy):
+    assert wait_policy(argv) == policy
+
+
+def test_main_sets_the_policy_and_keeps_a_users_value(tmp_path, monkeypatch, capsys):
+    missing = str(tmp_path / "missing.txt")
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert main(["train", "--data", missing]) == 2  # refused, but only after the policy was decided
+    assert "OMP_WAIT_POLICY" not in os.environ
+    assert main(["eval", str(tmp_path / "no-run")]) != 0
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    main(["eval", str(tmp_path / "no-run")])
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -70,6 +70,21 @@ def test_the_choice_follows_the_load_at_the_next_probe():
     assert [e.data["threads"] for e in events if e.kind == "threads"] == [2, 1, 2]
 
 
+def test_steps_slowing_down_by_half_probe_at_once():
+    chooser, machine, events = make({1: 0.3, 2: 0.17}, window=4, every_s=1e9)  # no probe by the clock
+    train(chooser, machine, 30)
+    assert machine.threads == 2
+    machine.cost[2] = 3.0  # another job takes a core: 2 threads wait on it
+    seconds = train(chooser, machine, 20, start=30)
+    assert machine.threads == 1 and [e.data["threads"] for e in events if e.kind == "threads"] == [2, 1]
+    # noticed after one window of slow steps, and the probe drops the slow count early
+    assert seconds[2] <= 4 * 3.0 + 2 * 4 * 0.3 + 2 * 3.0
+    machine.cost[1] = 0.4  # a slowdown under half keeps the choice: no probe
+    before = len(machine.switches)
+    train(chooser, machine, 50, start=50)
+    assert machine.threads == 1 and len(machine.switches) == before
+
+
 def test_a_step_beside_a_validation_is_not_timed():
     def validate(step):
         if step % 2 == 0:  # a validation after every other step: it must not count as step time
@@ -88,3 +103,5 @@ def test_defaults_and_bad_arguments():
         ThreadChooser(candidates=(0, 2), set_threads=lambda n: None)
     with pytest.raises(ValueError, match="window"):
         ThreadChooser(window=0, set_threads=lambda n: None)
+    with pytest.raises(ValueError, match="slower"):
+        ThreadChooser(slower=1.0, set_threads=lambda n: None)

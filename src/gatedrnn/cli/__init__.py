@@ -64,13 +64,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def wait_policy(argv) -> str | None:
+    """OpenMP's wait policy for a command line: ``PASSIVE`` (threads sleep while they wait), or
+    ``None`` for OpenMP's default (they spin a while first).
+
+    Threads that spin made two threads 8-25x slower than one on cores other jobs kept busy, and
+    sleeping ones did not; but on an idle machine sleeping waits cost a quarter of two threads'
+    speed (benchmarks/RESULTS.md, "Threads and the first hour" and "OpenMP's wait policy"). A
+    training run whose thread count is chosen by timing (``gatedrnn train`` without ``--threads``)
+    drops to one thread when another job takes a core (``training/threads.py``), so it keeps the
+    default; every other command sleeps.
+    """
+    sniff = argparse.ArgumentParser(add_help=False)  # the real parser imports torch: too late
+    sniff.add_argument("--threads")
+    known, _ = sniff.parse_known_args(list(argv[1:]))
+    chosen_by_timing = bool(argv) and argv[0] == "train" and known.threads is None
+    return None if chosen_by_timing else "PASSIVE"
+
+
 def main(argv=None) -> int:
-    # OpenMP threads that wait by spinning made two threads 8-25x slower than one on cores other
-    # jobs kept busy; sleeping waits did not (benchmarks/RESULTS.md, "Threads and the first hour").
-    # OpenMP reads the policy when it starts: set before torch is imported; the user's value is kept.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    # OpenMP reads the policy when it starts: set before torch is imported; the user's value is kept
+    policy = wait_policy(argv)
+    if policy:
+        os.environ.setdefault("OMP_WAIT_POLICY", policy)
+    parser = build_parser()
     if not argv:  # a bare ``gatedrnn``: what it can do, as a usage error (exit code 2, like argparse)
         parser.print_help(sys.stderr)
         return 2

@@ -35,7 +35,8 @@ def test_a_time_budget_chooses_the_thread_count(budget, chosen, tmp_path, capsys
     (["train", "--thr", "2"], "PASSIVE"),  # argparse takes a unique prefix, so does the policy
     (["eval", "run"], "PASSIVE"),
     (["sample", "run", "--threads", "2"], "PASSIVE"),
-    (["bench"], "PASSIVE"),
+    (["bench"], None),  # what the engines cost in a program of one's own
+    (["bench", "--threads", "2"], None),
     ([], "PASSIVE"),
 ])
 def test_the_wait_policy_follows_the_thread_choice(argv, policy):

@@ -73,13 +73,16 @@ def wait_policy(argv) -> str | None:
     speed (benchmarks/RESULTS.md, "Threads and the first hour" and "OpenMP's wait policy"). A
     training run whose thread count is chosen by timing (``gatedrnn train`` without ``--threads``)
     drops to one thread when another job takes a core (``training/threads.py``), so it keeps the
-    default; every other command sleeps.
+    default; so does ``bench``, which measures what the engines cost in a program of one's own,
+    where OpenMP's default governs. Every other command sleeps.
     """
     sniff = argparse.ArgumentParser(add_help=False)  # the real parser imports torch: too late
     sniff.add_argument("--threads")
     known, _ = sniff.parse_known_args(list(argv[1:]))
-    chosen_by_timing = bool(argv) and argv[0] == "train" and known.threads is None
-    return None if chosen_by_timing else "PASSIVE"
+    command = argv[0] if argv else None
+    if command == "bench" or (command == "train" and known.threads is None):
+        return None
+    return "PASSIVE"
 
 
 def main(argv=None) -> int:

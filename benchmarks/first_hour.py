@@ -158,7 +158,11 @@ def run_gatedrnn(whole: Path, tail: Path, budget: list[str], out: Path, env: dic
     ev = subprocess.run([sys.executable, "-m", "gatedrnn", "eval", str(out), "--data", str(tail), "--json"],
                         capture_output=True, text=True, env=env, cwd=ROOT, check=True)
     result = json.loads(ev.stdout.strip().splitlines()[-1])
-    return {"loss": result["loss"], "steps": steps, "cmd": "gatedrnn " + shlex.join(cmd[3:])}
+    # the thread counts the run chose, in order, and the dropout rate it set (where it did)
+    threads = [int(n) for n in re.findall(r"^threads: (\d+)", done.stdout, re.M)]
+    dropout = re.search(r"^dropout: ([0-9.]+)", done.stdout, re.M)
+    return {"loss": result["loss"], "steps": steps, "threads": threads,
+            "dropout": float(dropout.group(1)) if dropout else None, "cmd": "gatedrnn " + shlex.join(cmd[3:])}
 
 
 class Competitor:

@@ -21,6 +21,34 @@ def test_the_rate_is_zero_up_to_the_free_passes_then_grows_by_doubling_up_to_its
     assert rates == sorted(rates) and len(set(rates)) > 4
 
 
+def _text(pieces, repeat):
+    """Token ids: ``pieces`` random 64 KB pieces of 100 symbols, the sequence of them ``repeat`` times."""
+    g = torch.Generator().manual_seed(0)
+    one = torch.randint(0, 100, (pieces * A.PIECE_BYTES,), generator=g)
+    return one.repeat(repeat)
+
+
+def test_novelty_is_near_one_for_a_text_of_new_pages_and_low_for_one_that_repeats_them():
+    assert A.novelty(_text(6, 1)) > 0.95  # random pages: nothing far away helps
+    assert A.novelty(_text(2, 3)) < 0.45  # the same two pages three times
+    assert A.novelty(_text(1, 1)) == A.novelty(torch.arange(10)) == 1.0  # under two pieces: nothing to compare
+    assert A.novelty(torch.randint(0, 70000, (50_000,))) > 0.9  # ids past 16 bits are compressed as such
+
+
+def test_a_text_that_repeats_itself_gets_less_dropout_down_to_none():
+    low, high = A.REPEATS
+    full = A.dropout_for(10.0)
+    assert full > 0 and A.dropout_for(10.0, high) == A.dropout_for(10.0, 1.0) == full
+    assert A.dropout_for(10.0, low) == A.dropout_for(10.0, 0.1) == 0.0
+    assert A.dropout_for(10.0, (low + high) / 2) == pytest.approx(full / 2, abs=0.01)
+    # and a chooser built for a run reads its text: the same budget, a repeating text gets none
+    cfg = TrainConfig(steps=100_000, **TRAIN)  # about 18 passes over 4 pieces
+    options = {"dropout": None, "cell_options": {}}
+    new, repeating = _text(4, 1), _text(1, 4)
+    assert A.DropoutChooser.for_run(cfg, options, new).rate > 0
+    assert A.DropoutChooser.for_run(cfg, options, repeating).rate == 0.0
+
+
 @pytest.mark.parametrize("name", A.REGULARISERS)
 def test_any_regulariser_given_leaves_the_rate_to_the_user(name):
     cfg = TrainConfig(steps=100, **TRAIN)
@@ -29,9 +57,10 @@ def test_any_regulariser_given_leaves_the_rate_to_the_user(name):
         options[name] = 0.1
     else:
         options["cell_options"][name] = 0.1
-    assert A.DropoutChooser.for_run(cfg, options, 1000) is None
-    assert A.DropoutChooser.for_run(cfg, {"dropout": None, "cell_options": {}}, 1000) is not None
-    assert A.DropoutChooser.for_run(cfg, {"dropout": 0.0, "cell_options": {}}, 1000) is None  # 0 is a choice
+    text = torch.zeros(1000, dtype=torch.long)
+    assert A.DropoutChooser.for_run(cfg, options, text) is None
+    assert A.DropoutChooser.for_run(cfg, {"dropout": None, "cell_options": {}}, text) is not None
+    assert A.DropoutChooser.for_run(cfg, {"dropout": 0.0, "cell_options": {}}, text) is None  # 0 is a choice
 
 
 def test_a_step_budget_decides_before_the_first_step():
@@ -86,7 +115,7 @@ def test_a_run_applies_its_rate_records_it_and_a_resume_keeps_it(tmp_path):
     assert rate > 0 and trainer.model.drop.p == rate and _run_json(tmp_path / "run") == rate
     trainer.run(until=20)
     told = [e.data for e in events if e.kind == "dropout"]
-    assert told == [{"dropout": rate, "passes": pytest.approx(passes)}]
+    assert told == [{"dropout": rate, "passes": pytest.approx(passes), "novelty": 1.0}]
     assert load_checkpoint(tmp_path / "run" / "latest.pt")["model_config"]["dropout"] == rate
     again = Trainer.resume(tmp_path / "run")
     assert again.model.drop.p == rate and again.dropout_chooser is None

@@ -333,8 +333,12 @@ class Printer:
             times = ", ".join(f"{n} thread{'s' if n > 1 else ''} {t * 1000:.0f} ms" for n, t in d["seconds_per_step"].items())
             say(f"threads: {d['threads']} (a step took {times}; --threads N fixes the count)", flush=True)
         elif event.kind == "dropout":
-            say(f"dropout: {d['dropout']:g} (about {d['passes']:.1f} passes over the training text in the budget; "
-                f"--dropout P sets it)", flush=True)
+            from ..training.autodropout import REPEATS
+
+            repeats = (f", a text that repeats itself (novelty {d['novelty']:.2f})"
+                       if d.get("novelty", 1.0) < REPEATS[1] else "")
+            say(f"dropout: {d['dropout']:g} (about {d['passes']:.1f} passes over the training text in the budget"
+                f"{repeats}; --dropout P sets it)", flush=True)
         elif event.kind == "skip":
             say(f"step {event.step:>6} | {d['reason']}: step skipped (--on-nan skip)", flush=True)
         elif event.kind == "valid":

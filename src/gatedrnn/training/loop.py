@@ -173,7 +173,7 @@ class Trainer:
         if checkpoint is not None:
             self._load(checkpoint)
         # a model that leaves its dropout unset gets it from the passes over the text (autodropout.py)
-        self.dropout_chooser = DropoutChooser.for_run(cfg, model_cfg.to_dict(), len(corpus["train"]), self.step)
+        self.dropout_chooser = DropoutChooser.for_run(cfg, model_cfg.to_dict(), corpus["train"], self.step)
         if self.dropout_chooser is not None and self.dropout_chooser.rate is not None:
             self.model.set_dropout(self.dropout_chooser.rate)
 
@@ -556,12 +556,13 @@ class Trainer:
 
     def _dropout_chosen(self) -> None:
         """The chooser has its rate: every rank takes rank 0's, the model and ``run.json`` get it."""
-        rate, passes = D.broadcast_object((self.dropout_chooser.rate, self.dropout_chooser.passes), self.info)
+        chooser = self.dropout_chooser
+        rate, passes, new = D.broadcast_object((chooser.rate, chooser.passes, chooser.novelty), self.info)
         self.model.set_dropout(rate)  # (and so self.model_cfg, the model's config)
         self.dropout_chooser = None
         if self.info.is_writer:
             self._write_run_json()
-        self.callback(Event("dropout", self.step, {"dropout": rate, "passes": passes}))
+        self.callback(Event("dropout", self.step, {"dropout": rate, "passes": passes, "novelty": new}))
 
     def _validate_and_record(self, lr):
         result = None

@@ -35,7 +35,7 @@ def test_no_flags_is_the_dataclasses_defaults():
 def test_the_cli_defaults_are_the_documented_ones():
     """The defaults users got from gatedrnn train before the dataclasses held them (README)."""
     cfg = TrainConfig()
-    assert (cfg.seq_len, cfg.lr, cfg.warmup, cfg.batch_size, cfg.steps, cfg.minutes) == (64, 5e-3, 30, 32, 0, 5.0)
+    assert (cfg.seq_len, cfg.lr, cfg.warmup, cfg.batch_size, cfg.steps, cfg.minutes) == (64, 8e-3, 30, 32, 0, 5.0)
     assert (LMConfig(vocab_size=2).hidden_size, LMConfig(vocab_size=2).embed_size) == (384, 128)
     assert TrainConfig(steps=100).minutes == 0  # a step budget alone: no clock limit
     assert TrainConfig(steps=100, minutes=2).minutes == 2

@@ -41,7 +41,7 @@ class TrainConfig:
     #: ``None`` resolves to ``DEFAULT_MINUTES`` when ``steps`` is 0, else to 0 (no limit)
     minutes: float | None = setting(None, "total wall-clock budget of the run", type=float,
                                     default_text=f"{DEFAULT_MINUTES:g} without --steps")
-    lr: float = setting(5e-3, "peak learning rate")
+    lr: float = setting(8e-3, "peak learning rate")
     optimizer: str = setting("adamw", "optimizer", choices=OPTIMIZERS)
     weight_decay: float = setting(0.0, "weight decay")
     momentum: float = setting(0.0, "SGD momentum")

@@ -69,7 +69,7 @@ def wait_policy(argv) -> str | None:
     ``None`` for OpenMP's default (they spin a while first).
 
     Threads that spin made two threads 8-25x slower than one on cores other jobs kept busy, and
-    sleeping ones did not; but on an idle machine sleeping waits cost a quarter of two threads'
+    sleeping ones did not; but on an idle machine sleeping waits cost 12% of two threads'
     speed (benchmarks/RESULTS.md, "Threads and the first hour" and "OpenMP's wait policy"). A
     training run whose thread count is chosen by timing (``gatedrnn train`` without ``--threads``)
     drops to one thread when another job takes a core (``training/threads.py``), so it keeps the

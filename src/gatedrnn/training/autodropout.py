@@ -20,7 +20,7 @@ held-out pages repeat its training pages, so what the model learns by heart is w
 asked, and dropout costs: on `licences` (benchmarks/first_hour.py's text) at 3.2 passes dropout
 0.14 gave a held-out loss 22% higher than none. How much a text repeats itself at a distance is
 measured by compressing it (``novelty``: LZMA's size of the whole over the sum of its 64 KB pieces'
-sizes, each compressed alone; 0.45 for `licences`, 0.79-0.88 for documentation and prose); the
+sizes, each compressed alone; 0.49 for `licences`, 0.79-0.89 for documentation, prose and code); the
 rate is scaled down linearly from full at ``REPEATS[1]`` to none at ``REPEATS[0]``.
 
 With ``--steps`` the budget's tokens are known before the first step, and the run stays

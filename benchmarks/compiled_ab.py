@@ -4,10 +4,13 @@ fused engine's products alone (``products``, its floor), timed interleaved round
 ratio is the median of per-round ratios. ``--variants`` picks among those and two more:
 ``generic`` (the generic fused loop: ``capability.ENABLED`` off, what runs a cell without a
 specialised loop) and ``peer`` (experiments/peers.py: minGRU-pytorch for mingru/minlstm).
+``--grains`` adds, for each number of elements given, the compiled kernels with that parallel grain
+(``csrc/common.h``: the fewest elements a thread of a pass is given) as variant ``gN``.
 
     python benchmarks/compiled_ab.py --cells lstm,peephole,cifg,gru --sizes 512 --threads 1 --json out.json
     python benchmarks/compiled_ab.py --cells mingru,minlstm --sizes 512 --seq-len 1024 --kinds train \
         --variants compiled,eager,products,peer --threads 1 --repeats 3
+    python benchmarks/compiled_ab.py --cells mogrifier --variants products --grains 16384,4096 --threads 2
 """
 from __future__ import annotations
 
@@ -22,16 +25,18 @@ from gatedrnn.experiments import bench
 from gatedrnn.torch_engine import capability, compiled
 
 VARIANTS = ("compiled", "eager", "torch", "products", "generic", "peer")
+DEFAULT_GRAIN = 16384  # csrc/common.h's parallel_grain()
 
 
-def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANTS[:4]) -> dict:
+def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANTS[:4], grains=()) -> dict:
     torch.manual_seed(0)
     fused = bench.make_module("fused", cell, size, cfg)
     x, gy = bench._inputs(cfg, size)
 
-    def run(module, use_kernels, specialised=True):
+    def run(module, use_kernels, specialised=True, grain=None):
         def fn():
             compiled.ENABLED, capability.ENABLED = use_kernels, specialised
+            compiled.pointwise().set_parallel_grain(grain or DEFAULT_GRAIN)
             if kind == "train":
                 module.zero_grad(set_to_none=True)
                 x.grad = None
@@ -47,10 +52,12 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
               "generic": lambda: run(fused, True, specialised=False),
               "peer": lambda: run(bench.make_module("peer", cell, size, cfg), True)}
     fns = {v: makers[v]() for v in variants}
+    fns.update({f"g{g}": run(fused, True, grain=g) for g in grains})
     try:
         times = bench.interleaved(fns, repeats)
     finally:
         compiled.ENABLED = capability.ENABLED = True
+        compiled.pointwise().set_parallel_grain(DEFAULT_GRAIN)
     ratio = lambda a, b: statistics.median(u / v for u, v in zip(times[a], times[b]))  # noqa: E731
     row = {"cell": cell, "size": size, "kind": kind, "threads": torch.get_num_threads(), "seq_len": cfg.seq_len,
            "batch_size": cfg.batch_size, "options": cfg.module_options,
@@ -60,6 +67,10 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
                  ("peer", "compiled"), ("peer", "eager"), ("peer", "products")):
         if a in times and b in times:
             row[f"{a}_vs_{b}"] = ratio(a, b)
+    for g in grains:
+        for b in ("products", "torch", f"g{grains[0]}"):
+            if b in times and b != f"g{g}":
+                row[f"g{g}_vs_{b}"] = ratio(f"g{g}", b)
     return row
 
 
@@ -74,6 +85,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--variants", default="compiled,eager,torch,products",
                    help=f"comma-separated, some of {','.join(VARIANTS)}")
+    p.add_argument("--grains", default="", help="comma-separated element counts: the compiled kernels with "
+                   "each as their parallel grain (variants gN)")
     p.add_argument("--option", action="append", default=[], help="KEY=VALUE for the gatedrnn modules (zoneout=0.1)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -90,12 +103,13 @@ def main(argv=None) -> int:
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         p.error(f"unknown variant(s) {bad}: expected some of {', '.join(VARIANTS)}")
+    grains = tuple(int(g) for g in args.grains.split(",") if g)
     cfg = bench.BenchConfig(module_options=opts, seq_len=args.seq_len, batch_size=args.batch_size)
     rows = []
     for cell in args.cells.split(","):
         for size in (int(s) for s in args.sizes.split(",")):
             for kind in args.kinds.split(","):
-                row = measure(cell, size, kind, cfg, args.repeats, variants)
+                row = measure(cell, size, kind, cfg, args.repeats, variants, grains)
                 rows.append(row)
                 print(f"{kind:7s} {cell:9s} {size:5d} t{row['threads']} " + " ".join(
                     f"{k}={row[k]:.3f}" for k in row if "_vs_" in k), flush=True)

@@ -332,3 +332,31 @@ def test_mogrifier_step_on_onednn_matches_the_eager_loop(options, kind, onednn_c
     _close(got, want, rtol=1e-5, atol=1e-6)
     step = {"mogrify_step_forward", "mogrify_step_backward"}
     assert step <= set(names) if onednn_call else not step & set(names), sorted(set(names))
+
+
+# -- every pass with its rows split across threads ------------------------------------------------
+@pytest.fixture
+def split_rows(kernels):
+    """Two threads and a parallel grain of one element (``csrc/common.h``): every kernel pass splits
+    its rows across the threads, however small the batch."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    old = kernels.set_parallel_grain(1)
+    yield
+    kernels.set_parallel_grain(old)
+    torch.set_num_threads(threads)
+
+
+SPLIT_CASES = [*[(c, None) for c in KERNEL_CASES], *[(("mogrifier", o), k) for o, k, _ in MOG_CASES if k]]
+
+
+@pytest.mark.parametrize("case,kind", SPLIT_CASES, ids=[f"{_id(c)}-{k}" for c, k in SPLIT_CASES])
+def test_every_pass_split_across_threads_matches_the_eager_loop(case, kind, kernels, split_rows, monkeypatch):
+    got, want, y_inf = _both(case, kind, kernels, monkeypatch)
+    _close(got, want, rtol=1e-11, atol=1e-12)
+    torch.testing.assert_close(y_inf, got[0][0], rtol=1e-13, atol=1e-14)
+
+
+def test_the_parallel_grain_is_checked(kernels):
+    with pytest.raises(RuntimeError, match="at least 1 element, got 0"):
+        kernels.set_parallel_grain(0)

@@ -22,11 +22,17 @@ inline void check(const std::vector<at::Tensor>& ts, const at::Tensor& like) {
   }
 }
 
+// The fewest elements a thread of a parallel pass is given: below it a parallel region costs more
+// than it saves. set_parallel_grain (module.cpp) changes it, for benchmarks/compiled_ab.py --grains.
+inline int64_t& parallel_grain() {
+  static int64_t elems = 16384;
+  return elems;
+}
+
 // f(b) for every b in [0, B), the range split across threads where a row holds enough work
 template <typename F>
 void rows(int64_t B, int64_t row_elems, const F& f) {
-  // below about 16k elements a parallel region costs more than it saves
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, row_elems));
+  const int64_t grain = std::max<int64_t>(1, parallel_grain() / std::max<int64_t>(1, row_elems));
   at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) f(b);
   });

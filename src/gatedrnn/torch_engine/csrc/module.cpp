@@ -14,4 +14,11 @@ std::vector<Registration>& registrations() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   for (auto r : gatedrnn::registrations()) r(m);
+  // common.h's parallel grain (elements): the new value set, the old one returned
+  m.def("set_parallel_grain", [](int64_t elems) {
+    TORCH_CHECK(elems >= 1, "the parallel grain must be at least 1 element, got ", elems);
+    const int64_t old = gatedrnn::parallel_grain();
+    gatedrnn::parallel_grain() = elems;
+    return old;
+  });
 }

@@ -87,3 +87,23 @@ def test_the_budget_line_is_grammatical(steps, minutes, expected):
         "resumed": False, "model": {"cell": "lstm", "cell_options": {}, "hidden_size": 4, "num_layers": 1},
         "train": train}))
     assert expected in lines[2]
+
+
+@pytest.mark.parametrize("width", [None, "16"])
+def test_a_long_time_budget_widens_the_default_model_and_says_so(width, tmp_path, capsys):
+    from gatedrnn.training.autosize import WIDE_HIDDEN, WIDE_MINUTES
+
+    data = tmp_path / "code.txt"
+    data.write_text(TEXT)
+    assert CLI[:2] == ["--hidden-size", "16"]
+    flags = [*CLI[2:], *(["--hidden-size", width] if width else [])]
+    assert main(["train", "--data", str(data), *flags, "--minutes", f"{WIDE_MINUTES:g}", "--steps", "2",
+                 "--threads", "1", "--out", str(tmp_path / "run")]) == 0
+    text = capsys.readouterr().out
+    said = [line for line in text.splitlines() if line.startswith("width:")]
+    if width:
+        assert not said and "hidden 16 x 1" in text
+    else:
+        assert said == [f"width: {WIDE_HIDDEN}, the default model's under a time budget of {WIDE_MINUTES:g} minutes "
+                        f"or more (--hidden-size N sets it)"]
+        assert f"hidden {WIDE_HIDDEN} x 1" in text

@@ -123,6 +123,11 @@ def run(args) -> int:
             cfg, model = configs(args)
             trainer = Trainer.new(cfg, model, out, callback=Printer(say), info=info, device=device,
                                   check_memory=not args.skip_memory_check)
+            from ..training.autosize import WIDE_MINUTES, wide_for
+
+            if "hidden_size" not in model_given and wide_for(cfg):
+                say(f"width: {trainer.model.config.hidden_size}, the default model's under a time budget of "
+                    f"{WIDE_MINUTES:g} minutes or more (--hidden-size N sets it)")
         if args.threads is None and not trainer.cfg.steps and trainer.device.type == "cpu" and info.world_size == 1:
             # a time budget: the thread count that trains fastest now, by timing the run's own steps
             # (with --steps the count stays fixed, so that a run is reproducible bit for bit)

@@ -34,6 +34,7 @@ from ..data.corpora import saved_stripes
 from ..models.lm import LanguageModel, LMConfig, detach_state, state_from_tensors, state_tensors
 from . import distributed as D
 from .autodropout import DropoutChooser
+from .autosize import sized_for_budget
 from .checkpoint import BEST, LATEST, CheckpointError, atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .evaluate import evaluate
@@ -195,7 +196,7 @@ class Trainer:
         info = info or D.DistInfo()
         check_new_run_folder(out)
         corpus = corpus or load_corpus(cfg.data or None, cfg.level or None)
-        model_cfg = LMConfig(vocab_size=len(corpus.vocab), **model_options)
+        model_cfg = LMConfig(vocab_size=len(corpus.vocab), **sized_for_budget(cfg, model_options))
         if check_memory:
             check_fits(model_cfg, D.resolve_device(device or cfg.device, info), cfg, rows=_row_count(cfg, info))
         trainer = cls(cfg, model_cfg, corpus, out, callback=callback, info=info, device=device)

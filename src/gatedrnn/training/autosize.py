@@ -1,0 +1,32 @@
+"""The default model's width chosen from the run's time budget.
+
+The default model (``LMConfig``: one LSTM layer of 384, embedding 128) was sized for short runs,
+where a wider model's slower steps cost more than its capacity gains. A longer budget reads the
+text many times, and the trade turns: measured on the clock (benchmarks/RESULTS.md, "A wider model
+for a longer budget"), at 10 minutes a layer of 512 took a held-out loss several percent lower
+than 384 on every text, and at 2 minutes it did worse. So a run that sets no width of its own
+gets
+
+    hidden_size = WIDE_HIDDEN   under a time budget (``--minutes``) of WIDE_MINUTES or more
+                  LMConfig's default otherwise (a step budget alone keeps it: its runs stay what
+                  the steps say, whatever the machine)
+
+    options = sized_for_budget(train_cfg, model_options)   # model_options with the width filled in
+"""
+from __future__ import annotations
+
+#: the time budget (minutes) from which the default model is wider, and its width there
+WIDE_MINUTES, WIDE_HIDDEN = 5.0, 512
+
+
+def wide_for(cfg) -> bool:
+    """Whether ``cfg``'s budget gets the wider default model."""
+    return bool(cfg.minutes) and cfg.minutes >= WIDE_MINUTES
+
+
+def sized_for_budget(cfg, model_options: dict) -> dict:
+    """``model_options`` (``LMConfig`` fields) with ``hidden_size`` chosen from ``cfg``'s budget
+    where they leave it unset (absent or ``None``); a width given is kept, whatever its value."""
+    if model_options.get("hidden_size") is not None or not wide_for(cfg):
+        return model_options
+    return {**model_options, "hidden_size": WIDE_HIDDEN}

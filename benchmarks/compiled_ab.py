@@ -25,10 +25,12 @@ from gatedrnn.experiments import bench
 from gatedrnn.torch_engine import capability, compiled
 
 VARIANTS = ("compiled", "eager", "torch", "products", "generic", "peer")
-DEFAULT_GRAIN = 16384  # csrc/common.h's parallel_grain()
 
 
 def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANTS[:4], grains=()) -> dict:
+    kernels = compiled.pointwise()
+    default_grain = kernels.set_parallel_grain(1)  # csrc/common.h's own value, put back at once
+    kernels.set_parallel_grain(default_grain)
     torch.manual_seed(0)
     fused = bench.make_module("fused", cell, size, cfg)
     x, gy = bench._inputs(cfg, size)
@@ -36,7 +38,7 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
     def run(module, use_kernels, specialised=True, grain=None):
         def fn():
             compiled.ENABLED, capability.ENABLED = use_kernels, specialised
-            compiled.pointwise().set_parallel_grain(grain or DEFAULT_GRAIN)
+            kernels.set_parallel_grain(grain or default_grain)
             if kind == "train":
                 module.zero_grad(set_to_none=True)
                 x.grad = None
@@ -57,7 +59,7 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
         times = bench.interleaved(fns, repeats)
     finally:
         compiled.ENABLED = capability.ENABLED = True
-        compiled.pointwise().set_parallel_grain(DEFAULT_GRAIN)
+        kernels.set_parallel_grain(default_grain)
     ratio = lambda a, b: statistics.median(u / v for u, v in zip(times[a], times[b]))  # noqa: E731
     row = {"cell": cell, "size": size, "kind": kind, "threads": torch.get_num_threads(), "seq_len": cfg.seq_len,
            "batch_size": cfg.batch_size, "options": cfg.module_options,

@@ -25,12 +25,14 @@ def test_a_long_time_budget_gets_the_wider_model_and_nothing_else_does(budget, w
     got = S.sized_for_budget(cfg, {"cell": "gru"})
     assert got == ({"cell": "gru", "hidden_size": S.WIDE_HIDDEN} if wide else {"cell": "gru"})
     assert S.sized_for_budget(cfg, {"hidden_size": None})["hidden_size"] == (S.WIDE_HIDDEN if wide else None)
+    assert S.chosen_width(cfg, {}) == (S.WIDE_HIDDEN if wide else None)
 
 
 @pytest.mark.parametrize("given", [DEFAULT, 64, S.WIDE_HIDDEN * 2])
 def test_a_width_given_wins_whatever_its_value(given):
     cfg = TrainConfig(minutes=S.WIDE_MINUTES)
     assert S.sized_for_budget(cfg, {"hidden_size": given})["hidden_size"] == given
+    assert S.chosen_width(cfg, {"hidden_size": given}) is None
 
 
 def test_the_wide_model_is_wider_than_the_default_and_the_help_says_when():

@@ -123,9 +123,9 @@ def run(args) -> int:
             cfg, model = configs(args)
             trainer = Trainer.new(cfg, model, out, callback=Printer(say), info=info, device=device,
                                   check_memory=not args.skip_memory_check)
-            from ..training.autosize import WIDE_MINUTES, wide_for
+            from ..training.autosize import WIDE_MINUTES, chosen_width
 
-            if "hidden_size" not in model_given and wide_for(cfg):
+            if chosen_width(cfg, model) is not None:
                 say(f"width: {trainer.model.config.hidden_size}, the default model's under a time budget of "
                     f"{WIDE_MINUTES:g} minutes or more (--hidden-size N sets it)")
         if args.threads is None and not trainer.cfg.steps and trainer.device.type == "cpu" and info.world_size == 1:

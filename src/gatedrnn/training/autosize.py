@@ -24,9 +24,16 @@ def wide_for(cfg) -> bool:
     return bool(cfg.minutes) and cfg.minutes >= WIDE_MINUTES
 
 
-def sized_for_budget(cfg, model_options: dict) -> dict:
-    """``model_options`` (``LMConfig`` fields) with ``hidden_size`` chosen from ``cfg``'s budget
-    where they leave it unset (absent or ``None``); a width given is kept, whatever its value."""
+def chosen_width(cfg, model_options: dict) -> int | None:
+    """The width this rule chooses for a run of ``cfg`` whose ``model_options`` (``LMConfig``
+    fields) leave ``hidden_size`` unset (absent or ``None``); ``None`` where it chooses nothing (a
+    width given is kept, whatever its value; a shorter budget keeps ``LMConfig``'s default)."""
     if model_options.get("hidden_size") is not None or not wide_for(cfg):
-        return model_options
-    return {**model_options, "hidden_size": WIDE_HIDDEN}
+        return None
+    return WIDE_HIDDEN
+
+
+def sized_for_budget(cfg, model_options: dict) -> dict:
+    """``model_options`` with the width ``chosen_width`` chooses filled in, where it chooses one."""
+    width = chosen_width(cfg, model_options)
+    return model_options if width is None else {**model_options, "hidden_size": width}

@@ -42,7 +42,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-CAP = 2_000_000  # characters: texts are cut to this size (0.5-5 MB is what the defaults are for)
+CAP = 5_000_000  # characters: texts are cut to this size (0.5-5 MB is what the defaults are for)
 
 
 # -- texts every installation has --------------------------------------------------------------
@@ -77,13 +77,13 @@ def licences() -> str:
     return "\n\n".join(parts)
 
 
-def numpy_docstrings() -> str:
-    """The docstrings of NumPy's Python files (NumPy is a dependency of gatedrnn): English prose,
-    parameter lists and examples."""
-    import numpy
+def docstrings(package: str) -> str:
+    """The docstrings (over 80 characters) of an installed package's Python files, its tests left
+    out: English prose, parameter lists, formulas and examples."""
+    import importlib
 
     parts = []
-    for path in sorted(Path(numpy.__file__).parent.rglob("*.py")):
+    for path in sorted(Path(importlib.import_module(package).__file__).parent.rglob("*.py")):
         if "tests" in path.parts:
             continue
         try:
@@ -96,6 +96,16 @@ def numpy_docstrings() -> str:
                 if doc and len(doc) > 80:
                     parts.append(doc)
     return "\n\n".join(parts)
+
+
+def numpy_docstrings() -> str:
+    """NumPy's docstrings (NumPy is a dependency of gatedrnn): about 1.6 MB."""
+    return docstrings("numpy")
+
+
+def torch_docstrings() -> str:
+    """PyTorch's docstrings (a dependency of gatedrnn): about 5.4 MB, cut to the cap, 5 MB."""
+    return docstrings("torch")
 
 
 RUST_BOOK = Path.home() / ".rustup/toolchains"
@@ -116,7 +126,7 @@ def rust_book() -> str:
 
 
 TEXTS = {"python-docs": python_docs, "licences": licences, "numpy-docstrings": numpy_docstrings,
-         "rust-book": rust_book}
+         "rust-book": rust_book, "torch-docstrings": torch_docstrings}
 
 
 def write_text(name: str, folder: Path) -> tuple[Path, Path, dict]:

@@ -89,20 +89,25 @@ def test_the_budget_line_is_grammatical(steps, minutes, expected):
     assert expected in lines[2]
 
 
-@pytest.mark.parametrize("width", [None, "16"])
-def test_a_long_time_budget_widens_the_default_model_and_says_so(width, tmp_path, capsys):
+@pytest.mark.parametrize("extra, width", [([], None), (["--hidden-size", "16"], 16), (["--cell", "gru"], "default")])
+def test_a_long_time_budget_widens_the_default_model_and_says_so(extra, width, tmp_path, capsys):
+    from dataclasses import fields
+
+    from gatedrnn.models.lm import LMConfig
     from gatedrnn.training.autosize import WIDE_HIDDEN, WIDE_MINUTES
 
     data = tmp_path / "code.txt"
     data.write_text(TEXT)
     assert CLI[:2] == ["--hidden-size", "16"]
-    flags = [*CLI[2:], *(["--hidden-size", width] if width else [])]
+    flags = [*CLI[2:], *extra]
     assert main(["train", "--data", str(data), *flags, "--minutes", f"{WIDE_MINUTES:g}", "--steps", "2",
                  "--threads", "1", "--out", str(tmp_path / "run")]) == 0
     text = capsys.readouterr().out
     said = [line for line in text.splitlines() if line.startswith("width:")]
+    if width == "default":  # a cell the rule was not measured on: LMConfig's default
+        width = next(f.default for f in fields(LMConfig) if f.name == "hidden_size")
     if width:
-        assert not said and "hidden 16 x 1" in text
+        assert not said and f"hidden {width} x 1" in text
     else:
         assert said == [f"width: {WIDE_HIDDEN}, the default model's under a time budget of {WIDE_MINUTES:g} minutes "
                         f"or more (--hidden-size N sets it)"]

@@ -125,7 +125,7 @@ def run(args) -> int:
                                   check_memory=not args.skip_memory_check)
             from ..training.autosize import WIDE_MINUTES, chosen_width
 
-            if chosen_width(cfg, model) is not None:
+            if chosen_width(cfg, model, trainer.corpus.level) is not None:
                 say(f"width: {trainer.model.config.hidden_size}, the default model's under a time budget of "
                     f"{WIDE_MINUTES:g} minutes or more (--hidden-size N sets it)")
         if args.threads is None and not trainer.cfg.steps and trainer.device.type == "cpu" and info.world_size == 1:

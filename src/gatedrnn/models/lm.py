@@ -42,7 +42,8 @@ class LMConfig:
     vocab_size: int
     cell: str = _help("lstm", f"the recurrent cell: one of {', '.join(CELLS)}")
     hidden_size: int = _help(384, "hidden units per layer", type=int,
-                             default_text="384; 512 for `gatedrnn train` under a time budget of 5 minutes or more")
+                             default_text="384; 512 for `gatedrnn train` of an LSTM on characters or bytes under "
+                                          "a time budget of 5 minutes or more")
     num_layers: int = _help(1, "stacked recurrent layers")
     #: ``None`` resolves to ``EMBED_SIZE``, or to 0 (the recurrent output size) where that is no
     #: larger or the weights are tied; 0 is always the output size (runs saved with it keep it)

@@ -196,7 +196,7 @@ class Trainer:
         info = info or D.DistInfo()
         check_new_run_folder(out)
         corpus = corpus or load_corpus(cfg.data or None, cfg.level or None)
-        model_cfg = LMConfig(vocab_size=len(corpus.vocab), **sized_for_budget(cfg, model_options))
+        model_cfg = LMConfig(vocab_size=len(corpus.vocab), **sized_for_budget(cfg, model_options, corpus.level))
         if check_memory:
             check_fits(model_cfg, D.resolve_device(device or cfg.device, info), cfg, rows=_row_count(cfg, info))
         trainer = cls(cfg, model_cfg, corpus, out, callback=callback, info=info, device=device)

@@ -9,7 +9,6 @@ import torch
 from gatedrnn.training import CheckpointError, TrainConfig, Trainer, evaluate, generate, load_checkpoint, load_model
 from gatedrnn.training.checkpoint import save_checkpoint
 from gatedrnn.training.config import TrainConfig as TC
-from gatedrnn.training.loop import lr_factor
 
 from .lm_helpers import MODEL, TRAIN, corpus_file, one_thread  # noqa: F401
 
@@ -74,15 +73,6 @@ def test_resume_refuses_a_different_model_and_a_folder_without_a_run(tmp_path):
         Trainer.resume(tmp_path / "run", {"seq_len": 20})
     with pytest.raises(FileNotFoundError, match="holds no run to resume"):
         Trainer.resume(tmp_path / "empty")
-
-
-def test_schedule_warms_up_then_follows_a_cosine_to_its_floor():
-    cfg = TC(warmup=10, lr=1.0, min_lr_ratio=0.1)
-    assert lr_factor(cfg, 0, 0.0) == pytest.approx(0.1)
-    assert lr_factor(cfg, 9, 0.0) == pytest.approx(1.0)
-    assert lr_factor(cfg, 50, 0.5) == pytest.approx(0.55)
-    assert lr_factor(cfg, 100, 1.0) == pytest.approx(0.1)
-    assert lr_factor(TC(warmup=0, schedule="constant"), 100, 0.9) == 1.0
 
 
 def test_evaluate_one_stream_and_many_agree_closely_and_sampling_is_seeded(tmp_path):

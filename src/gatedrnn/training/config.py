@@ -55,6 +55,9 @@ class TrainConfig:
     device: str = setting("auto", "cpu, cuda, cuda:N or auto")
     save_every: int = setting(500, "steps between checkpoints", group="run")
     eval_every: int = setting(250, "steps between validations", group="run")
+    eval_share: float = setting(0.03, "under a time budget, the most of the clock validations take: one is put off "
+                                "to a later multiple of --eval-every until the training since the last took its "
+                                "time over this (0: every --eval-every steps)", group="run")
     eval_streams: int = setting(16, "validation streams: the split cut into this many contiguous streams (1 is exact)",
                                 group="run")
     log_every: int = setting(50, "steps between progress lines", group="run")
@@ -91,6 +94,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1!r} and {self.beta2!r}")
+        if not 0 <= self.eval_share < 1:
+            raise ValueError(f"eval_share must be in [0, 1), got {self.eval_share!r}")
         if self.warmup < 0 or self.clip < 0 or self.weight_decay < 0:
             raise ValueError(f"warmup, clip and weight_decay must not be negative, got "
                              f"{self.warmup}, {self.clip}, {self.weight_decay}")

@@ -42,11 +42,12 @@ from .evaluate import metrics as loss_metrics
 from .loading import CheckpointFallback, RunWriteError, describe_os_error, load_model  # noqa: F401 (load_model: API)
 from .runfolder import METRICS_FIELDS, append_metrics_row, check_new_run_folder, truncate_metrics, write_failure  # noqa: F401
 from .runlock import RunLock
+from .schedule import budget_reached, lr_factor, schedule_end, schedule_progress, validation_due  # noqa: F401
 from .sizing import check_fits, check_weights_fit_config
 
 #: training settings a resumed run may change; the others define the run
-RESUMABLE = {"steps", "minutes", "save_every", "eval_every", "log_every", "device", "eval_streams", "on_nan",
-             "sample_length"}
+RESUMABLE = {"steps", "minutes", "save_every", "eval_every", "eval_share", "log_every", "device", "eval_streams",
+             "on_nan", "sample_length"}
 #: under --on-nan skip, this many non-finite steps in a row stop the run: the model is not recovering
 MAX_SKIPS_IN_A_ROW = 20
 
@@ -70,47 +71,6 @@ class Event:
     kind: str
     step: int
     data: dict = field(default_factory=dict)
-
-
-def lr_factor(cfg: TrainConfig, step: int, progress: float) -> float:
-    """Linear warm-up over ``warmup`` steps, then constant or cosine down to ``min_lr_ratio``."""
-    warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
-    if cfg.schedule == "constant":
-        return warm
-    p = min(max(progress, 0.0), 1.0)
-    return warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
-
-
-def schedule_progress(cfg: TrainConfig, step: int, elapsed: float, anchor: dict | None = None) -> float:
-    """Where the schedule is, 0 at the start and 1 at the end of the budget (steps, else minutes).
-
-    ``anchor`` (``{"by", "at", "progress"}``) is set when a resumed run's budget changed: from the
-    step (or second) ``at`` where it was resumed, the schedule goes on from ``progress`` and reaches
-    1 at the new end, so the learning rate carries on where the run left it instead of jumping.
-    """
-    if cfg.steps:
-        by, x, end = "steps", step, cfg.steps
-    elif cfg.minutes:
-        by, x, end = "minutes", elapsed, cfg.minutes * 60
-    else:
-        return 0.0
-    if anchor and anchor["by"] == by and end > anchor["at"]:
-        return anchor["progress"] + (1 - anchor["progress"]) * (x - anchor["at"]) / (end - anchor["at"])
-    return x / end
-
-
-def schedule_end(cfg: TrainConfig):
-    """What the schedule runs to: the step budget if there is one, else the time budget."""
-    return ("steps", cfg.steps) if cfg.steps else ("minutes", cfg.minutes) if cfg.minutes else None
-
-
-def budget_reached(cfg: TrainConfig, step: int, elapsed: float) -> str | None:
-    """``"steps"`` or ``"minutes"`` when the run has used its budget, else None."""
-    if cfg.steps and step >= cfg.steps:
-        return "steps"
-    if cfg.minutes and elapsed >= cfg.minutes * 60:
-        return "minutes"
-    return None
 
 
 class Trainer:
@@ -164,6 +124,7 @@ class Trainer:
         self.step, self.tokens, self.elapsed, self.best = 0, 0, 0.0, math.inf
         self.state = None
         self.last_eval_s = 0.0
+        self.valid_ended = None  # time.monotonic() when the last validation ended (validation_due)
         self.saved_step = -1
         self.anchor = None  # where the schedule was re-anchored after a budget change (schedule_progress)
         self.schedule_note = None  # what a budget change on resume did to the schedule, for the user
@@ -539,7 +500,7 @@ class Trainer:
                     "steps": cfg.steps or None}))
                 window_loss, window_n, window_t0, window_tokens = 0.0, 0, now, 0
             best = False
-            if self.step % cfg.eval_every == 0:
+            if self.step % cfg.eval_every == 0 and self._validation_due():
                 last_valid, best = self._validate_and_record(lr)
             if best or self.step % cfg.save_every == 0:
                 self.save(best=best)
@@ -565,6 +526,12 @@ class Trainer:
             self._write_run_json()
         self.callback(Event("dropout", self.step, {"dropout": rate, "passes": passes, "novelty": new}))
 
+    def _validation_due(self) -> bool:
+        """``validation_due`` now, decided by rank 0 for every rank."""
+        trained = math.inf if self.valid_ended is None else time.monotonic() - self.valid_ended
+        due = validation_due(self.cfg, self.step, trained, self.last_eval_s)
+        return D.broadcast_object(due, self.info) if self.info.enabled else due
+
     def _validate_and_record(self, lr):
         result = None
         best = False
@@ -576,6 +543,7 @@ class Trainer:
             self.callback(Event("valid", self.step, {**result, "best": best, "elapsed": self.elapsed}))
         if self.info.enabled:
             result, best, self.best, self.last_eval_s = D.broadcast_object((result, best, self.best, self.last_eval_s), self.info)
+        self.valid_ended = time.monotonic()
         return result, best
 
     def _eta(self, tokens_per_s: float) -> float | None:

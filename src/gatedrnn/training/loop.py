@@ -78,7 +78,8 @@ class Trainer:
 
     Made with ``Trainer.new`` (a new run) or ``Trainer.resume`` (from a run folder's latest
     checkpoint), then ``run()`` trains until the budget (``cfg.steps`` or ``cfg.minutes``, totals
-    for the run) is spent, validating every ``eval_every`` steps and saving ``latest.pt``,
+    for the run) is spent, validating every ``eval_every`` steps (under a time budget, at most
+    ``eval_share`` of the clock: ``schedule.validation_due``) and saving ``latest.pt``,
     ``best.pt``, ``metrics.csv`` and ``run.json`` in the folder (``gatedrnn train`` then draws
     ``loss.png`` with ``gatedrnn.experiments.plots.plot_metrics``). Progress goes to
     ``callback(event)`` (an ``Event``); nothing is printed. What ``gatedrnn train`` runs:

@@ -5,8 +5,8 @@ where a wider model's slower steps cost more than its capacity gains. A longer b
 text many times, and the trade turns. Measured on the clock (benchmarks/RESULTS.md, "A wider model
 for a longer budget"): at 5 and 10 minutes a layer of 512 ended 0.5-3.8% lower on held-out text
 than 384 on two texts and level (+0.3%) on a third; at 2 minutes it had done worse. That was the
-default cell, the LSTM, on characters; another cell's step costs differently (a Mogrifier's about
-1.7 times as much, so fewer steps fit a budget), and a word-level model's output layer grows with
+default cell, the LSTM, on characters; another cell's step costs differently (a Mogrifier's products
+alone cost 1.7 times an LSTM's step, so fewer steps fit a budget), and a word-level model's output layer grows with
 its vocabulary, so the rule is for what was measured: a run of an LSTM (``WIDE_CELLS``) at
 character or byte level (``WIDE_LEVELS``: the same vocabulary sizes and step costs) that sets no
 width of its own gets

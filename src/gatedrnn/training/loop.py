@@ -42,7 +42,7 @@ from .evaluate import metrics as loss_metrics
 from .loading import CheckpointFallback, RunWriteError, describe_os_error, load_model  # noqa: F401 (load_model: API)
 from .runfolder import METRICS_FIELDS, append_metrics_row, check_new_run_folder, truncate_metrics, write_failure  # noqa: F401
 from .runlock import RunLock
-from .schedule import budget_reached, lr_factor, schedule_end, schedule_progress, validation_due  # noqa: F401
+from .schedule import budget_reached, lr_factor, schedule_end, schedule_progress, validation_due
 from .sizing import check_fits, check_weights_fit_config
 
 #: training settings a resumed run may change; the others define the run

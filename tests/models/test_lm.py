@@ -63,3 +63,30 @@ def test_config_round_trips_through_plain_types():
     back = LMConfig.from_dict(json.loads(json.dumps(c.to_dict())))
     assert back.to_dict() == c.to_dict()
     LanguageModel(back)
+
+
+@pytest.mark.parametrize("kernels_on", [True, False])
+def test_dropout_runs_at_its_rate_in_training_only(kernels_on, monkeypatch):
+    from gatedrnn.torch_engine import compiled
+
+    if kernels_on and compiled.pointwise() is None:
+        pytest.skip("the compiled kernels are off or cannot be built here")
+    monkeypatch.setattr(compiled, "ENABLED", kernels_on)
+    torch.manual_seed(0)
+    model = LanguageModel(LMConfig(vocab_size=V, hidden_size=64, embed_size=64, num_layers=2,
+                                   sum_layer_outputs=True))
+    seen = []
+    model.drop.register_forward_hook(lambda m, inp, out: seen.append((out == 0).float().mean().item()))
+    x = tokens(T=50, B=8)
+    model.train()
+    model.set_dropout(0.5)
+    a, _ = model(x)
+    assert all(0.4 < f < 0.6 for f in seen), seen  # embeddings and the output, each about half dropped
+    assert not torch.equal(a, model(x)[0])  # a fresh mask per call
+    seen.clear()
+    model.set_dropout(0.0)
+    model(x)
+    assert seen == [0.0, 0.0]
+    model.set_dropout(0.5)
+    model.eval()
+    torch.testing.assert_close(model(x)[0], model(x)[0], rtol=0, atol=0)

@@ -422,3 +422,156 @@ def test_embedding_dropout_drops_whole_words():
     again = embedding_dropout(emb, tokens, 0.5, training=True, generator=gen.manual_seed(3))
     torch.testing.assert_close(again, out, rtol=0, atol=0)
     torch.testing.assert_close(embedding_dropout(emb, tokens, 0.5, training=False), emb(tokens), rtol=0, atol=0)
+
+
+# -- dropout in one pass (csrc/dropout.cpp) -------------------------------------------------------
+
+M32 = 0xFFFFFFFF
+
+
+def _mul32(x, c):
+    """``x * c`` modulo 2^32 for ``x`` in [0, 2^32) held in int64, exactly: ``c`` in two halves of
+    16 bits, so no product leaves int64."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & M32
+
+
+def _mix32(x):
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def hash_keep(n, p, seed):
+    """The kernel's mask written with torch's integer operations: element ``i`` is kept when
+    ``mix(mix(i ^ seed_lo) ^ seed_hi) >= p * 2^32`` (``i`` < 2^32 here)."""
+    from gatedrnn.torch_engine.regularisation import dropout_threshold
+
+    s = seed & ((1 << 64) - 1)
+    i = torch.arange(n, dtype=torch.int64)
+    h = _mix32(_mix32(i ^ (s & M32)) ^ (s >> 32))
+    return h >= dropout_threshold(p)
+
+
+@pytest.fixture
+def kernels():
+    from gatedrnn.torch_engine import compiled
+
+    if compiled.pointwise() is None:
+        pytest.skip("the compiled kernels are off or cannot be built here")
+    return compiled.pointwise()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("p", [0.05, 0.3, 0.9])
+@pytest.mark.parametrize("seed", [0, 12345, -(2 ** 62) - 7])
+def test_dropout_kernel_mask_is_the_hash_bit_for_bit(kernels, dtype, p, seed):
+    x = torch.randn(7, 5, 33, dtype=dtype)
+    out = torch.empty_like(x)
+    from gatedrnn.torch_engine.regularisation import dropout_threshold
+
+    kernels.dropout_apply(x, out, seed, dropout_threshold(p), 1.0 / (1.0 - p))
+    keep = hash_keep(x.numel(), p, seed).view_as(x)
+    torch.testing.assert_close(out, x * (keep.to(dtype) * torch.tensor(1 / (1 - p), dtype=dtype)), rtol=0, atol=0)
+
+
+def test_dropout_kernel_refuses_mismatched_tensors(kernels):
+    x = torch.randn(4, 5)
+    with pytest.raises(RuntimeError, match="out must have"):
+        kernels.dropout_apply(x, torch.empty(3), 0, 0, 1.0)
+    with pytest.raises(RuntimeError, match="contiguous"):
+        kernels.dropout_apply(x.t(), torch.empty(5, 4), 0, 0, 1.0)
+
+
+def _traced(monkeypatch):
+    """``dropout`` with the kernel's calls counted."""
+    from gatedrnn.torch_engine import compiled
+
+    module = compiled.pointwise()
+    calls = []
+
+    class Counting:
+        def __getattr__(self, name):
+            fn = getattr(module, name)
+            return lambda *a: calls.append(name) or fn(*a)
+    monkeypatch.setattr(compiled, "pointwise", lambda: Counting())
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_dropout_forward_and_backward_apply_one_mask(kernels, monkeypatch, dtype):
+    from gatedrnn.torch_engine.regularisation import dropout
+
+    calls = _traced(monkeypatch)
+    p = 0.4
+    x = torch.randn(6, 4, 10, dtype=dtype, requires_grad=True)
+    torch.manual_seed(5)
+    y = dropout(x, p)
+    assert calls == ["dropout_apply"], "the kernel did not run"
+    mask = (y != 0).to(dtype) * torch.tensor(1 / (1 - p), dtype=dtype)  # the kernel scales in dtype
+    torch.testing.assert_close(y, x.detach() * mask, rtol=0, atol=0)
+    g = torch.randn_like(y)
+    (dx,) = torch.autograd.grad(y, x, g)
+    assert calls == ["dropout_apply"] * 2, "the backward did not recompute the mask in the kernel"
+    torch.testing.assert_close(dx, g * mask, rtol=0, atol=0)
+    torch.manual_seed(5)
+    torch.testing.assert_close(dropout(x, p), y, rtol=0, atol=0)  # a seed gives the same mask
+    assert not torch.equal(dropout(x, p) != 0, y != 0)  # the next call draws another
+
+
+def test_dropout_gradients_check_twice(kernels):
+    from gatedrnn.torch_engine.regularisation import dropout
+
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+
+    def fn(x):
+        torch.manual_seed(2)
+        return dropout(x, 0.3)
+
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_drops_at_the_rate_asked_for(kernels, p):
+    from gatedrnn.torch_engine.regularisation import dropout
+
+    torch.manual_seed(0)
+    n = 1 << 20
+    y = dropout(torch.ones(n), p)
+    dropped = (y == 0).double().mean().item()
+    assert abs(dropped - p) < 5 * (p * (1 - p) / n) ** 0.5  # five standard deviations of a binomial
+    # no pattern along the index: every 4096-element run drops about p of its elements
+    runs = (y == 0).double().view(-1, 4096).mean(1)
+    assert runs.min().item() > p - 6 * (p * (1 - p) / 4096) ** 0.5
+    assert runs.max().item() < p + 6 * (p * (1 - p) / 4096) ** 0.5
+    assert abs(y.mean().item() - 1.0) < 0.01  # the kept are scaled by 1 / (1 - p)
+
+
+def test_dropout_is_torch_dropout_where_the_kernel_does_not_run(monkeypatch):
+    from gatedrnn.torch_engine import compiled
+    from gatedrnn.torch_engine.regularisation import Dropout, dropout
+
+    monkeypatch.setattr(compiled, "ENABLED", False)
+    x = torch.randn(5, 7)
+    torch.manual_seed(3)
+    got = dropout(x, 0.25)
+    torch.manual_seed(3)
+    torch.testing.assert_close(got, torch.nn.functional.dropout(x, 0.25, True), rtol=0, atol=0)
+    assert dropout(x, 0.25, training=False) is x and dropout(x, 0.0) is x
+    assert torch.equal(dropout(x, 1.0), torch.zeros_like(x))
+    module = Dropout(0.25).eval()
+    assert module(x) is x and "p=0.25" in repr(module)
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5])
+def test_dropout_refuses_a_probability_out_of_range_as_torch_does(p):
+    from gatedrnn.torch_engine.regularisation import Dropout, dropout
+
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        torch.nn.Dropout(p)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        Dropout(p)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        dropout(torch.ones(3), p)

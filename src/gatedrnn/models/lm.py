@@ -17,7 +17,7 @@ from torch import nn
 from ..cells import CELLS, make_cell
 from ..torch_engine import layer
 from ..torch_engine.modules import ENGINES
-from ..torch_engine.regularisation import embedding_dropout
+from ..torch_engine.regularisation import Dropout, dropout, embedding_dropout
 
 try:
     from ..torch_engine.regularisation import OPTIONS as MODULE_OPTIONS
@@ -131,7 +131,7 @@ class LanguageModel(nn.Module):
             self.rnn = layer(c.cell, c.input_size, c.hidden_size, num_layers=c.num_layers,
                              dropout=(c.dropout or 0.0) if c.num_layers > 1 else 0.0,
                              engine=c.engine, **c.cell_options)
-        self.drop = nn.Dropout(c.dropout or 0.0)
+        self.drop = Dropout(c.dropout or 0.0)  # torch.nn.Dropout's distribution, in one pass on CPU
         self.decoder = nn.Linear(c.output_size, c.vocab_size)
         if c.tie_weights:
             self.decoder.weight = self.embedding.weight  # Press & Wolf; Inan et al.
@@ -233,7 +233,7 @@ class SummedStack(nn.Module):
         total, states, inp = 0, [], x
         for k, (module, s0) in enumerate(zip(self.layers, self._split(state, x.shape[1], x))):
             if k and self.training and self.p_between_plain:
-                inp = nn.functional.dropout(inp, self.p_between_plain, training=True)
+                inp = dropout(inp, self.p_between_plain)
             inp, sn = module(inp, s0)  # (T, B, H)
             states.append(sn)
             total = total + inp

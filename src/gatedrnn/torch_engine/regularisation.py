@@ -29,6 +29,8 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
+from . import compiled
+
 #: dropout-like options, each a probability in [0, 1)
 DROPOUTS = ("dropout_input", "dropout_between", "dropout_output", "dropout_state", "weight_drop")
 #: every option this module adds to the modules' constructors
@@ -212,3 +214,66 @@ def embedding_dropout(embedding, tokens, p: float, training: bool, generator=Non
     weight = embedding.weight
     mask = dropout_mask((weight.shape[0],), p, weight, generator)  # (V,)
     return out * mask[tokens].unsqueeze(-1).to(out.dtype)
+
+
+def dropout_threshold(p: float) -> int:
+    """The hash value from which an element is kept by ``dropout``'s kernel: ``p * 2^32``, rounded
+    down (so the drop rate is ``p`` to within ``2^-32``)."""
+    return min(int(p * 2.0 ** 32), 2 ** 32 - 1)
+
+
+class _HashDropout(torch.autograd.Function):
+    """``x`` times the mask of ``seed`` (``csrc/dropout.cpp``); the backward applies the same mask,
+    recomputed from the seed, to the gradient (and is itself differentiable)."""
+
+    @staticmethod
+    def forward(ctx, x, p, seed):
+        ctx.p, ctx.seed = p, seed
+        x = x.contiguous()
+        out = torch.empty_like(x)
+        compiled.pointwise().dropout_apply(x, out, seed, dropout_threshold(p), 1.0 / (1.0 - p))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _HashDropout.apply(grad, ctx.p, ctx.seed), None, None
+
+
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """``torch.nn.functional.dropout(x, p, training)``, the same distribution: each element zeroed
+    with probability ``p``, the rest scaled by ``1 / (1 - p)``; identity in evaluation.
+
+    Where the compiled kernels run (a CPU tensor in float32 or float64, ``compiled.usable``), the
+    mask comes from a counter-based hash of the element's index and a seed drawn from torch's
+    generator (``csrc/dropout.cpp``): one vectorised pass split across threads, and no mask kept
+    for the backward. torch's CPU dropout draws a variate per element from its Mersenne Twister,
+    one at a time, and on a character model's activations that was 5-13% of a training step
+    (benchmarks/RESULTS.md, "Dropout in one pass"). Elsewhere (CUDA, bf16, no compiler) this is
+    torch's dropout, as it is for ``p = 1``. A seed (``torch.manual_seed``) gives the same masks run after run either way,
+    but not the same masks on both paths.
+    """
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or not p:
+        return x
+    if p == 1 or not compiled.usable(x):
+        return torch.nn.functional.dropout(x, p, True)
+    seed = int(torch.randint(-2 ** 63, 2 ** 63 - 1, (), dtype=torch.int64).item())
+    return _HashDropout.apply(x, float(p), seed)
+
+
+class Dropout(torch.nn.Module):
+    """``torch.nn.Dropout(p)`` computed by ``dropout`` (the same distribution; no parameters, no
+    state): what the language model applies to its embeddings and to its last layer's output."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0 <= p <= 1:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

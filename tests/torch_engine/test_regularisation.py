@@ -495,7 +495,7 @@ def _traced(monkeypatch):
         def __getattr__(self, name):
             fn = getattr(module, name)
             return lambda *a: calls.append(name) or fn(*a)
-    monkeypatch.setattr(compiled, "pointwise", lambda: Counting())
+    monkeypatch.setattr(compiled, "prebuilt", lambda: Counting())
     return calls
 
 
@@ -563,6 +563,44 @@ def test_dropout_is_torch_dropout_where_the_kernel_does_not_run(monkeypatch):
     assert torch.equal(dropout(x, 1.0), torch.zeros_like(x))
     module = Dropout(0.25).eval()
     assert module(x) is x and "p=0.25" in repr(module)
+
+
+def test_dropout_never_waits_for_a_build(monkeypatch):
+    """Nothing built yet: torch's dropout, and no build started (it would come out of a budget)."""
+    from gatedrnn.torch_engine import compiled
+    from gatedrnn.torch_engine.regularisation import dropout
+
+    monkeypatch.setattr(compiled, "_state", {})
+    monkeypatch.setattr(compiled, "_built", lambda name: None)
+    monkeypatch.setattr(compiled, "pointwise", lambda: pytest.fail("dropout asked for a build"))
+    x = torch.randn(6, 5)
+    torch.manual_seed(8)
+    got = dropout(x, 0.3)
+    torch.manual_seed(8)
+    torch.testing.assert_close(got, torch.nn.functional.dropout(x, 0.3, True), rtol=0, atol=0)
+    assert compiled.prebuilt() is None
+
+
+def test_prebuilt_finds_an_earlier_build_on_disk(kernels, monkeypatch):
+    from gatedrnn.torch_engine import compiled
+
+    monkeypatch.setattr(compiled, "_state", {})
+    assert compiled.prebuilt() is not None and hasattr(compiled.prebuilt(), "dropout_apply")
+    monkeypatch.setattr(compiled, "ENABLED", False)
+    assert compiled.prebuilt() is None
+
+
+def test_dropout_inside_torch_compile_is_torch_dropout(kernels, monkeypatch):
+    from gatedrnn.torch_engine.regularisation import dropout
+
+    calls = _traced(monkeypatch)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    x = torch.randn(5, 7)
+    torch.manual_seed(4)
+    got = dropout(x, 0.5)
+    torch.manual_seed(4)
+    torch.testing.assert_close(got, torch.nn.functional.dropout(x, 0.5, True), rtol=0, atol=0)
+    assert calls == [], "the kernel ran inside a compiled graph"
 
 
 @pytest.mark.parametrize("p", [-0.1, 1.5])

@@ -231,7 +231,7 @@ class _HashDropout(torch.autograd.Function):
         ctx.p, ctx.seed = p, seed
         x = x.contiguous()
         out = torch.empty_like(x)
-        compiled.pointwise().dropout_apply(x, out, seed, dropout_threshold(p), 1.0 / (1.0 - p))
+        compiled.prebuilt().dropout_apply(x, out, seed, dropout_threshold(p), 1.0 / (1.0 - p))
         return out
 
     @staticmethod
@@ -243,20 +243,23 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """``torch.nn.functional.dropout(x, p, training)``, the same distribution: each element zeroed
     with probability ``p``, the rest scaled by ``1 / (1 - p)``; identity in evaluation.
 
-    Where the compiled kernels run (a CPU tensor in float32 or float64, ``compiled.usable``), the
+    Where the compiled kernels run (a CPU tensor in float32 or float64) and are built already
+    (``compiled.prebuilt``: this never waits for a build, which a time budget would pay for), the
     mask comes from a counter-based hash of the element's index and a seed drawn from torch's
     generator (``csrc/dropout.cpp``): one vectorised pass split across threads, and no mask kept
     for the backward. torch's CPU dropout draws a variate per element from its Mersenne Twister,
     one at a time, and on a character model's activations that was 5-13% of a training step
     (benchmarks/RESULTS.md, "Dropout in one pass"). Elsewhere (CUDA, bf16, no compiler) this is
-    torch's dropout, as it is for ``p = 1``. A seed (``torch.manual_seed``) gives the same masks run after run either way,
+    torch's dropout, as it is for ``p = 1`` and inside ``torch.compile`` or a trace (whose graphs
+    take torch's dropout as an operation of their own). A seed (``torch.manual_seed``) gives the same masks run after run either way,
     but not the same masks on both paths.
     """
     if not 0 <= p <= 1:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     if not training or not p:
         return x
-    if p == 1 or not compiled.usable(x):
+    if (p == 1 or x.device.type != "cpu" or x.dtype not in compiled.DTYPES or compiled.prebuilt() is None
+            or torch.compiler.is_compiling() or torch.jit.is_tracing()):
         return torch.nn.functional.dropout(x, p, True)
     seed = int(torch.randint(-2 ** 63, 2 ** 63 - 1, (), dtype=torch.int64).item())
     return _HashDropout.apply(x, float(p), seed)

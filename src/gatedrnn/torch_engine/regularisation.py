@@ -251,8 +251,8 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     one at a time, and on a character model's activations that was 5-13% of a training step
     (benchmarks/RESULTS.md, "Dropout in one pass"). Elsewhere (CUDA, bf16, no compiler) this is
     torch's dropout, as it is for ``p = 1`` and inside ``torch.compile`` or a trace (whose graphs
-    take torch's dropout as an operation of their own). A seed (``torch.manual_seed``) gives the same masks run after run either way,
-    but not the same masks on both paths.
+    take torch's dropout as an operation of their own). A seed (``torch.manual_seed``) gives the
+    same masks run after run either way, but not the same masks on both paths.
     """
     if not 0 <= p <= 1:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")

@@ -3,9 +3,10 @@
 //
 // torch's own CPU dropout draws a Bernoulli variate per element from its Mersenne Twister, one
 // element at a time: on a character model's (64, 32, 512) activations that costs about a tenth
-// of a training step at two threads (benchmarks/RESULTS.md, "Dropout in one pass"). Here the mask of element i is a function of i and a
-// seed alone, so a pass vectorises, splits across threads, and the backward recomputes the mask
-// from the seed instead of keeping it. The seed is one draw from torch's generator per call.
+// of a training step at two threads (benchmarks/RESULTS.md, "Dropout in one pass"). Here the
+// mask of element i is a function of i and a seed alone, so a pass vectorises, splits across
+// threads, and the backward recomputes the mask from the seed instead of keeping it. The seed is
+// one draw from torch's generator per call.
 //
 // The hash: two rounds of a 32-bit integer mixer (xor-shift, multiply, xor-shift, multiply,
 // xor-shift), over the element's index with the seed's two halves mixed in. The mixer's shifts

@@ -19,6 +19,7 @@ from gatedrnn.torch_engine.loops.minrnn import MinRNNLoop
 from gatedrnn.torch_engine.loops import mogrifier
 from gatedrnn.torch_engine.loops.mogrifier import MogrifierLoop
 
+from .compiled_kernels import Spy, kernels  # noqa: F401 (kernels: a fixture)
 from .loop_cases import CASES, MASK_CASES, MASK_KINDS, _id, make_inputs, make_masks, outputs_and_grads, run_fast
 
 #: the loops that call the kernels, and the configurations they do it for (the LSTM family, with
@@ -57,30 +58,6 @@ def _unique(cases):
 
 KERNEL_CASES = _unique([*CASES, *declared_cases()])
 KERNEL_MASK_CASES = _unique([*MASK_CASES, *((name, {}) for loop in USES_KERNELS for name in loop.handles)])
-
-
-@pytest.fixture(scope="module")
-def kernels():
-    module = compiled.pointwise()
-    if module is None:
-        pytest.skip("the compiled kernels are off or cannot be built here")
-    return module
-
-
-class Spy:
-    """Counts the kernel calls of the module it wraps, and names the kernels called."""
-
-    def __init__(self, module):
-        self.module, self.calls, self.names = module, 0, set()
-
-    def __getattr__(self, name):
-        fn = getattr(self.module, name)
-
-        def call(*args):
-            self.calls += 1
-            self.names.add(name)
-            return fn(*args)
-        return call
 
 
 def _both(case, kind, kernels, monkeypatch, dtype=torch.float64, size=None):

@@ -16,6 +16,7 @@ from gatedrnn.reference import forward as np_forward
 from gatedrnn.torch_engine.modules import MODULES
 from gatedrnn.torch_engine.regularisation import DROPOUTS, draw_masks
 
+from .compiled_kernels import Spy, kernels  # noqa: F401 (kernels: a fixture)
 from .stepping import plausible
 
 I, H, T, B = 3, 4, 5, 3
@@ -454,15 +455,6 @@ def hash_keep(n, p, seed):
     return h >= dropout_threshold(p)
 
 
-@pytest.fixture
-def kernels():
-    from gatedrnn.torch_engine import compiled
-
-    if compiled.pointwise() is None:
-        pytest.skip("the compiled kernels are off or cannot be built here")
-    return compiled.pointwise()
-
-
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("p", [0.05, 0.3, 0.9])
 @pytest.mark.parametrize("seed", [0, 12345, -(2 ** 62) - 7])
@@ -484,36 +476,30 @@ def test_dropout_kernel_refuses_mismatched_tensors(kernels):
         kernels.dropout_apply(x.t(), torch.empty(5, 4), 0, 0, 1.0)
 
 
-def _traced(monkeypatch):
+def _spied(monkeypatch, kernels):
     """``dropout`` with the kernel's calls counted."""
     from gatedrnn.torch_engine import compiled
 
-    module = compiled.pointwise()
-    calls = []
-
-    class Counting:
-        def __getattr__(self, name):
-            fn = getattr(module, name)
-            return lambda *a: calls.append(name) or fn(*a)
-    monkeypatch.setattr(compiled, "prebuilt", lambda: Counting())
-    return calls
+    spy = Spy(kernels)
+    monkeypatch.setattr(compiled, "prebuilt", lambda: spy)
+    return spy
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_dropout_forward_and_backward_apply_one_mask(kernels, monkeypatch, dtype):
     from gatedrnn.torch_engine.regularisation import dropout
 
-    calls = _traced(monkeypatch)
+    spy = _spied(monkeypatch, kernels)
     p = 0.4
     x = torch.randn(6, 4, 10, dtype=dtype, requires_grad=True)
     torch.manual_seed(5)
     y = dropout(x, p)
-    assert calls == ["dropout_apply"], "the kernel did not run"
+    assert (spy.calls, spy.names) == (1, {"dropout_apply"}), "the kernel did not run"
     mask = (y != 0).to(dtype) * torch.tensor(1 / (1 - p), dtype=dtype)  # the kernel scales in dtype
     torch.testing.assert_close(y, x.detach() * mask, rtol=0, atol=0)
     g = torch.randn_like(y)
     (dx,) = torch.autograd.grad(y, x, g)
-    assert calls == ["dropout_apply"] * 2, "the backward did not recompute the mask in the kernel"
+    assert spy.calls == 2, "the backward did not recompute the mask in the kernel"
     torch.testing.assert_close(dx, g * mask, rtol=0, atol=0)
     torch.manual_seed(5)
     torch.testing.assert_close(dropout(x, p), y, rtol=0, atol=0)  # a seed gives the same mask
@@ -593,14 +579,14 @@ def test_prebuilt_finds_an_earlier_build_on_disk(kernels, monkeypatch):
 def test_dropout_inside_torch_compile_is_torch_dropout(kernels, monkeypatch):
     from gatedrnn.torch_engine.regularisation import dropout
 
-    calls = _traced(monkeypatch)
+    spy = _spied(monkeypatch, kernels)
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     x = torch.randn(5, 7)
     torch.manual_seed(4)
     got = dropout(x, 0.5)
     torch.manual_seed(4)
     torch.testing.assert_close(got, torch.nn.functional.dropout(x, 0.5, True), rtol=0, atol=0)
-    assert calls == [], "the kernel ran inside a compiled graph"
+    assert spy.calls == 0, "the kernel ran inside a compiled graph"
 
 
 @pytest.mark.parametrize("p", [-0.1, 1.5])

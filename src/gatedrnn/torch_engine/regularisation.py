@@ -216,6 +216,12 @@ def embedding_dropout(embedding, tokens, p: float, training: bool, generator=Non
     return out * mask[tokens].unsqueeze(-1).to(out.dtype)
 
 
+def check_rate(p: float) -> None:
+    """A dropout rate in [0, 1], or the ``ValueError`` ``torch.nn.Dropout`` raises for it."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+
+
 def dropout_threshold(p: float) -> int:
     """The hash value from which an element is kept by ``dropout``'s kernel: ``p * 2^32``, rounded
     down (so the drop rate is ``p`` to within ``2^-32``)."""
@@ -254,8 +260,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     take torch's dropout as an operation of their own). A seed (``torch.manual_seed``) gives the
     same masks run after run either way, but not the same masks on both paths.
     """
-    if not 0 <= p <= 1:
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    check_rate(p)
     if not training or not p:
         return x
     if (p == 1 or x.device.type != "cpu" or x.dtype not in compiled.DTYPES or compiled.prebuilt() is None
@@ -271,8 +276,7 @@ class Dropout(torch.nn.Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0 <= p <= 1:
-            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        check_rate(p)
         self.p = float(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import pytest
 from gatedrnn.data import load_corpus
 from gatedrnn.models.heads import count_parameters
 from gatedrnn.models.lm import LanguageModel, LMConfig
+from gatedrnn.training import load_checkpoint
 from gatedrnn.experiments.compare import match_parameters
 from gatedrnn.experiments.compare_lm import LMCompareConfig, compare_lm, lm_parameter_count
 
@@ -34,8 +35,10 @@ def test_a_tiny_lm_comparison(tmp_path):
     for r in runs:
         assert r.curve_steps == [0, 1, 2] and r.steps == 2 and r.metric_name == "valid_bits_per_token"
         assert math.isfinite(r.final_metric) and r.chance == pytest.approx(math.log2(13))  # 12 symbols + <unk>
-        assert (tmp_path / "out" / "runs" / f"{r.cell}-seed0" / "latest.pt").exists() or \
-               (tmp_path / "out" / "runs" / f"{r.cell}-seed0" / "best.pt").exists()
+        run = tmp_path / "out" / "runs" / f"{r.cell}-seed0"
+        assert (run / "latest.pt").exists() or (run / "best.pt").exists()
+        # cells are compared in one precision, whatever --precision auto would choose for each
+        assert load_checkpoint(run)["train_config"]["precision"] == "float32"
 
 
 def _run(cell, seed, curve_steps, curve, curve_seconds):

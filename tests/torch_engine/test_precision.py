@@ -14,16 +14,19 @@ import copy
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import gatedrnn
 from gatedrnn.torch_engine.cell_modules import CELL_MODULES
+from gatedrnn.torch_engine import native as native_module
 from gatedrnn.torch_engine.modules import MODULES
 
 from .stepping import plausible
 
 I, H, T, B = 16, 16, 6, 4
 BF16 = torch.bfloat16
+REAL_NATIVE = native_module.native_bf16()
 
 CASES = [
     *[(c, {}) for c in MODULES],
@@ -60,9 +63,11 @@ def _rel(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-@pytest.mark.parametrize("engine", ["fused", "autograd"])
+@pytest.mark.parametrize("engine", ["fused", "autograd", "auto"])
 @pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
 def test_bf16_training_step_matches_float32(case, engine):
+    """``auto``: torch's bf16 kernels where the processor has bf16 arithmetic and ``torch.nn``
+    computes the configuration (native.native_bf16), the fused engine elsewhere."""
     cell_name, options = case
     torch.manual_seed(0)
     module = MODULES[cell_name](I, H, num_layers=2, engine=engine, **options)
@@ -138,16 +143,25 @@ def test_products_run_in_bf16_forward_and_backward(cell_name, engine):
     assert seen.dtypes == {BF16}
 
 
-def test_auto_engine_keeps_cpu_autocast_off_torch_kernels():
+@pytest.mark.parametrize("native", [False, True])
+def test_auto_engine_takes_torch_kernels_under_cpu_autocast_only_with_native_bf16(native, monkeypatch):
     """torch.nn.LSTM under CPU bf16 autocast fails with a oneDNN primitive error on AVX2-only
-    processors: under autocast, engine="auto" runs the fused engine."""
+    processors: under autocast, engine="auto" runs torch's kernels only where the processor has bf16
+    arithmetic of its own (native.native_bf16), and the fused engine elsewhere; float16 autocast
+    never goes there. Either way the output keeps the input's dtype."""
+    monkeypatch.setattr(native_module, "native_bf16", lambda: native)
     module = gatedrnn.LSTM(I, H)
     x = torch.randn(T, B, I)
     assert module.resolve_engine(x) == "torch"
     with torch.autocast("cpu", dtype=BF16):
+        assert module.resolve_engine(x) == ("torch" if native else "fused")
+        if native and not REAL_NATIVE:
+            return  # what the kernel computes is tested where it runs
+        out, (h, c) = module(x)
+        packed = module(pack_padded_sequence(x, [T, T - 1, 2, 1]))[0]
+    assert out.dtype == h.dtype == c.dtype == packed.data.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.float16):
         assert module.resolve_engine(x) == "fused"
-        out, _ = module(x)
-    assert out.dtype == torch.float32
 
 
 @pytest.mark.parametrize("cell_name", ["lstm", "rnn"])

@@ -327,6 +327,9 @@ class Printer:
             budget = budget_text(t)
             say(f"batch {t['batch_size']} x {t['seq_len']} tokens, {t['optimizer']} lr {t['lr']:g} ({t['schedule']}), "
                 f"budget {budget}; run folder {d['out']}", flush=True)
+            if t["precision"] == "auto" and d.get("precision") == "bf16":
+                say("precision: bf16 autocast, which this processor computes itself (--precision float32 keeps "
+                    "float32)", flush=True)
             if d.get("schedule_note"):
                 say(d["schedule_note"], flush=True)
         elif event.kind == "log":

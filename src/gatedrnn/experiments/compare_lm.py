@@ -104,7 +104,8 @@ def lm_run(cell: str, seed: int, config: LMCompareConfig, corpus, out_dir, on_ev
                       steps=config.steps, minutes=config.minutes, lr=config.lr, clip=config.clip, seed=seed,
                       eval_every=config.eval_every,
                       save_every=max(config.steps, 1), log_every=min(50, config.eval_every),
-                      **{"eval_share": 0.0, **config.train_options})  # every run's curve on one grid of steps
+                      **{"eval_share": 0.0, "precision": "float32", **config.train_options})
+    # every run's curve on one grid of steps, and every cell in one precision unless asked
     curve_steps, curve, rates, seconds_at = [], [], [], []
 
     def callback(event):

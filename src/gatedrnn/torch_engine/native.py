@@ -15,7 +15,7 @@ from torch import _VF
 from torch.nn.utils.rnn import PackedSequence
 
 from .capability import NATIVE_SEQUENCE, NATIVE_STEP, accepts
-from .ops import autocast_of, transforms_active
+from .ops import autocast_of, keep_dtypes, transforms_active
 
 #: dtypes PyTorch's recurrent kernels take, per device type (others fall back to the fused engine)
 NATIVE_DTYPES = {
@@ -44,13 +44,25 @@ def native_kernel(module, x):
     device_type = x.device.type
     if x.dtype not in NATIVE_DTYPES.get(device_type, ()):
         return None
-    if device_type == "cpu" and autocast_of(x):
+    amp = autocast_of(x) if device_type == "cpu" else None
+    if amp is not None and not (amp[1] == torch.bfloat16 and native_bf16()):
         return None
     if cell.name == "lstm":
         return _VF.lstm
     if cell.name == "gru":
         return _VF.gru
     return _VF.rnn_tanh if cell.nonlinearity == "tanh" else _VF.rnn_relu
+
+
+def native_bf16() -> bool:
+    """Whether this processor computes bf16 products in its own instructions (AVX512-BF16 or AMX), so
+    oneDNN's bf16 recurrent kernels run, and faster than float32: under CPU bf16 autocast
+    ``engine="auto"`` hands them a ``torch.nn`` configuration, as it does outside autocast.
+    Elsewhere oneDNN refuses them (AVX2 processors: a primitive error) or emulates bf16, and the
+    fused engine runs instead (benchmarks/RESULTS.md, "bf16 on a processor that has it")."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return torch.backends.mkldnn.is_available() and any(check is not None and check() for check in checks)
 
 
 def step_kernel(cell, params: dict, x=None):
@@ -142,15 +154,20 @@ def _call_quietly(kernel, proj_size: int, *args):
 
 def native_forward(module, kernel, input, state0, batched: bool):
     """Run ``kernel`` as ``torch.nn`` does. ``state0``: validated tuple of ``(L*D, B, size)`` in
-    the caller's batch order. Returns ``(output, state_n)`` in ``forward``'s public form."""
+    the caller's batch order. Returns ``(output, state_n)`` in ``forward``'s public form. Under CPU
+    autocast the kernel computes in bf16, and its output and final state come back in the input's
+    and initial state's dtypes, as the fused engine returns them (within the call the carried state
+    is the kernel's bf16)."""
     weights = flat_weights(module)
+    back = cpu_autocast(input.data if isinstance(input, PackedSequence) else input)
     args = (module.bias, module.num_layers, module.dropout, module.training, module.bidirectional)
     if isinstance(input, PackedSequence):
         if input.sorted_indices is not None:
             state0 = tuple(s.index_select(1, input.sorted_indices) for s in state0)
         hx = state0 if len(state0) > 1 else state0[0]
         result = _call_quietly(kernel, module.proj_size, input.data, input.batch_sizes, hx, weights, *args)
-        output = PackedSequence(result[0], input.batch_sizes, input.sorted_indices, input.unsorted_indices)
+        data = result[0].to(input.data.dtype) if back else result[0]
+        output = PackedSequence(data, input.batch_sizes, input.sorted_indices, input.unsorted_indices)
         state_n = tuple(result[1:])
         if input.unsorted_indices is not None:
             state_n = tuple(s.index_select(1, input.unsorted_indices) for s in state_n)
@@ -159,7 +176,11 @@ def native_forward(module, kernel, input, state0, batched: bool):
         hx = state0 if len(state0) > 1 else state0[0]
         result = _call_quietly(kernel, module.proj_size, x, hx, weights, *args, module.batch_first and batched)
         output, state_n = result[0], tuple(result[1:])
+        if back:
+            output = output.to(x.dtype)
         if not batched:
             output = output.squeeze(1)
             state_n = tuple(s.squeeze(1) for s in state_n)
+    if back:
+        state_n = keep_dtypes(state_n, state0)
     return output, (state_n if len(state_n) > 1 else state_n[0])

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 ON_NAN = ("stop", "skip")
-PRECISIONS = ("float32", "bf16")
+PRECISIONS = ("auto", "float32", "bf16")
 LEVELS = ("char", "word", "byte")
 
 
@@ -63,7 +63,9 @@ class TrainConfig:
     log_every: int = setting(50, "steps between progress lines", group="run")
     on_nan: str = setting("stop", "a non-finite loss or gradient stops the run (the last checkpoint kept) or skips "
                           "the step", choices=ON_NAN)
-    precision: str = setting("float32", "bf16: the forward under bf16 autocast, weights and gradients float32",
+    precision: str = setting("auto", "bf16: the forward under bf16 autocast, weights and gradients float32; auto: bf16 "
+                             "where the run is on a CPU with bf16 arithmetic of its own (AVX512-BF16, AMX) and "
+                             "torch's kernels run the model's recurrent layers there, float32 elsewhere",
                              choices=PRECISIONS)
     sample_length: int = setting(400, "tokens `gatedrnn train` samples at the end of the run (0: none; a resumed run "
                                  "keeps its own)", group="run")

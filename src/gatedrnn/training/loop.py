@@ -35,6 +35,7 @@ from ..models.lm import LanguageModel, LMConfig, detach_state, state_from_tensor
 from . import distributed as D
 from .autodropout import DropoutChooser
 from .autosize import sized_for_budget
+from .precision import resolve_precision
 from .checkpoint import BEST, LATEST, CheckpointError, atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .evaluate import evaluate
@@ -111,6 +112,7 @@ class Trainer:
         self.model = LanguageModel(model_cfg).to(self.device)
         if self.info.rank:
             torch.manual_seed(cfg.seed + self.info.rank)  # each rank its own dropout masks
+        self.precision = resolve_precision(cfg.precision, self.model, self.device)  # "auto" decided here
         self.net = self.model
         if self.info.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -413,7 +415,7 @@ class Trainer:
         self.callback(Event("start", self.step, {
             "corpus": self.corpus.summary(), "params": n_params, "device": str(self.device), "out": str(self.out),
             "world_size": self.info.world_size, "resumed": self.step > 0, "model": self.model_cfg.to_dict(),
-            "train": cfg.to_dict(), "schedule_note": self.schedule_note}))
+            "train": cfg.to_dict(), "precision": self.precision, "schedule_note": self.schedule_note}))
         self.net.train()
         if self.dropout_chooser is not None and self.dropout_chooser.rate is not None:
             self._dropout_chosen()
@@ -436,7 +438,7 @@ class Trainer:
             lr = cfg.lr * lr_factor(cfg, self.step, progress)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                 logits, state = self.net(x, self.state)  # (T, B, V)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
             value = loss.item()

@@ -35,12 +35,12 @@ from ..models.lm import LanguageModel, LMConfig, detach_state, state_from_tensor
 from . import distributed as D
 from .autodropout import DropoutChooser
 from .autosize import sized_for_budget
-from .precision import resolve_precision
 from .checkpoint import BEST, LATEST, CheckpointError, atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .evaluate import evaluate
 from .evaluate import metrics as loss_metrics
 from .loading import CheckpointFallback, RunWriteError, describe_os_error, load_model  # noqa: F401 (load_model: API)
+from .precision import resolve_precision
 from .runfolder import METRICS_FIELDS, append_metrics_row, check_new_run_folder, truncate_metrics, write_failure  # noqa: F401
 from .runlock import RunLock
 from .schedule import budget_reached, lr_factor, schedule_end, schedule_progress, validation_due

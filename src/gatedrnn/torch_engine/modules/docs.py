@@ -44,7 +44,8 @@ SECTIONS["ENGINE_NATIVE"] = """\
 engine: Which code computes the sequence. ``"auto"`` (the default) runs PyTorch's own kernels
     (``torch._VF``: oneDNN on CPU, cuDNN on GPU; what ``torch.nn`` runs) when the configuration is
     exactly one ``torch.nn`` has (no gatedrnn option changed, no regularisation active in this
-    mode but ``dropout``, a dtype those kernels take, not under CPU autocast), else ``"fused"``
+    mode but ``dropout``, a dtype those kernels take, CPU autocast only in bf16 on a processor that
+    computes bf16 itself: ``native.native_bf16()``), else ``"fused"``
     (on a CUDA device with ``GATEDRNN_TRITON=1``, ``"triton"`` where it computes the configuration).
 """ + _ENGINE_TAIL
 

@@ -108,6 +108,7 @@ def run(args) -> int:
     use_threads(args)
     info, device = D.setup(train_given.get("device", "auto"))
     say = Output() if info.is_writer else (lambda *a, **k: None)
+    clean = True
     try:
         if args.resume:
             if args.resume is not True and args.out and Path(args.resume) != Path(args.out):
@@ -166,8 +167,11 @@ def run(args) -> int:
             say(f"interrupted at step {result['step']}; resume with: gatedrnn train --resume {trainer.out}")
             return 130
         return 0
+    except BaseException:
+        clean = False
+        raise
     finally:
-        D.teardown()
+        D.teardown(clean)
 
 
 class Output:

@@ -71,8 +71,14 @@ def setup(device: str = "auto") -> tuple[DistInfo, torch.device]:
     return info, dev
 
 
-def teardown() -> None:
+def teardown(clean: bool = True) -> None:
+    """Leave the process group. After a clean end, once every rank has got here: a rank that
+    destroyed its group while another still worked (rank 0 drawing the loss curve) was seen to
+    die in gloo's teardown (SIGABRT), failing the whole launch. After an error, at once: the other
+    ranks may never get here."""
     if dist.is_available() and dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -129,3 +129,14 @@ def test_mogrifier_backward_in_chunks(case, chunk, monkeypatch):
     _, g_ref = outputs_and_grads(lambda c, p, x_, s: autograd_layer(c, p, x_, s, keep), cell, params, x, state)
     for key in g_ref:
         torch.testing.assert_close(g_fast[key], g_ref[key], rtol=1e-9, atol=1e-11, msg=key)
+
+
+@pytest.mark.parametrize("rounds,kept", [(1, 1), (2, 1), (3, 1), (4, 2), (5, 2)])
+def test_mogrifier_keeps_only_the_x_rounds_its_backward_reads(rounds, kept):
+    """With more x rounds than h rounds (odd ``rounds``) no ``R_k`` reads the last ``x``: it is
+    written into ``XH`` alone, and ``Xm`` keeps one round fewer (one round keeps its own slot);
+    the gradients that then read ``Xm`` are held to the twins by the tests above."""
+    cell, params, x, state = make_inputs("mogrifier", {"rounds": rounds})
+    _, _, saved = mogrifier.MogrifierLoop.forward(cell, params, x, state, save=True)
+    assert mogrifier.x_rounds_kept((rounds + 1) // 2, rounds // 2) == kept
+    assert saved["Xm"].shape[:2] == (kept, x.shape[0])

@@ -169,9 +169,10 @@ void check_weights(const std::vector<at::Tensor>& wq, const std::vector<bool>& p
 // One step's rounds, forward: what loops/mogrifier.py's _rounds_compiled does round by round.
 // x (T, B, I), Hs (T+1, B, R): the step reads x[t] and h_{t-1} = Hs[t]. wq[k], wr[k]: Q_k, R_k as
 // the loop's products hold them (pq[k], pr[k]: oneDNN's packed weight, else W^T for at::mm). SQ,
-// Xm (nq, S, B, I), SR, Hm (max(nr, 1), S, B, R), round-major, XH (S, B, I+R): this step's rows at
-// slot s (out; XH's h through state dropout's mask (B, R) where given). zq (B, I), zr (B, R): the
-// MKL products' scratch.
+// Xm (nq or nq - 1, S, B, I), SR, Hm (max(nr, 1), S, B, R), round-major, XH (S, B, I+R): this step's
+// rows at slot s (out; XH's h through state dropout's mask (B, R) where given). Xm with nq - 1 rounds:
+// the last x round, which no backward reads beyond XH (with more x rounds than h rounds, no R_k takes
+// it), is written into XH alone. zq (B, I), zr (B, R): the MKL products' scratch.
 void mogrify_step_forward(const at::Tensor& x, const at::Tensor& Hs, int64_t t, int64_t s,
                           const std::vector<at::Tensor>& wq, const std::vector<bool>& pq,
                           const std::vector<at::Tensor>& wr, const std::vector<bool>& pr, const at::Tensor& SQ,
@@ -179,6 +180,10 @@ void mogrify_step_forward(const at::Tensor& x, const at::Tensor& Hs, int64_t t, 
                           const c10::optional<at::Tensor>& mask_, at::Tensor zq, at::Tensor zr) {
   check_weights(wq, pq, wr, pr);
   const int64_t nq = wq.size(), nr = wr.size(), I = x.size(2), rounds = nq + nr;
+  const bool last_x_in_xh = Xm.size(0) == nq - 1;
+  TORCH_CHECK(Xm.size(0) == nq || (last_x_in_xh && nq > nr),
+              "gatedrnn mogrifier kernel: Xm holds nq rounds, or nq - 1 where there are more x rounds than h rounds; "
+              "found ", Xm.size(0), " for nq=", nq, ", nr=", nr);
   const auto xh = XH.select(0, s), sq = SQ.select(1, s), xm = Xm.select(1, s), sr = SR.select(1, s),
              hm = Hm.select(1, s);
   at::Tensor xo = xh.narrow(1, 0, I), ho = xh.narrow(1, I, xh.size(1) - I);
@@ -186,9 +191,10 @@ void mogrify_step_forward(const at::Tensor& x, const at::Tensor& Hs, int64_t t, 
   for (int64_t j = 1; j <= rounds; ++j) {
     if (j % 2) {  // x^(k+1) = 2 sigma(h^(k) Q_k^T) x^(k)
       const int64_t k = (j - 1) / 2;
-      const auto out = xm.select(0, k);
+      const bool last = k == nq - 1, direct = last && last_x_in_xh;
+      const auto out = direct ? xo : xm.select(0, k);
       mogrify_forward(product(hk, wq[k], pq[k], zq), xk, sq.select(0, k), out,
-                      k == nq - 1 ? c10::optional<at::Tensor>(xo) : c10::nullopt, c10::nullopt);
+                      last && !direct ? c10::optional<at::Tensor>(xo) : c10::nullopt, c10::nullopt);
       xk = out;
     } else {  // h^(k+1) = 2 sigma(x^(k+1) R_k^T) h^(k)
       const int64_t k = j / 2 - 1;

@@ -12,12 +12,14 @@ no Python between rounds; one call per round (``_rounds_compiled``) where it can
 
 Symbols (and those of ``loops/common.py`` and ``loops/lstm.py``), per step ``t``:
 
-- ``x^(k)``: ``x`` after ``k`` odd rounds (``x^(0) = x_t``, the rest in ``Xm[k-1, t]``);
+- ``x^(k)``: ``x`` after ``k`` odd rounds (``x^(0) = x_t``, the rest in ``Xm[k-1, t]``, but for
+  the last where ``Xm`` holds ``nq - 1`` rounds: with more odd rounds than even ones, as the default
+  5, no ``R_k`` reads the last ``x``, so it is written into ``XH`` alone);
   ``h^(k)``: ``h`` after ``k`` even rounds (``h^(0) = h_{t-1}``, the rest in ``Hm[k-1, t]``).
   Odd round ``j`` (``k = (j-1)//2``) reads ``x^(k), h^(k)``; even round ``j`` (``k = j//2 - 1``)
   reads ``x^(k+1), h^(k)``.
 - ``SQ`` ``(nq, S, B, I)``, ``SR`` ``(nr, S, B, H)``: each round's gate ``sigma(.)``; ``nq``,
-  ``nr``: the number of odd and even rounds. Round-major, as ``Xm`` ``(nq, S, B, I)`` and ``Hm``
+  ``nr``: the number of odd and even rounds. Round-major, as ``Xm`` ``(nx, S, B, I)`` and ``Hm``
   ``(nr, S, B, H)``, so a round's rows over a chunk of steps are one contiguous block, which the
   weight gradients' products read as they lie.
 - ``XH`` ``(S, B, I+H)``: the modulated ``[x, h]`` the step's product reads (``h`` times
@@ -58,6 +60,12 @@ def mogrifier_matrices(cell, p, name, n):
     return [cell.matrix(p, name, k) for k in range(n)]
 
 
+def x_rounds_kept(nq: int, nr: int) -> int:
+    """How many rounds of ``x`` ``Xm`` keeps: all ``nq`` but the last where no ``R_k`` reads it
+    (``nq > nr``; at least one slot, so one round keeps its own)."""
+    return max(nq - 1, 1) if nq > nr else nq
+
+
 def _rounds_eager(cell, qs, rs, xk, hk, Xm, Hm, SQ, SR, xh, mask, zero):
     """One step's rounds (``Xm``, ``Hm``, ``SQ``, ``SR``: this step's rows), their last ``x``
     and ``h`` into ``xh``, ``[x, h]``: three torch calls a round."""
@@ -66,12 +74,13 @@ def _rounds_eager(cell, qs, rs, xk, hk, Xm, Hm, SQ, SR, xh, mask, zero):
         if j % 2:
             k = (j - 1) // 2
             torch.sigmoid(qs[k](hk), out=SQ[k])
-            xk = torch.addcmul(zero, SQ[k], xk, value=2.0, out=Xm[k])
+            xk = torch.addcmul(zero, SQ[k], xk, value=2.0, out=Xm[k] if k < len(Xm) else xh[:, :I])
         else:
             k = j // 2 - 1
             torch.sigmoid(rs[k](xk), out=SR[k])
             hk = torch.addcmul(zero, SR[k], hk, value=2.0, out=Hm[k])
-    xh[:, :I] = xk
+    if len(Xm) == len(qs):  # else the last round wrote it there
+        xh[:, :I] = xk
     if mask is None:
         xh[:, I:] = hk
     else:  # state dropout: only the product sees the dropped h
@@ -86,8 +95,10 @@ def _rounds_compiled(kern, cell, qs, rs, xk, hk, Xm, Hm, SQ, SR, xh, mask):
     for j in range(1, cell.rounds + 1):
         if j % 2:
             k = (j - 1) // 2
-            kern.mogrify_forward(qs[k](hk), xk, SQ[k], Xm[k], xh[:, :I] if k == nq - 1 else None, None)
-            xk = Xm[k]
+            kept = k < len(Xm)  # else the last x, which only xh keeps
+            out = Xm[k] if kept else xh[:, :I]
+            kern.mogrify_forward(qs[k](hk), xk, SQ[k], out, xh[:, :I] if k == nq - 1 and kept else None, None)
+            xk = out
         else:
             k = j // 2 - 1
             last = k == nr - 1
@@ -180,7 +191,8 @@ class MogrifierLoop:
         nC = T + 1 if save else 2
         # what the backward reads (not Hs, whose h_1 .. h_T are the output): one allocation
         C, Gs, Xm, SQ, Hm, SR, XH, *Cn = buffers.carve(x, [
-            (nC, B, H), (S, B, 4 * H), (nq, S, B, I), (nq, S, B, I), (max(nr, 1), S, B, H), (max(nr, 1), S, B, H),
+            (nC, B, H), (S, B, 4 * H), (x_rounds_kept(nq, nr), S, B, I), (nq, S, B, I), (max(nr, 1), S, B, H),
+            (max(nr, 1), S, B, H),
             (S, B, I + H), *([(nC, B, H)] if kc is not None else [])])  # XH: the mogrified [x, h]
         C[0] = c0
         Cn = C if kc is None else Cn[0]  # the cell's c_t, before zoneout

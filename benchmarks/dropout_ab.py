@@ -10,7 +10,6 @@ vocabulary of 200. Timed interleaved round by round; ratios are medians of per-r
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 
 import torch
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from gatedrnn.experiments import bench
 from gatedrnn.models.lm import LanguageModel, LMConfig
 from gatedrnn.torch_engine import compiled
+from grid import run_grid  # benchmarks/grid.py
 
 V, T, B = 200, 64, 32
 
@@ -61,17 +61,11 @@ def main() -> None:
     args = ap.parse_args()
     if compiled.pointwise() is None:
         raise SystemExit("dropout_ab.py: the compiled kernels are off or cannot be built here; nothing to compare")
-    rows = []
-    for threads in (int(t) for t in args.threads.split(",")):
-        for size in (int(s) for s in args.sizes.split(",")):
-            row = measure(size, threads, args.p, args.repeats)
-            rows.append(row)
-            print(f"H={size} threads={threads} p={args.p}: hash/none {row['hash/none']:.3f}  torch/none "
-                  f"{row['torch/none']:.3f}  hash/torch {row['hash/torch']:.3f}  (none: {row['none_ms']:.0f} ms)",
-                  flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+    run_grid(lambda size, threads: measure(size, threads, args.p, args.repeats), args.sizes, args.threads,
+             lambda row: f"H={row['size']} threads={row['threads']} p={args.p}: hash/none {row['hash/none']:.3f}  "
+                         f"torch/none {row['torch/none']:.3f}  hash/torch {row['hash/torch']:.3f}  (none: "
+                         f"{row['none_ms']:.0f} ms)",
+             args.json)
 
 
 if __name__ == "__main__":

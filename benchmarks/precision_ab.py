@@ -11,7 +11,6 @@ without autocast. Timed interleaved round by round; ratios are medians of per-ro
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 
 import torch
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from gatedrnn.experiments import bench
 from gatedrnn.models.lm import LanguageModel, LMConfig
 from gatedrnn.torch_engine.native import native_bf16
+from grid import run_grid  # benchmarks/grid.py
 
 V, T, B = 150, 64, 32
 
@@ -58,18 +58,11 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     print(f"native_bf16: {native_bf16()}", flush=True)
-    rows = []
-    for threads in (int(t) for t in args.threads.split(",")):
-        for size in (int(s) for s in args.sizes.split(",")):
-            row = measure(size, threads, args.repeats)
-            rows.append(row)
-            print(f"H={size} threads={threads}: bf16/float32 {row['bf16/float32']:.3f} (bf16 on the "
-                  f"{row['bf16_engine']} engine; float32 {row['float32_ms']:.0f} ms, bf16 {row['bf16_ms']:.0f} ms)",
-                  flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"native_bf16": native_bf16(), "rows": rows}, f, indent=1)
-
+    run_grid(lambda size, threads: measure(size, threads, args.repeats), args.sizes, args.threads,
+             lambda row: f"H={row['size']} threads={row['threads']}: bf16/float32 {row['bf16/float32']:.3f} (bf16 on "
+                         f"the {row['bf16_engine']} engine; float32 {row['float32_ms']:.0f} ms, bf16 "
+                         f"{row['bf16_ms']:.0f} ms)",
+             args.json, header={"native_bf16": native_bf16()})
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,7 @@ machine than ``wall`` (``perf_counter``); at one thread only. Default Mogrifier:
 import sys, statistics, time, torch
 from gatedrnn.experiments import bench
 from gatedrnn.torch_engine import buffers
+from gatedrnn.torch_engine.loops.mogrifier import x_rounds_kept
 threads, H, repeats, clock = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 torch.set_num_threads(threads)
 cfg = bench.BenchConfig()
@@ -23,7 +24,7 @@ nq, nr = 3, 2
 prod = bench.products_only(m, x.detach(), True)
 def floor():
     prod()
-    for t in buffers.carve(x, [(T + 1, B, H), (T, B, 4 * H), (nq, T, B, I), (nq, T, B, I), (nr, T, B, H),
+    for t in buffers.carve(x, [(T + 1, B, H), (T, B, 4 * H), (x_rounds_kept(nq, nr), T, B, I), (nq, T, B, I), (nr, T, B, H),
                                (nr, T, B, H), (T, B, I + H)]):
         t.fill_(0.5)
 def run(hp):

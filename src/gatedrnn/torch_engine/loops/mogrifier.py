@@ -19,9 +19,9 @@ Symbols (and those of ``loops/common.py`` and ``loops/lstm.py``), per step ``t``
   Odd round ``j`` (``k = (j-1)//2``) reads ``x^(k), h^(k)``; even round ``j`` (``k = j//2 - 1``)
   reads ``x^(k+1), h^(k)``.
 - ``SQ`` ``(nq, S, B, I)``, ``SR`` ``(nr, S, B, H)``: each round's gate ``sigma(.)``; ``nq``,
-  ``nr``: the number of odd and even rounds. Round-major, as ``Xm`` ``(nx, S, B, I)`` and ``Hm``
-  ``(nr, S, B, H)``, so a round's rows over a chunk of steps are one contiguous block, which the
-  weight gradients' products read as they lie.
+  ``nr``: the number of odd and even rounds. Round-major, as ``Xm`` ``(nx, S, B, I)`` (``nx =
+  x_rounds_kept(nq, nr)``) and ``Hm`` ``(nr, S, B, H)``, so a round's rows over a chunk of steps
+  are one contiguous block, which the weight gradients' products read as they lie.
 - ``XH`` ``(S, B, I+H)``: the modulated ``[x, h]`` the step's product reads (``h`` times
   ``mask_hh`` with state dropout).
 - ``dZQ`` ``(nq, L, B, I)``, ``dZR`` ``(nr, L, B, H)``: the gradients of the rounds'

@@ -105,7 +105,7 @@ def lm_run(cell: str, seed: int, config: LMCompareConfig, corpus, out_dir, on_ev
                       eval_every=config.eval_every,
                       save_every=max(config.steps, 1), log_every=min(50, config.eval_every),
                       **{"eval_share": 0.0, "precision": "float32", **config.train_options})
-    # every run's curve on one grid of steps, and every cell in one precision unless asked
+    # every run's curve on one grid of steps, and every cell in one precision
     curve_steps, curve, rates, seconds_at = [], [], [], []
 
     def callback(event):

@@ -8,6 +8,7 @@ is the order the module registers them in.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -54,6 +55,7 @@ def native_kernel(module, x):
     return _VF.rnn_tanh if cell.nonlinearity == "tanh" else _VF.rnn_relu
 
 
+@functools.cache
 def native_bf16() -> bool:
     """Whether this processor computes bf16 products in its own instructions (AVX512-BF16 or AMX), so
     oneDNN's bf16 recurrent kernels run, and faster than float32: under CPU bf16 autocast

@@ -23,6 +23,8 @@ def test_train_prints_progress_validation_and_a_sample(run):
     out, _, text = run
     lines = text.splitlines()
     assert lines[0].startswith("training: lstm, hidden 16 x 1 layer(s)")
+    assert any(l.startswith("batch 4 x 12 tokens, adamw lr 0.01 (cosine), weight decay 0.1, budget 25 steps")
+               for l in lines)
     progress = [l for l in lines if l.startswith("step ")]
     assert len(progress) == 5 and all(k in progress[0] for k in ("loss", "bpc", "tok/s", "ETA"))
     assert any(l.startswith("valid step     10") for l in lines)

@@ -329,7 +329,8 @@ class Printer:
                 + (f" x {d['world_size']} processes" if d["world_size"] > 1 else ""))
             say(f"data: {d['corpus']}")
             budget = budget_text(t)
-            say(f"batch {t['batch_size']} x {t['seq_len']} tokens, {t['optimizer']} lr {t['lr']:g} ({t['schedule']}), "
+            decay = f", weight decay {t['weight_decay']:g}" if t["weight_decay"] else ""
+            say(f"batch {t['batch_size']} x {t['seq_len']} tokens, {t['optimizer']} lr {t['lr']:g} ({t['schedule']}){decay}, "
                 f"budget {budget}; run folder {d['out']}", flush=True)
             if t["precision"] == "auto" and d.get("precision") == "bf16":
                 say("precision: bf16 autocast, which this processor computes itself (--precision float32 keeps "

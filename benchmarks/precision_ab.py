@@ -64,5 +64,6 @@ def main() -> None:
                          f"{row['bf16_ms']:.0f} ms)",
              args.json, header={"native_bf16": native_bf16()})
 
+
 if __name__ == "__main__":
     main()

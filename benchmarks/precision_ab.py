@@ -14,12 +14,11 @@ import argparse
 import statistics
 
 import torch
-import torch.nn.functional as F
 
 from gatedrnn.experiments import bench
 from gatedrnn.models.lm import LanguageModel, LMConfig
 from gatedrnn.torch_engine.native import native_bf16
-from grid import run_grid  # benchmarks/grid.py
+from grid import lm_train_step, run_grid  # benchmarks/grid.py
 
 V, T, B = 150, 64, 32
 
@@ -33,18 +32,8 @@ def measure(size: int, threads: int, repeats: int) -> dict:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         engine = model.rnn.resolve_engine(torch.empty(0))
 
-    def step(bf16):
-        def fn():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits, _ = model(x)
-            loss = F.cross_entropy(logits.reshape(-1, V).float(), y.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-        return fn
-
-    times = bench.interleaved({"bf16": step(True), "float32": step(False)}, repeats)
+    times = bench.interleaved({"bf16": lambda: lm_train_step(model, opt, x, y, True),
+                               "float32": lambda: lm_train_step(model, opt, x, y, False)}, repeats)
     ratio = statistics.median(u / v for u, v in zip(times["bf16"], times["float32"]))
     return {"size": size, "threads": threads, "repeats": repeats, "bf16_engine": engine, "bf16/float32": ratio,
             "float32_ms": 1e3 * statistics.median(times["float32"]), "bf16_ms": 1e3 * statistics.median(times["bf16"])}

@@ -13,11 +13,10 @@ import argparse
 import statistics
 
 import torch
-import torch.nn.functional as F
 
 from gatedrnn.experiments import bench
 from gatedrnn.models.lm import LanguageModel, LMConfig
-from grid import run_grid  # benchmarks/grid.py
+from grid import lm_train_step, run_grid  # benchmarks/grid.py
 
 V, T, B = 150, 64, 32
 
@@ -30,16 +29,7 @@ def measure(size: int, threads: int, decay: float, bf16: bool, repeats: int) -> 
 
     def step(weight_decay):
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=weight_decay)
-
-        def fn():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits, _ = model(x)
-            loss = F.cross_entropy(logits.reshape(-1, V).float(), y.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-        return fn
+        return lambda: lm_train_step(model, opt, x, y, bf16)
 
     times = bench.interleaved({"decay": step(decay), "none": step(0.0)}, repeats)
     return {"size": size, "threads": threads, "decay": decay, "bf16": bf16, "repeats": repeats,

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gatedrnn.models import LanguageModel, LMConfig
+from gatedrnn.torch_engine import native as native_module
 from gatedrnn.training import precision as precision_module
 from gatedrnn.training.precision import resolve_precision
 
@@ -29,7 +30,9 @@ def _model(options):
 @pytest.mark.parametrize("options,native_layers", MODELS, ids=lambda v: str(v))
 @pytest.mark.parametrize("native", [False, True])
 def test_auto_is_bf16_only_with_native_bf16_and_torch_kernels(options, native_layers, native, monkeypatch):
+    # both readers of the processor's answer: the precision's, and engine="auto"'s under autocast
     monkeypatch.setattr(precision_module, "native_bf16", lambda: native)
+    monkeypatch.setattr(native_module, "native_bf16", lambda: native)
     expected = "bf16" if native and native_layers else "float32"
     assert resolve_precision("auto", _model(options), torch.device("cpu")) == expected
 

@@ -15,7 +15,7 @@ Adam 2e-3, clip 1, stateful TBPTT, default threads). Both get the first nine ten
 for the same wall-clock budget and are scored on the last tenth as one stream with the state
 carried (`gatedrnn eval --data tail.txt`), in nats per character: the baseline trains on all of
 its nine tenths; `gatedrnn train --data nine-tenths.txt` keeps its own validation and test splits
-out of them (the last tenth of what it is given), as a user's run on their own text does, so the
+out of them (a twentieth of what it is given, in stripes), as a user's run on their own text does, so the
 scored tenth is seen by neither. The texts are made from files every installation has, no
 download (``rust-book`` only where a Rust toolchain installed its documentation): their size and
 SHA-256 are printed beside the results. Variants run one after another, never side by side, in rounds (variant order rotated

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gatedrnn.data import StreamBatcher, Vocabulary, load_corpus
-from gatedrnn.data.corpora import (EXCLUDED_DIRS, MAX_STRIPES, SPLIT, STRIPE_MIN, saved_stripes, split_points,
+from gatedrnn.data.corpora import (EXCLUDED_DIRS, FILE_SPLIT, MAX_STRIPES, SPLIT, STRIPE_MIN, saved_split, split_points,
                                    stdlib_files, stdlib_text, stripe_count, striped_split)
 from gatedrnn.data.tokenizers import EOS, UNK, split_words
 
@@ -99,15 +99,16 @@ def region_text(regions: int, size: int) -> str:
     return "".join(chr(ord("a") + r) * size for r in range(regions))
 
 
+@pytest.mark.parametrize("fractions", [SPLIT, FILE_SPLIT])
 @pytest.mark.parametrize("stripes", [1, 3, MAX_STRIPES])
 @pytest.mark.parametrize("snap", [False, True])
-def test_striped_split_keeps_every_character_and_spreads_the_held_out_parts(stripes, snap):
+def test_striped_split_keeps_every_character_and_spreads_the_held_out_parts(stripes, snap, fractions):
     text = " ".join(f"w{i}" for i in range(40_000)) if snap else region_text(26, 1000)
-    parts = striped_split(text, stripes, snap=snap)
+    parts = striped_split(text, stripes, fractions, snap=snap)
     assert sum(map(len, parts)) == len(text)
     if stripes == 1:
-        assert parts == split_points(text, snap=snap)
-    for part, fraction in zip(parts, SPLIT):
+        assert parts == split_points(text, fractions, snap=snap)
+    for part, fraction in zip(parts, fractions):
         assert abs(len(part) / len(text) - fraction) < 0.01, (len(part), fraction)
     if snap:  # no word cut in two: every piece of every part is made of whole words
         words = set(text.split())
@@ -122,21 +123,29 @@ def test_a_text_file_is_split_in_stripes_by_its_length(tmp_path):
     short = region_text(26, (2 * STRIPE_MIN - 1) // 26)
     c = load_corpus(write(tmp_path / "short.txt", short))
     assert c.description["stripes"] == stripe_count(len(short)) == 1
-    # one stripe: the text's last pages held out, as before
-    assert np.array_equal(c["valid"], c.vocab.encode(short[int(round(len(short) * 0.9)):int(round(len(short) * 0.95))]))
+    # one stripe: the text's last pages held out, a twentieth of it (FILE_SPLIT), valid then test
+    assert c.description["split"] == list(FILE_SPLIT) == [0.95, 0.025, 0.025]
+    assert np.array_equal(c["valid"], c.vocab.encode(short[int(round(len(short) * 0.95)):int(round(len(short) * 0.975))]))
     text = region_text(26, 8000)  # 208,000 characters: 4 stripes
     path = write(tmp_path / "long.txt", text)
     c = load_corpus(path)
     assert c.description["stripes"] == stripe_count(len(text)) == 4
-    held = "".join(split_points(text[k * 52_000:(k + 1) * 52_000])[1] for k in range(4))
+    held = "".join(split_points(text[k * 52_000:(k + 1) * 52_000], FILE_SPLIT)[1] for k in range(4))
     assert np.array_equal(c["valid"], c.vocab.encode(held))
     assert stripe_count(10**9) == MAX_STRIPES
-    # a run made before stripes were recorded is read back as it was split: one stripe
-    old = load_corpus(path, stripes=saved_stripes({"layout": "file", "split": list(SPLIT)}))
-    assert np.array_equal(old["test"], old.vocab.encode(split_points(text)[2]))
-    assert saved_stripes(c.description) == 4 and saved_stripes({"layout": "ptb"}) is None
+    # a run made before stripes were recorded is read back as it was split: one stripe, 90/5/5;
+    # one made before the split was recorded, 90/5/5 too
+    for recorded in ({"layout": "file", "split": list(SPLIT)}, {"layout": "file"}):
+        old = load_corpus(path, **saved_split(recorded))
+        assert np.array_equal(old["test"], old.vocab.encode(split_points(text, SPLIT)[2]))
+        assert old.description["split"] == list(SPLIT) and old.description["stripes"] == 1
+    assert saved_split(c.description) == {"stripes": 4, "split": FILE_SPLIT} and saved_split({"layout": "ptb"}) == {}
     with pytest.raises(ValueError, match="stripes must be a positive integer, got 0"):
         load_corpus(path, stripes=0)
+    for bad in ((0.9, 0.1), (0.9, 0.1, 0.0), (0.9, 0.1, 0.1)):
+        with pytest.raises(ValueError, match=r"split must be three positive fractions \(train, valid, test\) summing "
+                                             r"to 1, got \[0.9, 0.1"):
+            load_corpus(path, split=bad)
 
 
 def test_byte_level_decodes_multibyte_characters_across_tokens():
@@ -185,7 +194,7 @@ def test_non_utf8_at_char_level_suggests_byte_level(tmp_path):
 
 def test_corpus_too_small_for_one_batch(tmp_path):
     c = load_corpus(write(tmp_path / "s.txt", "abcdefghij" * 10))
-    with pytest.raises(ValueError, match=r"too small for one batch: it has 90 tokens.*needs 264"):
+    with pytest.raises(ValueError, match=r"too small for one batch: it has 95 tokens.*needs 264"):
         StreamBatcher(c["train"], batch_size=8, seq_len=32)
 
 

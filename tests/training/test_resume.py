@@ -113,8 +113,9 @@ def test_a_time_budget_added_to_a_step_run_leaves_the_schedule_bit_exact(tmp_pat
 
 
 def test_a_run_keeps_the_split_it_started_with(tmp_path, monkeypatch, capsys):
-    """A run records how its text file was split in stripes; a resume and ``gatedrnn eval RUN``
-    split it the same way, even when the rule (``STRIPE_MIN``) would now give another count."""
+    """A run records how its text file was split (stripes and fractions); a resume and ``gatedrnn
+    eval RUN`` split it the same way, even when the rules (``STRIPE_MIN``, ``FILE_SPLIT``) would
+    now split it otherwise."""
     import json
 
     import gatedrnn
@@ -125,13 +126,16 @@ def test_a_run_keeps_the_split_it_started_with(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(corpora, "STRIPE_MIN", 10 * n)  # one stripe, as for any short text
     run = tmp_path / "run"
     assert main(["train", "--data", str(path), *CLI, "--steps", "2", "--out", str(run)]) == 0
-    monkeypatch.setattr(corpora, "STRIPE_MIN", n // 5)  # the same text would now be cut in 5 stripes
+    monkeypatch.setattr(corpora, "STRIPE_MIN", n // 5)  # the same text would now be cut in 5 stripes,
+    monkeypatch.setattr(corpora, "FILE_SPLIT", (0.8, 0.1, 0.1))  # and each stripe 80/10/10
     assert corpora.load_corpus(path).description["stripes"] == 5
     assert main(["train", "--resume", str(run), "--steps", "3"]) == 0  # the same tokens: no "changed since"
     capsys.readouterr()
     assert main(["eval", str(run), "--split", "valid", "--json"]) == 0
     scored = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["loss"]
     trained = gatedrnn.load(run)
-    for stripes, same in ((1, True), (5, False)):
-        valid = corpora.load_corpus(path, vocab=trained.vocab, stripes=stripes)["valid"]
-        assert (abs(trained.score_tokens(valid, seq_len=256)["loss"] - scored) < 1e-9) == same, stripes
+    assert trained.corpus["split"] == [0.95, 0.025, 0.025] and trained.corpus["stripes"] == 1
+    for stripes, split in ((1, (0.95, 0.025, 0.025)), (5, None), (1, None), (5, (0.95, 0.025, 0.025))):
+        valid = corpora.load_corpus(path, vocab=trained.vocab, stripes=stripes, split=split)["valid"]
+        same = stripes == 1 and split is not None
+        assert (abs(trained.score_tokens(valid, seq_len=256)["loss"] - scored) < 1e-9) == same, (stripes, split)

@@ -31,7 +31,7 @@ def run(args) -> int:
     from . import UsageError
     from .flags import use_threads
     from ..data import encode_file, load_corpus
-    from ..data.corpora import saved_stripes
+    from ..data.corpora import saved_split
     from ..training.run import load
 
     if args.streams <= 0 or args.seq_len <= 0:
@@ -44,8 +44,8 @@ def run(args) -> int:
         tokens, what = encode_file(args.data, vocab), f"{args.data} (whole file)"
     else:
         source = args.data or train.get("data") or None
-        stripes = saved_stripes(trained.corpus) if not args.data else None  # the run's own split
-        corpus = load_corpus(source, vocab.level, vocab=vocab, stripes=stripes)
+        split = saved_split(trained.corpus) if not args.data else {}  # the run's own split
+        corpus = load_corpus(source, vocab.level, vocab=vocab, **split)
         tokens, what = corpus[args.split], f"{corpus.description.get('name')} {args.split} split"
         saved = trained.corpus
         if not args.data and saved.get("sha256") and saved["sha256"] != corpus.description.get("sha256"):

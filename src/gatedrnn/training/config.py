@@ -36,7 +36,7 @@ class TrainConfig:
     """How a language model is trained. The defaults are ``gatedrnn train``'s: chosen to pass 2
     bits per character within 5 minutes on 2 CPU cores (see the README)."""
 
-    data: str = setting("", "text file (split 90/5/5, in stripes) or folder: PTB, WikiText, "
+    data: str = setting("", "text file (split 95/2.5/2.5, in stripes) or folder: PTB, WikiText, "
                               "train/valid/test.txt, enwik8",
                         group="data", metavar="PATH", default_text="this Python's standard library source")
     level: str = setting("", "tokens", group="data", choices=LEVELS,

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import Corpus, StreamBatcher, Vocabulary, load_corpus
-from ..data.corpora import saved_stripes
+from ..data.corpora import saved_split
 from ..models.lm import LanguageModel, LMConfig, detach_state, state_from_tensors, state_tensors
 from . import distributed as D
 from .autodropout import DropoutChooser
@@ -239,7 +239,7 @@ class Trainer:
             check_fits(model_cfg, resolved, cfg, rows=_row_count(cfg, info or D.DistInfo()))
         vocab = Vocabulary.from_dict(ckpt["vocab"])
         corpus = load_corpus(saved.data or None, saved.level or None, vocab=vocab,
-                             stripes=saved_stripes(ckpt.get("corpus", {})))
+                             **saved_split(ckpt.get("corpus", {})))
         was, now = ckpt.get("corpus", {}).get("tokens_sha256"), corpus.description.get("tokens_sha256")
         if was and now and was != now:
             raise ValueError(f"the corpus {saved.data or '(built-in)'} changed since the run in {out} started (its "

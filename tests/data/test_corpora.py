@@ -148,6 +148,19 @@ def test_a_text_file_is_split_in_stripes_by_its_length(tmp_path):
             load_corpus(path, split=bad)
 
 
+@pytest.mark.parametrize("asked", [{"stripes": 2}, {"split": FILE_SPLIT}])
+def test_a_corpus_with_its_own_split_refuses_stripes_and_fractions(tmp_path, asked):
+    # the built-in corpus, enwik8 and a folder keep their split: asking for another is an error, not ignored
+    (tmp_path / "enwik8").write_bytes(b"abcdefghij" * 100)
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        write(folder / name, "some words here\n" * 20)
+    for path, name in ((None, "the built-in corpus"), (tmp_path / "enwik8", "enwik8"), (folder, "the folder")):
+        with pytest.raises(ValueError, match=f"stripes and split apply to a text file; {name}"):
+            load_corpus(path, **asked)
+
+
 def test_byte_level_decodes_multibyte_characters_across_tokens():
     vocab = Vocabulary("byte", [])
     ids = vocab.encode("héllo ☃")

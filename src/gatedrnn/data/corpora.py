@@ -281,7 +281,8 @@ def load_corpus(path=None, level: str | None = None, *, vocab: Vocabulary | None
     ``FILE_SPLIT``, 95/2.5/2.5) in each of ``stripes`` stripes (None: ``stripe_count`` of its
     length); a run records both, and a resumed run or an evaluation passes them back
     (``saved_split``), so a text split before a rule changed stays split as it was. enwik8 and
-    the built-in corpus keep their last tenth held out (90/5/5).
+    the built-in corpus keep their last tenth held out (90/5/5), and a folder its files: asked for
+    ``stripes`` or ``split``, they raise ``ValueError``.
     """
     if level is not None and level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
@@ -289,7 +290,13 @@ def load_corpus(path=None, level: str | None = None, *, vocab: Vocabulary | None
         if level is not None and level != vocab.level:
             raise ValueError(f"the vocabulary is at {vocab.level} level, but level {level!r} was asked for")
         level = vocab.level
+    def fixed_split(name):  # a corpus whose split is its own: stripes and fractions are for a text file
+        if stripes is not None or split is not None:
+            raise ValueError(f"stripes and split apply to a text file; {name} keeps its own split, got "
+                             f"stripes={stripes!r}, split={split!r}")
+
     if path is None or path == "":
+        fixed_split("the built-in corpus")
         level = level or "char"
         text, description = stdlib_text(cap)
         data = text.encode("utf-8") if level == "byte" else text
@@ -305,14 +312,15 @@ def load_corpus(path=None, level: str | None = None, *, vocab: Vocabulary | None
     if path.is_file():
         enwik8 = path.name == "enwik8"
         level = level or ("byte" if enwik8 else "char")
-        data = read_file(path, level)
         if enwik8:
-            stripes = 1  # the benchmark's own split: 90M/5M/5M
-        elif stripes is None:
+            fixed_split("enwik8")
+            stripes, split = 1, SPLIT  # the benchmark's own split: 90M/5M/5M
+        data = read_file(path, level)
+        if stripes is None:
             stripes = stripe_count(len(data))
         if not isinstance(stripes, int) or stripes < 1:
             raise ValueError(f"stripes must be a positive integer, got {stripes!r}")
-        split = SPLIT if enwik8 else tuple(split or FILE_SPLIT)
+        split = tuple(split or FILE_SPLIT)
         if len(split) != 3 or min(split) <= 0 or abs(sum(split) - 1) > 1e-9:
             raise ValueError(f"split must be three positive fractions (train, valid, test) summing to 1, got "
                              f"{list(split)}")
@@ -320,6 +328,7 @@ def load_corpus(path=None, level: str | None = None, *, vocab: Vocabulary | None
         description = {"name": "enwik8" if enwik8 else path.name, "source": str(path.resolve()),
                        "layout": "enwik8" if enwik8 else "file", "split": list(split), "stripes": stripes}
         return _encode(parts, level, vocab, description)
+    fixed_split(f"the folder {path}")
     layout, paths, made_for = detect_layout(path, level)
     level = level or made_for
     description = {"name": path.name or str(path), "source": str(path.resolve()), "layout": layout}

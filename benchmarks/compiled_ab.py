@@ -4,6 +4,8 @@ fused engine's products alone (``products``, its floor), timed interleaved round
 ratio is the median of per-round ratios. ``--variants`` picks among those and two more:
 ``generic`` (the generic fused loop: ``capability.ENABLED`` off, what runs a cell without a
 specialised loop) and ``peer`` (experiments/peers.py: minGRU-pytorch for mingru/minlstm).
+``mkl_many`` is the fused engine with the compiled kernels but its products of all steps at once
+on MKL (``products.ONEDNN_MANY`` off; what ran before they moved to oneDNN on AVX-512).
 ``--grains`` adds, for each number of elements given, the compiled kernels with that parallel grain
 (``csrc/common.h``: the fewest elements a thread of a pass is given) as variant ``gN``.
 
@@ -22,9 +24,9 @@ import sys
 import torch
 
 from gatedrnn.experiments import bench
-from gatedrnn.torch_engine import capability, compiled
+from gatedrnn.torch_engine import capability, compiled, products
 
-VARIANTS = ("compiled", "eager", "torch", "products", "generic", "peer")
+VARIANTS = ("compiled", "eager", "torch", "products", "generic", "peer", "mkl_many")
 
 
 def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANTS[:4], grains=()) -> dict:
@@ -34,10 +36,12 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
     torch.manual_seed(0)
     fused = bench.make_module("fused", cell, size, cfg)
     x, gy = bench._inputs(cfg, size)
+    default_many = products.ONEDNN_MANY
 
-    def run(module, use_kernels, specialised=True, grain=None):
+    def run(module, use_kernels, specialised=True, grain=None, many=None):
         def fn():
             compiled.ENABLED, capability.ENABLED = use_kernels, specialised
+            products.ONEDNN_MANY = default_many if many is None else many
             kernels.set_parallel_grain(grain or default_grain)
             if kind == "train":
                 module.zero_grad(set_to_none=True)
@@ -51,6 +55,7 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
     makers = {"compiled": lambda: run(fused, True), "eager": lambda: run(fused, False),
               "torch": lambda: run(bench.make_module("torch", cell, size, cfg), True),
               "products": lambda: bench.products_only(fused, x.detach(), kind == "train"),
+              "mkl_many": lambda: run(fused, True, many=False),
               "generic": lambda: run(fused, True, specialised=False),
               "peer": lambda: run(bench.make_module("peer", cell, size, cfg), True)}
     fns = {v: makers[v]() for v in variants}
@@ -59,6 +64,7 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
         times = bench.interleaved(fns, repeats)
     finally:
         compiled.ENABLED = capability.ENABLED = True
+        products.ONEDNN_MANY = default_many
         kernels.set_parallel_grain(default_grain)
     ratio = lambda a, b: statistics.median(u / v for u, v in zip(times[a], times[b]))  # noqa: E731
     row = {"cell": cell, "size": size, "kind": kind, "threads": torch.get_num_threads(), "seq_len": cfg.seq_len,
@@ -66,7 +72,8 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
            **{f"{k}_ms": 1e3 * statistics.median(v) for k, v in times.items()}}
     for a, b in (("compiled", "torch"), ("eager", "torch"), ("compiled", "eager"), ("compiled", "products"),
                  ("eager", "products"), ("products", "torch"), ("compiled", "generic"), ("eager", "generic"),
-                 ("peer", "compiled"), ("peer", "eager"), ("peer", "products")):
+                 ("peer", "compiled"), ("peer", "eager"), ("peer", "products"), ("compiled", "mkl_many"),
+                 ("mkl_many", "torch")):
         if a in times and b in times:
             row[f"{a}_vs_{b}"] = ratio(a, b)
     for g in grains:

@@ -69,10 +69,11 @@ def test_masks_match_generic_and_autograd(case, kind):
                                   ("slstm", {"num_heads": 2})], ids=_id)
 @pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "plain"])
 def test_float32_matches_float64(case, onednn, monkeypatch):
-    """float32 is where the oneDNN products run (when the build and processor have them);
-    ``ONEDNN = False`` is the plain fallback. float32 rounding bounds the tolerances."""
+    """float32 is where the oneDNN products run (when the build and processor have them), the
+    per-step ones and those of all steps at once; ``ONEDNN = False`` is the plain fallback. float32 rounding bounds the tolerances."""
     monkeypatch.setattr(products, "ONEDNN", onednn)
     monkeypatch.setattr(products, "ONEDNN_MIN_WEIGHT", 0)  # these small weights too
+    monkeypatch.setattr(products, "ONEDNN_MANY", onednn)  # and the products of all steps, on any processor
     cell, params, x, state = make_inputs(*case, T=4, B=5, I=8, H=16)
     out64, g64 = outputs_and_grads(fast_path, cell, params, x, state)
     p32 = {k: v.float() for k, v in params.items()}

@@ -1,5 +1,9 @@
 """The product kernels of the fused loops (torch_engine/products.py): oneDNN's packed product and
-the plain fallback agree, and the weight size decides which runs."""
+the plain fallback agree, and the weight size decides which runs; the products of all steps at
+once agree on either kernel, and the processor decides which runs."""
+import os
+
+import pytest
 import torch
 
 from gatedrnn.torch_engine import products
@@ -31,3 +35,41 @@ def test_small_weights_run_on_mkl():
     assert (products.Product(big, 32).packed is not None) == products.onednn_usable(big)
     assert products.onednn_usable(big) == (torch.backends.mkldnn.is_available()
                                            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def _onednn_here():
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+@pytest.mark.parametrize("many", [True, False], ids=["onednn", "mkl"])
+def test_products_of_all_steps_agree(many, monkeypatch):
+    """``hoisted`` (with and without a bias, on a transposed weight too) and ``input_grad`` give
+    ``torch.mm``'s figures on oneDNN and on MKL; float64 always takes ``torch.mm``."""
+    monkeypatch.setattr(products, "ONEDNN_MANY", many)
+    gen = torch.Generator().manual_seed(1)
+    x, w, bias, d = (torch.randn(s, generator=gen) for s in ((300, 24), (40, 24), (40,), (300, 40)))
+    assert products._many_on_onednn(x, w, bias) == (many and _onednn_here())
+    assert not products._many_on_onednn(x.double(), w.double(), None)
+    torch.testing.assert_close(products.hoisted(x, w), x @ w.T, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(products.hoisted(x, w, bias), x @ w.T + bias, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(products.hoisted(d, w.t()), d @ w, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(products.input_grad(d, w), d @ w, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(products.hoisted(x.double(), w.double()), x.double() @ w.double().T)
+    assert products.hoisted(x[:0], w).shape == (0, 40)
+
+
+def test_products_of_all_steps_keep_autograd(monkeypatch):
+    """With inputs that need gradients (outside the engine's own backward) the product stays on
+    ``torch.mm``, which autograd differentiates."""
+    monkeypatch.setattr(products, "ONEDNN_MANY", True)
+    x, w = torch.randn(50, 6, requires_grad=True), torch.randn(8, 6, requires_grad=True)
+    assert not products._many_on_onednn(x, w, None)
+    products.hoisted(x, w).sum().backward()
+    torch.testing.assert_close(w.grad, x.detach().sum(0).expand(8, 6))
+
+
+def test_products_of_all_steps_follow_the_processor():
+    """By default the products of all steps run on oneDNN exactly where torch runs AVX-512 code."""
+    if "GATEDRNN_ONEDNN_MANY" in os.environ:
+        pytest.skip("GATEDRNN_ONEDNN_MANY decides here")
+    assert products.ONEDNN_MANY == torch.backends.cpu.get_cpu_capability().startswith(("AVX512", "AMX"))

@@ -220,7 +220,8 @@ def _forward_fn(module, x, cfg):
 def products_only(module, x, backward: bool):
     """A function running only the matrix products the fused engine runs for one layer of
     ``module`` on ``x`` ``(T, B, I)``, with the same kernels (``products.Product``: oneDNN with its
-    weight packing where usable, else MKL; ``torch.mm`` for the products over all steps), on random
+    weight packing where usable, else MKL; ``products.hoisted`` and ``input_grad`` for the products
+    over all steps, ``torch.mm`` for the weight gradients), on random
     operands of the right shapes. No nonlinearity, no elementwise work, no bookkeeping.
 
     Per step, in sequence (each step's depends on the one before): the recurrent products, and
@@ -231,7 +232,7 @@ def products_only(module, x, backward: bool):
     with ``backward``, the input gradient and every weight gradient (the cheapest way to do them).
     """
     from ..torch_engine.loops.mogrifier import mogrifier_matrices
-    from ..torch_engine.products import Product
+    from ..torch_engine.products import Product, hoisted as hoisted_product, input_grad
 
     cell, p = module.cell, {k: v.detach() for k, v in module.layer_params(0).items()}
     T, B, _ = x.shape
@@ -281,7 +282,7 @@ def products_only(module, x, backward: bool):
         with torch.no_grad():
             stepped, hoisted = weights()
             for w, r in zip(hoisted, rows_in[len(stepped):]):
-                torch.mm(r, w.t())
+                hoisted_product(r, w)
             fwd = [Product(w, B) for w in stepped]
             for _ in range(T):
                 for prod, a in zip(fwd, step_in):
@@ -294,7 +295,7 @@ def products_only(module, x, backward: bool):
                 for prod, d in zip(bwd, step_grad):
                     prod(d)
             for w, d in zip(hoisted, rows_grad[len(stepped):]):
-                torch.mm(d, w)  # the input gradient
+                input_grad(d, w)  # the input gradient
             for d, a in zip(rows_grad, rows_in):
                 torch.mm(d.t(), a)  # the weight gradients
             for (left, right), d in zip(factors, factor_grads):  # the Mogrifier's factors, from d Q_k

@@ -6,8 +6,15 @@ oneDNN with the weight reordered once per call (``torch.ops.mkldnn._reorder_line
 per-call cost outweighs it, through ``torch.addmm`` (benchmarks/product_kernels.py measures both;
 benchmarks/RESULTS.md has the figures). These are internal entry points: anything they refuse
 (float64, bfloat16 without AVX-512, CUDA, a torch without them) falls back to ``torch.addmm``,
-and ``GATEDRNN_ONEDNN=0`` (or ``ONEDNN = False``) turns them off. Products over all steps at
-once (thousands of rows) stay on ``torch.mm``.
+and ``GATEDRNN_ONEDNN=0`` (or ``ONEDNN = False``) turns them off.
+
+Products over all steps at once (thousands of rows: the hoisted input product and the input
+gradient, ``hoisted``) run on oneDNN where the processor has AVX-512 (``ONEDNN_MANY``), with the
+weight reordered for the one call, and on ``torch.mm`` (MKL) elsewhere: on a Zen 4 oneDNN took
+0.67-0.83x MKL's time there, MKL running its AVX2 code on that processor; on an AVX2 Zen 3 MKL
+was the faster (benchmarks/RESULTS.md, "Products of all steps on oneDNN"). The weight gradients
+(a reduction over the thousands of rows) stay on MKL: oneDNN, which has to reorder the input
+for each call there, was no faster.
 """
 from __future__ import annotations
 
@@ -20,6 +27,10 @@ ONEDNN = os.environ.get("GATEDRNN_ONEDNN", "1") != "0"
 #: Zen 3 (benchmarks/RESULTS.md, "Which kernel runs a step's product"), oneDNN took 1.06-3.0x
 #: MKL's time below 512 x 512 elements, 0.90-1.01x at it and 0.80-0.96x above it.
 ONEDNN_MIN_WEIGHT = 512 * 512
+#: whether products of all steps at once (``hoisted``) run on oneDNN: where torch runs AVX-512 code
+#: (``GATEDRNN_ONEDNN_MANY=0`` or ``=1`` decides instead)
+ONEDNN_MANY = os.environ.get("GATEDRNN_ONEDNN_MANY",
+                             "1" if torch.backends.cpu.get_cpu_capability().startswith(("AVX512", "AMX")) else "0") != "0"
 
 
 def onednn_usable(w) -> bool:
@@ -55,10 +66,29 @@ class Product:
         return torch.addmm(add, x, self.wt)
 
 
+def _many_on_onednn(x, w, bias) -> bool:
+    return (ONEDNN and ONEDNN_MANY and x.shape[0] > 0 and x.device.type == "cpu"
+            and all(t is None or t.dtype == torch.float32 for t in (x, w, bias))
+            and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w, bias)))
+            and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
 def hoisted(x, w, bias=None):
-    """``x @ w.T (+ bias)`` once over all steps, ``x`` ``(T*B, K)``. On MKL: at these sizes
-    (thousands of rows) it measured 1.1-1.3x faster than oneDNN with its weight reorder."""
+    """``x @ w.T (+ bias)`` for ``x`` ``(M, K)`` of many rows (all steps at once), ``w`` ``(N, K)``
+    (a transposed view is fine): on oneDNN with ``w`` reordered for this call where
+    ``ONEDNN_MANY`` says so, else on ``torch.mm``."""
+    if _many_on_onednn(x, w, bias):
+        try:
+            packed = torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), x.shape[0])
+            return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, bias, "none", [], "")
+        except (RuntimeError, AttributeError):  # a build or processor without the kernel
+            pass
     return torch.mm(x, w.t()) if bias is None else torch.addmm(bias, x, w.t())
+
+
+def input_grad(d, w):
+    """``d @ w``: the input's gradient over all steps, ``d`` ``(T*B, N)``, ``w`` ``(N, K)`` (``hoisted``)."""
+    return hoisted(d, w.t())
 
 
 def rows(a):

@@ -18,7 +18,7 @@ import torch
 
 from ...cells.base import LN_EPS
 from .. import compiled
-from ..products import Product, hoisted, rows, sum_rows, weight_grad
+from ..products import Product, hoisted, input_grad, rows, sum_rows, weight_grad
 
 
 def keep_masks(keep, n, complement=False):
@@ -87,7 +87,7 @@ def input_forward(cell, p, x, bias):
     N = w.shape[0]
     if not cell.layer_norm:
         return hoisted(rows(x), w, bias).view(T, B, N), {}
-    ax = torch.mm(rows(x), w.t())
+    ax = hoisted(rows(x), w)
     out, mu, rstd = torch.native_layer_norm(ax, [N], p["ln_weight_ih"], bias, LN_EPS)
     return out.view(T, B, N), {"in_a": ax, "in_mu": mu, "in_rstd": rstd}
 
@@ -115,7 +115,7 @@ def input_backward(cell, p, x, saved, dgx, need_dx, grads):
                                                         p["ln_weight_ih"])
     grads["weight_ih"] = torch.mm(d.t(), rows(x))
     if need_dx:
-        grads["x"] = torch.mm(d, w).view(T, B, I)
+        grads["x"] = input_grad(d, w).view(T, B, I)
 
 
 class Recurrent:

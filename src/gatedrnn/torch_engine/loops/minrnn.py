@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 
 from .. import compiled
-from ..products import hoisted, rows, sum_rows
+from ..products import hoisted, input_grad, rows, sum_rows
 
 
 def _g(v):
@@ -60,7 +60,7 @@ def _weight_grads(cell, p, x, dA, need_dx):
     if cell.bias:
         grads["bias_ih"] = sum_rows(dA)
     if need_dx:
-        grads["x"] = torch.mm(d, p["weight_ih"]).view(T, B, I)
+        grads["x"] = input_grad(d, p["weight_ih"]).view(T, B, I)
     return grads
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from ..products import Product, hoisted, rows
+from ..products import Product, hoisted, input_grad, rows
 
 
 def _heads(v, K):
@@ -152,5 +152,5 @@ class SLSTMLoop:
             grads["bias_ih"] = dgx.sum(0)
             grads["bias_hh"] = grads["bias_ih"].clone()
         if need_dx:
-            grads["x"] = torch.mm(dgx, p["weight_ih"]).view(T, B, I)
+            grads["x"] = input_grad(dgx, p["weight_ih"]).view(T, B, I)
         return grads, tuple(_unheads(v) for v in (dh, dc, dn, dm0))

@@ -5,7 +5,9 @@ ratio is the median of per-round ratios. ``--variants`` picks among those and tw
 ``generic`` (the generic fused loop: ``capability.ENABLED`` off, what runs a cell without a
 specialised loop) and ``peer`` (experiments/peers.py: minGRU-pytorch for mingru/minlstm).
 ``mkl_many`` is the fused engine with the compiled kernels but its products of all steps at once
-on MKL (``products.ONEDNN_MANY`` off; what ran before they moved to oneDNN on AVX-512).
+on MKL (``products.ONEDNN_MANY`` off; what ran before they moved to oneDNN on AVX-512);
+``add_in_product`` the LSTM family's compiled step with the input pre-activation added by the
+product, not by the kernel (``loops.lstm.ADD_IN_KERNEL`` off).
 ``--grains`` adds, for each number of elements given, the compiled kernels with that parallel grain
 (``csrc/common.h``: the fewest elements a thread of a pass is given) as variant ``gN``.
 
@@ -25,8 +27,9 @@ import torch
 
 from gatedrnn.experiments import bench
 from gatedrnn.torch_engine import capability, compiled, products
+from gatedrnn.torch_engine.loops import lstm as lstm_loop
 
-VARIANTS = ("compiled", "eager", "torch", "products", "generic", "peer", "mkl_many")
+VARIANTS = ("compiled", "eager", "torch", "products", "generic", "peer", "mkl_many", "add_in_product")
 
 
 def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANTS[:4], grains=()) -> dict:
@@ -38,10 +41,11 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
     x, gy = bench._inputs(cfg, size)
     default_many = products.ONEDNN_MANY
 
-    def run(module, use_kernels, specialised=True, grain=None, many=None):
+    def run(module, use_kernels, specialised=True, grain=None, many=None, add_in_kernel=True):
         def fn():
             compiled.ENABLED, capability.ENABLED = use_kernels, specialised
             products.ONEDNN_MANY = default_many if many is None else many
+            lstm_loop.ADD_IN_KERNEL = add_in_kernel
             kernels.set_parallel_grain(grain or default_grain)
             if kind == "train":
                 module.zero_grad(set_to_none=True)
@@ -56,6 +60,7 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
               "torch": lambda: run(bench.make_module("torch", cell, size, cfg), True),
               "products": lambda: bench.products_only(fused, x.detach(), kind == "train"),
               "mkl_many": lambda: run(fused, True, many=False),
+              "add_in_product": lambda: run(fused, True, add_in_kernel=False),
               "generic": lambda: run(fused, True, specialised=False),
               "peer": lambda: run(bench.make_module("peer", cell, size, cfg), True)}
     fns = {v: makers[v]() for v in variants}
@@ -65,6 +70,7 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
     finally:
         compiled.ENABLED = capability.ENABLED = True
         products.ONEDNN_MANY = default_many
+        lstm_loop.ADD_IN_KERNEL = True
         kernels.set_parallel_grain(default_grain)
     ratio = lambda a, b: statistics.median(u / v for u, v in zip(times[a], times[b]))  # noqa: E731
     row = {"cell": cell, "size": size, "kind": kind, "threads": torch.get_num_threads(), "seq_len": cfg.seq_len,
@@ -73,7 +79,7 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
     for a, b in (("compiled", "torch"), ("eager", "torch"), ("compiled", "eager"), ("compiled", "products"),
                  ("eager", "products"), ("products", "torch"), ("compiled", "generic"), ("eager", "generic"),
                  ("peer", "compiled"), ("peer", "eager"), ("peer", "products"), ("compiled", "mkl_many"),
-                 ("mkl_many", "torch")):
+                 ("mkl_many", "torch"), ("compiled", "add_in_product"), ("add_in_product", "torch")):
         if a in times and b in times:
             row[f"{a}_vs_{b}"] = ratio(a, b)
     for g in grains:

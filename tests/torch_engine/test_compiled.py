@@ -16,6 +16,7 @@ from gatedrnn.torch_engine.loops.gru import GRULoop
 from gatedrnn.torch_engine.loops.indrnn import IndRNNLoop
 from gatedrnn.torch_engine.loops.lstm import LSTMLoop
 from gatedrnn.torch_engine.loops.minrnn import MinRNNLoop
+from gatedrnn.torch_engine.loops import lstm as lstm_loop
 from gatedrnn.torch_engine.loops import mogrifier
 from gatedrnn.torch_engine.loops.mogrifier import MogrifierLoop
 
@@ -119,6 +120,32 @@ FLOAT32_CASES = [("lstm", {}), ("peephole", {}), ("cifg", {}), ("gru", {}),
 def test_float32_matches_the_eager_loop(case, kind, kernels, monkeypatch):
     got, want, _ = _both(case, kind, kernels, monkeypatch, dtype=torch.float32)
     _close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", [("lstm", {}), ("peephole", {}), ("cifg", {})], ids=_id)
+@pytest.mark.parametrize("kind", [None, "zoneout"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("add_in_kernel", [True, False], ids=["kernel-adds", "product-adds"])
+def test_the_kernel_or_the_product_adds_the_input(case, kind, dtype, add_in_kernel, kernels, monkeypatch):
+    """Each step's input pre-activation added by the compiled step (``ADD_IN_KERNEL``, the default)
+    or by the product (oneDNN's post-op in float32 where it runs): both match the eager loop, and
+    the kernel is given the input pre-activation exactly when it is to add it."""
+    monkeypatch.setattr(lstm_loop, "ADD_IN_KERNEL", add_in_kernel)
+    given = []
+    forward = kernels.lstm_forward
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(kernels, name)
+
+        @staticmethod
+        def lstm_forward(a, ax, *rest):
+            given.append(ax is not None)
+            return forward(a, ax, *rest)
+
+    got, want, _ = _both(case, kind, Recording(), monkeypatch, dtype=dtype)
+    assert given and set(given) == {add_in_kernel}
+    _close(got, want, rtol=1e-12 if dtype == torch.float64 else 1e-5, atol=1e-13 if dtype == torch.float64 else 1e-6)
 
 
 @pytest.mark.parametrize("case", [("lstm", {"layer_norm": True}), ("cifg", {"layer_norm": True})], ids=_id)

@@ -19,20 +19,28 @@ namespace {
 using namespace gatedrnn;
 
 // -- LSTM (plain, peephole, CIFG), with zoneout or padding keep masks ---------------------------
-// a (B, G*H): the step's pre-activations (input and recurrent products, biases); read only.
+// a (B, G*H): the step's pre-activations (input and recurrent products, biases), or with ax
+// (B, G*H) the recurrent product alone, to which ax, the step's input pre-activation, is added
+// here, row by row, in place (a is the product's fresh output; this saves the product a pass).
 // gt (B, G*H): post-activation gates (out). cp (B, H): c_{t-1}. cn (B, H): the cell's c_t (out).
 // h (B, H): h_t (out; mixed with h_prev by kh). cs (B, H): the state c_t after zoneout by kc (out,
 // only with kc). peep (3H): w_i, w_f, w_o.
 template <typename T, bool PEEP, bool CIFG, bool KH, bool KC>
-void lstm_fwd_impl(const at::Tensor& a, const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& cn,
-                   const at::Tensor& h, const at::Tensor& peep, const at::Tensor& h_prev,
+void lstm_fwd_impl(const at::Tensor& a, const at::Tensor& ax, const at::Tensor& gt, const at::Tensor& cp,
+                   const at::Tensor& cn, const at::Tensor& h, const at::Tensor& peep, const at::Tensor& h_prev,
                    const at::Tensor& kh, const at::Tensor& kc, const at::Tensor& cs) {
   const int64_t B = cp.size(0), H = cp.size(1), G = CIFG ? 3 : 4;
-  const T *A = ptr<T>(a), *CP = ptr<T>(cp), *W = ptr<T>(peep), *HP = ptr<T>(h_prev), *KHp = ptr<T>(kh),
-          *KCp = ptr<T>(kc);
-  T *GT = ptr<T>(gt), *CN = ptr<T>(cn), *HO = ptr<T>(h), *CS = ptr<T>(cs);
+  const T *CP = ptr<T>(cp), *W = ptr<T>(peep), *HP = ptr<T>(h_prev), *KHp = ptr<T>(kh), *KCp = ptr<T>(kc),
+          *AX = ptr<T>(ax);
+  T *A = ptr<T>(a), *GT = ptr<T>(gt), *CN = ptr<T>(cn), *HO = ptr<T>(h), *CS = ptr<T>(cs);
   rows(B, G * H, [&](int64_t b) {
-    const T* ar = A + b * G * H;
+    T* aw = A + b * G * H;
+    if (AX) {
+      const T* xr = AX + b * G * H;
+#pragma omp simd
+      for (int64_t j = 0; j < G * H; ++j) aw[j] += xr[j];
+    }
+    const T* ar = aw;
     T* gr = GT + b * G * H;
     const T* cpr = CP + b * H;
     T *cnr = CN + b * H, *hr = HO + b * H, *csr = KC ? CS + b * H : cnr;
@@ -107,12 +115,13 @@ void lstm_bwd_impl(const at::Tensor& gt, const at::Tensor& cp, const at::Tensor&
 }
 
 template <typename T>
-void lstm_fwd_t(bool peep, bool cifg, bool zh, bool zc, const at::Tensor& a, const at::Tensor& gt,
-                const at::Tensor& cp, const at::Tensor& cn, const at::Tensor& h, const at::Tensor& w,
-                const at::Tensor& hp, const at::Tensor& kh, const at::Tensor& kc, const at::Tensor& cs) {
+void lstm_fwd_t(bool peep, bool cifg, bool zh, bool zc, const at::Tensor& a, const at::Tensor& ax,
+                const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& cn, const at::Tensor& h,
+                const at::Tensor& w, const at::Tensor& hp, const at::Tensor& kh, const at::Tensor& kc,
+                const at::Tensor& cs) {
   with_flags(peep, cifg, zh, zc, [&](auto P, auto C, auto ZH, auto ZC) {
     lstm_fwd_impl<T, decltype(P)::value, decltype(C)::value, decltype(ZH)::value, decltype(ZC)::value>(
-        a, gt, cp, cn, h, w, hp, kh, kc, cs);
+        a, ax, gt, cp, cn, h, w, hp, kh, kc, cs);
   });
 }
 
@@ -127,18 +136,19 @@ void lstm_bwd_t(bool peep, bool cifg, bool zh, bool zc, const at::Tensor& gt, co
   });
 }
 
-void lstm_forward(const at::Tensor& a, const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& cn,
-                  const at::Tensor& h, bool cifg, const c10::optional<at::Tensor>& peep_,
-                  const c10::optional<at::Tensor>& h_prev_, const c10::optional<at::Tensor>& kh_,
-                  const c10::optional<at::Tensor>& kc_, const c10::optional<at::Tensor>& cs_) {
-  auto peep = opt(peep_), hp = opt(h_prev_), kh = opt(kh_), kc = opt(kc_), cs = opt(cs_);
-  check({a, gt, cp, cn, h, peep, hp, kh, kc, cs}, a);
+void lstm_forward(const at::Tensor& a, const c10::optional<at::Tensor>& ax_, const at::Tensor& gt,
+                  const at::Tensor& cp, const at::Tensor& cn, const at::Tensor& h, bool cifg,
+                  const c10::optional<at::Tensor>& peep_, const c10::optional<at::Tensor>& h_prev_,
+                  const c10::optional<at::Tensor>& kh_, const c10::optional<at::Tensor>& kc_,
+                  const c10::optional<at::Tensor>& cs_) {
+  auto ax = opt(ax_), peep = opt(peep_), hp = opt(h_prev_), kh = opt(kh_), kc = opt(kc_), cs = opt(cs_);
+  check({a, ax, gt, cp, cn, h, peep, hp, kh, kc, cs}, a);
   TORCH_CHECK(!cifg || !peep.defined(), "gatedrnn pointwise kernel: no peepholes with CIFG");
   const bool zh = kh.defined(), zc = kc.defined();
   TORCH_CHECK(!zh || hp.defined(), "kh needs h_prev");
   TORCH_CHECK(!zc || cs.defined(), "kc needs cs");
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "lstm_forward", [&] {
-    lstm_fwd_t<scalar_t>(peep.defined(), cifg, zh, zc, a, gt, cp, cn, h, peep, hp, kh, kc, cs);
+    lstm_fwd_t<scalar_t>(peep.defined(), cifg, zh, zc, a, ax, gt, cp, cn, h, peep, hp, kh, kc, cs);
   });
 }
 

@@ -35,6 +35,12 @@ from .common import (
 
 _FAMILY = {"bias": ..., "forget_bias": ..., "forget_bias_init": ..., "layer_norm": ...}
 
+#: whether the compiled step adds each step's input pre-activation to the recurrent product
+#: itself; off, the product adds it (oneDNN's binary post-op, which took 1.01-1.41x the plain
+#: product's time at 32 rows: benchmarks/product_add.py). benchmarks/compiled_ab.py's ``add_in_product``
+#: variant turns it off.
+ADD_IN_KERNEL = True
+
 
 class Pointwise:
     """One LSTM step's elementwise work after its products, forward and backward, for every
@@ -152,10 +158,12 @@ class CompiledStep:
             return None
         return CompiledStep(compiled.pointwise(), cell, p, x, H, keep)
 
-    def forward(self, a, gt, cp, cn, Hs, t, C, jn):
-        """``Gs``, ``c_t`` (``Cn``), ``h_t`` into ``Hs[t+1]`` and, with ``kc``, the mixed ``c_t`` into ``C[jn]``."""
+    def forward(self, a, gt, cp, cn, Hs, t, C, jn, ax=None):
+        """``Gs``, ``c_t`` (``Cn``), ``h_t`` into ``Hs[t+1]`` and, with ``kc``, the mixed ``c_t`` into ``C[jn]``;
+        with ``ax`` (the step's input pre-activation) ``a`` is the recurrent product alone, and the
+        kernel adds ``ax`` to it in place."""
         kh, kc = self.kh, self.kc
-        self.k.lstm_forward(a, gt, cp, cn, Hs[t + 1], self.coupled, self.peep, None if kh is None else Hs[t],
+        self.k.lstm_forward(a, ax, gt, cp, cn, Hs[t + 1], self.coupled, self.peep, None if kh is None else Hs[t],
                             None if kh is None else kh[t], None if kc is None else kc[t], None if kc is None else C[jn])
 
     def backward(self, gt, cp, cn, dh, carry, dy_t, dc, da, carry_out, t):
@@ -283,6 +291,9 @@ class LSTMLoop:
             cp, cn = C[j], Cn[jn]
             if cs is not None and cs.ln:
                 cs.forward_norm(hh, gx[t], s, save, Gs[s], cp, cn, Hs, t, C, jn, (TC, CMu, CRs))
+                continue
+            if cs is not None and ADD_IN_KERNEL:  # the kernel adds gx[t] to the product's fresh output
+                cs.forward(hh(Hs[t], s), Gs[s], cp, cn, Hs, t, C, jn, gx[t])
                 continue
             a = hh(Hs[t], s, gx[t])  # (B, G*H), a fresh tensor
             if cs is not None:

@@ -43,7 +43,8 @@ def measure(n: int, k: int, rows: int, rounds: int, repeat: int, reorder: bool =
     fns = {"onednn": lambda: packed(x), "mkl": lambda: torch.mm(x, wt)}
     if reorder:
         mkldnn = torch.ops.mkldnn
-        fns["onednn"] = lambda: mkldnn._linear_pointwise(x, mkldnn._reorder_linear_weight(w, rows), None, "none", [], "")
+        fns["onednn"] = lambda: mkldnn._linear_pointwise(x, mkldnn._reorder_linear_weight(w, rows), None, "none",
+                                                         [], "")
     try:
         mkl_w = torch.ops.mkl._mkl_reorder_linear_weight(w, rows)
         fns["mkl_packed"] = lambda: torch.ops.mkl._mkl_linear(x, mkl_w, w, None, rows)

@@ -70,7 +70,8 @@ def test_masks_match_generic_and_autograd(case, kind):
 @pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "plain"])
 def test_float32_matches_float64(case, onednn, monkeypatch):
     """float32 is where the oneDNN products run (when the build and processor have them), the
-    per-step ones and those of all steps at once; ``ONEDNN = False`` is the plain fallback. float32 rounding bounds the tolerances."""
+    per-step ones and those of all steps at once; ``ONEDNN = False`` is the plain fallback.
+    float32 rounding bounds the tolerances."""
     monkeypatch.setattr(products, "ONEDNN", onednn)
     monkeypatch.setattr(products, "ONEDNN_MIN_WEIGHT", 0)  # these small weights too
     monkeypatch.setattr(products, "ONEDNN_MANY", onednn)  # and the products of all steps, on any processor

@@ -10,9 +10,10 @@ and ``GATEDRNN_ONEDNN=0`` (or ``ONEDNN = False``) turns them off.
 
 Products over all steps at once (thousands of rows: the hoisted input product and the input
 gradient, ``hoisted``) run on oneDNN where the processor has AVX-512 (``ONEDNN_MANY``), with the
-weight reordered for the one call, and on ``torch.mm`` (MKL) elsewhere: on a Zen 4 oneDNN took
-0.67-0.83x MKL's time there, MKL running its AVX2 code on that processor; on an AVX2 Zen 3 MKL
-was the faster (benchmarks/RESULTS.md, "Products of all steps on oneDNN"). The weight gradients
+weight reordered for the one call, and on ``torch.mm`` (MKL) elsewhere: on a Zen 4, where MKL
+runs its AVX2 code, oneDNN took 0.66-0.94x MKL's time for these products from 131k weight
+elements and 1.0x below; on a loaded AVX2 Zen 3 (2026-11-23) MKL measured the faster
+(benchmarks/RESULTS.md, "Products of all steps on oneDNN"). The weight gradients
 (a reduction over the thousands of rows) stay on MKL: oneDNN, which has to reorder the input
 for each call there, was no faster.
 """
@@ -29,8 +30,8 @@ ONEDNN = os.environ.get("GATEDRNN_ONEDNN", "1") != "0"
 ONEDNN_MIN_WEIGHT = 512 * 512
 #: whether products of all steps at once (``hoisted``) run on oneDNN: where torch runs AVX-512 code
 #: (``GATEDRNN_ONEDNN_MANY=0`` or ``=1`` decides instead)
-ONEDNN_MANY = os.environ.get("GATEDRNN_ONEDNN_MANY",
-                             "1" if torch.backends.cpu.get_cpu_capability().startswith(("AVX512", "AMX")) else "0") != "0"
+_AVX512 = torch.backends.cpu.get_cpu_capability().startswith(("AVX512", "AMX"))
+ONEDNN_MANY = os.environ.get("GATEDRNN_ONEDNN_MANY", "1" if _AVX512 else "0") != "0"
 
 
 def onednn_usable(w) -> bool:

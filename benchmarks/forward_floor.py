@@ -1,0 +1,82 @@
+"""The no-grad forward's floor: how much of the fused engine's forward is matrix products and
+weight reorders, against ``torch.nn``'s whole forward. The fused forward runs under
+``torch.profiler`` (the products' and reorders' own time: ``mkldnn::_linear_pointwise``,
+``_reorder_linear_weight``, ``aten::mm``/``addmm``); the fused and ``torch.nn`` forwards are then
+timed interleaved, without the profiler. ``floor / torch.nn`` is the least the fused forward's
+ratio can be while it runs these products; ``fused / torch.nn`` what it is.
+
+    python benchmarks/forward_floor.py --cells lstm,peephole,cifg,gru --size 512 --threads 2 --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from gatedrnn.experiments import bench
+
+PRODUCTS = ("mkldnn::_linear_pointwise", "aten::mm", "aten::addmm")
+REORDERS = ("mkldnn::_reorder_linear_weight",)
+
+
+def measure(cell: str, H: int, T: int, B: int, calls: int, rounds: int) -> dict:
+    torch.manual_seed(0)
+    cfg = bench.BenchConfig(seq_len=T, batch_size=B)
+    fused, ref = bench.make_module("fused", cell, H, cfg), bench.make_module("torch", cell, H, cfg)
+    x = torch.randn(T, B, H)
+    with torch.no_grad():
+        for _ in range(3):
+            fused(x), ref(x)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(calls):
+                fused(x)
+        own = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+        products = sum(own.get(k, 0.0) for k in PRODUCTS) / calls / 1e3  # ms per forward
+        reorders = sum(own.get(k, 0.0) for k in REORDERS) / calls / 1e3
+        tf, tr = [], []
+        for r in range(rounds):
+            for name in (("f", "r") if r % 2 == 0 else ("r", "f")):
+                start = time.perf_counter()
+                (fused if name == "f" else ref)(x)
+                (tf if name == "f" else tr).append(time.perf_counter() - start)
+    nn_ms = 1e3 * statistics.median(tr)
+    return {"cell": cell, "size": H, "threads": torch.get_num_threads(), "products_ms": products,
+            "reorders_ms": reorders, "fused_ms": 1e3 * statistics.median(tf), "torch_ms": nn_ms,
+            "floor_vs_torch": (products + reorders) / nn_ms,
+            "fused_vs_torch": statistics.median(a / b for a, b in zip(tf, tr))}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cells", default="lstm,peephole,cifg,gru")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--calls", type=int, default=5, help="forwards under the profiler")
+    p.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds")
+    p.add_argument("--json", metavar="PATH")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    print(f"{'cell':9s} {'products ms':>12} {'reorders ms':>12} {'fused ms':>9} {'torch.nn ms':>12} "
+          f"{'floor/nn':>9} {'fused/nn':>9}")
+    for cell in args.cells.split(","):
+        r = measure(cell, args.size, args.seq_len, args.batch_size, args.calls, args.rounds)
+        rows.append(r)
+        print(f"{cell:9s} {r['products_ms']:>12.1f} {r['reorders_ms']:>12.1f} {r['fused_ms']:>9.1f} "
+              f"{r['torch_ms']:>12.1f} {r['floor_vs_torch']:>9.3f} {r['fused_vs_torch']:>9.3f}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": bench.machine_info(), "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

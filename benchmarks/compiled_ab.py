@@ -39,13 +39,13 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
     torch.manual_seed(0)
     fused = bench.make_module("fused", cell, size, cfg)
     x, gy = bench._inputs(cfg, size)
-    default_many = products.ONEDNN_MANY
+    default_many, default_add = products.ONEDNN_MANY, lstm_loop.ADD_IN_KERNEL
 
-    def run(module, use_kernels, specialised=True, grain=None, many=None, add_in_kernel=True):
+    def run(module, use_kernels, specialised=True, grain=None, many=None, add_in_kernel=None):
         def fn():
             compiled.ENABLED, capability.ENABLED = use_kernels, specialised
             products.ONEDNN_MANY = default_many if many is None else many
-            lstm_loop.ADD_IN_KERNEL = add_in_kernel
+            lstm_loop.ADD_IN_KERNEL = default_add if add_in_kernel is None else add_in_kernel
             kernels.set_parallel_grain(grain or default_grain)
             if kind == "train":
                 module.zero_grad(set_to_none=True)
@@ -69,8 +69,7 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
         times = bench.interleaved(fns, repeats)
     finally:
         compiled.ENABLED = capability.ENABLED = True
-        products.ONEDNN_MANY = default_many
-        lstm_loop.ADD_IN_KERNEL = True
+        products.ONEDNN_MANY, lstm_loop.ADD_IN_KERNEL = default_many, default_add
         kernels.set_parallel_grain(default_grain)
     ratio = lambda a, b: statistics.median(u / v for u, v in zip(times[a], times[b]))  # noqa: E731
     row = {"cell": cell, "size": size, "kind": kind, "threads": torch.get_num_threads(), "seq_len": cfg.seq_len,

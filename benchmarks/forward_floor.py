@@ -75,12 +75,8 @@ def measure(cell: str, H: int, T: int, B: int, calls: int, rounds: int) -> dict:
         own = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
         products = sum(own.get(k, 0.0) for k in PRODUCTS) / calls / 1e3  # ms per forward
         reorders = sum(own.get(k, 0.0) for k in REORDERS) / calls / 1e3
-        tf, tr = [], []
-        for r in range(rounds):
-            for name in (("f", "r") if r % 2 == 0 else ("r", "f")):
-                start = time.perf_counter()
-                (fused if name == "f" else ref)(x)
-                (tf if name == "f" else tr).append(time.perf_counter() - start)
+        times = bench.interleaved({"fused": lambda: fused(x), "torch": lambda: ref(x)}, rounds)
+    tf, tr = times["fused"], times["torch"]
     nn_ms = 1e3 * statistics.median(tr)
     return {"cell": cell, "size": H, "threads": torch.get_num_threads(), "products_ms": products,
             "loop_us": per_step(bench.make_module("fused", cell, 8, cfg), torch.randn(T, 1, 8), rounds),

@@ -1,8 +1,6 @@
 """The product kernels of the fused loops (torch_engine/products.py): oneDNN's packed product and
 the plain fallback agree, and the weight size decides which runs; the products of all steps at
-once agree on either kernel, and the processor decides which runs."""
-import os
-
+once agree on either kernel."""
 import pytest
 import torch
 
@@ -67,9 +65,3 @@ def test_products_of_all_steps_keep_autograd(monkeypatch):
     products.hoisted(x, w).sum().backward()
     torch.testing.assert_close(w.grad, x.detach().sum(0).expand(8, 6))
 
-
-def test_products_of_all_steps_follow_the_processor():
-    """By default the products of all steps run on oneDNN exactly where torch runs AVX-512 code."""
-    if "GATEDRNN_ONEDNN_MANY" in os.environ:
-        pytest.skip("GATEDRNN_ONEDNN_MANY decides here")
-    assert products.ONEDNN_MANY == torch.backends.cpu.get_cpu_capability().startswith(("AVX512", "AMX"))

@@ -292,13 +292,11 @@ class LSTMLoop:
             if cs is not None and cs.ln:
                 cs.forward_norm(hh, gx[t], s, save, Gs[s], cp, cn, Hs, t, C, jn, (TC, CMu, CRs))
                 continue
-            if cs is not None and ADD_IN_KERNEL:  # the kernel adds gx[t] to the product's fresh output
-                cs.forward(hh(Hs[t], s), Gs[s], cp, cn, Hs, t, C, jn, gx[t])
+            if cs is not None:  # the kernel adds gx[t] to the product's fresh output (ADD_IN_KERNEL)
+                ax = gx[t] if ADD_IN_KERNEL else None
+                cs.forward(hh(Hs[t], s, None if ADD_IN_KERNEL else gx[t]), Gs[s], cp, cn, Hs, t, C, jn, ax)
                 continue
             a = hh(Hs[t], s, gx[t])  # (B, G*H), a fresh tensor
-            if cs is not None:
-                cs.forward(a, Gs[s], cp, cn, Hs, t, C, jn)
-                continue
             tc = TC[s if ln else 0]
             o = pw.forward(a, Gs[s], cp, cn, tc, (CMu, CRs, s))
             mix_out(Hs, t, o, tc, hnew, kh, C, cn, cp, jn, kc)

@@ -1,6 +1,6 @@
 """The product kernels of the fused loops (torch_engine/products.py): oneDNN's packed product and
 the plain fallback agree, and the weight size decides which runs; the products of all steps at
-once agree on either kernel."""
+once, the weight gradients among them, agree on either kernel."""
 import pytest
 import torch
 
@@ -54,6 +54,32 @@ def test_products_of_all_steps_agree(many, monkeypatch):
     torch.testing.assert_close(products.input_grad(d, w), d @ w, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(products.hoisted(x.double(), w.double()), x.double() @ w.double().T)
     assert products.hoisted(x[:0], w).shape == (0, 40)
+
+
+@pytest.mark.parametrize("many", [True, False], ids=["onednn", "mkl"])
+@pytest.mark.parametrize("on_onednn", [True, False], ids=["wgrad_onednn", "wgrad_mkl"])
+def test_weight_gradients_agree(many, on_onednn, monkeypatch):
+    """``weight_grad`` (rows flattened or not, on views as the loops pass them) gives ``torch.mm``'s
+    figures whichever kernel runs it, and runs oneDNN's exactly when both switches say so."""
+    monkeypatch.setattr(products, "ONEDNN_MANY", many)
+    monkeypatch.setattr(products, "WEIGHT_GRAD_ON_ONEDNN", on_onednn)
+    gen = torch.Generator().manual_seed(2)
+    d, inp = torch.randn(6, 50, 40, generator=gen), torch.randn(7, 50, 24, generator=gen)
+    expected = d.reshape(-1, 40).t() @ inp[:-1].reshape(-1, 24)
+    calls = []
+    real = torch.ops.mkldnn._linear_pointwise if _onednn_here() else None
+    if real is not None:
+        monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", lambda *a: calls.append(1) or real(*a))
+    torch.testing.assert_close(products.weight_grad(d, inp[:-1]), expected, rtol=1e-5, atol=1e-4)
+    assert bool(calls) == (many and on_onednn and _onednn_here())
+    torch.testing.assert_close(products.weight_grad(d.reshape(-1, 40), inp[:-1].reshape(-1, 24)), expected,
+                               rtol=1e-5, atol=1e-4)
+    assert products.weight_grad(d.double(), inp[:-1].double()).dtype == torch.float64
+    assert products.weight_grad(d[:, :0], inp[:-1, :0]).abs().sum() == 0  # no rows: zeros
+    acc = torch.ones(40, 24)  # a chunk's share added in place; a column slice of the inputs as the Mogrifier's
+    wide = torch.cat([inp[:-1], torch.randn(6, 50, 3, generator=gen)], dim=2)
+    assert products.add_weight_grad(acc, d, wide[..., :24]) is acc
+    torch.testing.assert_close(acc, expected + 1, rtol=1e-5, atol=1e-4)
 
 
 def test_products_of_all_steps_keep_autograd(monkeypatch):

@@ -220,8 +220,8 @@ def _forward_fn(module, x, cfg):
 def products_only(module, x, backward: bool):
     """A function running only the matrix products the fused engine runs for one layer of
     ``module`` on ``x`` ``(T, B, I)``, with the same kernels (``products.Product``: oneDNN with its
-    weight packing where usable, else MKL; ``products.hoisted`` and ``input_grad`` for the products
-    over all steps, ``torch.mm`` for the weight gradients), on random
+    weight packing where usable, else MKL; ``products.hoisted``, ``input_grad`` and ``weight_grad``
+    for the products over all steps), on random
     operands of the right shapes. No nonlinearity, no elementwise work, no bookkeeping.
 
     Per step, in sequence (each step's depends on the one before): the recurrent products, and
@@ -232,7 +232,7 @@ def products_only(module, x, backward: bool):
     with ``backward``, the input gradient and every weight gradient (the cheapest way to do them).
     """
     from ..torch_engine.loops.mogrifier import mogrifier_matrices
-    from ..torch_engine.products import Product, hoisted as hoisted_product, input_grad
+    from ..torch_engine.products import Product, hoisted as hoisted_product, input_grad, weight_grad
 
     cell, p = module.cell, {k: v.detach() for k, v in module.layer_params(0).items()}
     T, B, _ = x.shape
@@ -297,7 +297,7 @@ def products_only(module, x, backward: bool):
             for w, d in zip(hoisted, rows_grad[len(stepped):]):
                 input_grad(d, w)  # the input gradient
             for d, a in zip(rows_grad, rows_in):
-                torch.mm(d.t(), a)  # the weight gradients
+                weight_grad(d, a)  # the weight gradients
             for (left, right), d in zip(factors, factor_grads):  # the Mogrifier's factors, from d Q_k
                 torch.mm(d, right.t())
                 torch.mm(left.t(), d)

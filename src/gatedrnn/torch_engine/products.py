@@ -13,9 +13,11 @@ gradient, ``hoisted``) run on oneDNN where the processor has AVX-512 (``ONEDNN_M
 weight reordered for the one call, and on ``torch.mm`` (MKL) elsewhere: on a Zen 4, where MKL
 runs its AVX2 code, oneDNN took 0.66-0.94x MKL's time for these products from 131k weight
 elements and 1.0x below; on a loaded AVX2 Zen 3 (2026-11-23) MKL measured the faster
-(benchmarks/RESULTS.md, "Products of all steps on oneDNN"). The weight gradients
-(a reduction over the thousands of rows) stay on MKL: oneDNN, which has to reorder the input
-for each call there, was no faster.
+(benchmarks/RESULTS.md, "Products of all steps on oneDNN"). The weight gradients (``weight_grad``,
+a reduction over the thousands of rows) go the same way (``WEIGHT_GRAD_ON_ONEDNN`` turns that part
+off): the rows' gradient transposed into oneDNN's source and the inputs reordered as its weight, as
+one product; on a Zen 5, whose AVX-512 units are full width, this took 0.50-0.77x MKL's time at one
+thread (benchmarks/weight_grad.py).
 """
 from __future__ import annotations
 
@@ -32,6 +34,9 @@ ONEDNN_MIN_WEIGHT = 512 * 512
 #: (``GATEDRNN_ONEDNN_MANY=0`` or ``=1`` decides instead)
 _AVX512 = torch.backends.cpu.get_cpu_capability().startswith(("AVX512", "AMX"))
 ONEDNN_MANY = os.environ.get("GATEDRNN_ONEDNN_MANY", "1" if _AVX512 else "0") != "0"
+#: whether the weight gradients follow ``ONEDNN_MANY`` (off: always ``torch.mm``);
+#: benchmarks/compiled_ab.py's ``mkl_wgrad`` variant turns it off
+WEIGHT_GRAD_ON_ONEDNN = True
 
 
 def onednn_usable(w) -> bool:
@@ -68,7 +73,7 @@ class Product:
 
 
 def _many_on_onednn(x, w, bias) -> bool:
-    return (ONEDNN and ONEDNN_MANY and x.shape[0] > 0 and x.device.type == "cpu"
+    return (ONEDNN and ONEDNN_MANY and x.shape[0] > 0 and x.shape[1] > 0 and x.device.type == "cpu"
             and all(t is None or t.dtype == torch.float32 for t in (x, w, bias))
             and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w, bias)))
             and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
@@ -98,8 +103,21 @@ def rows(a):
 
 
 def weight_grad(d, inp):
-    """``sum over steps and rows of d^T inp``: ``(T, B, N), (T, B, K) -> (N, K)``, one product."""
-    return torch.mm(rows(d).t(), rows(inp))
+    """``sum over steps and rows of d^T inp``: ``(T, B, N), (T, B, K) -> (N, K)`` (or the same
+    with the rows already flattened), one product: ``hoisted``'s kernels with ``d^T`` as the
+    source and ``inp^T`` as the weight, where ``WEIGHT_GRAD_ON_ONEDNN`` lets it."""
+    d, inp = rows(d), rows(inp)
+    if WEIGHT_GRAD_ON_ONEDNN:
+        return hoisted(d.t(), inp.t())
+    return torch.mm(d.t(), inp)
+
+
+def add_weight_grad(acc, d, inp):
+    """``acc += weight_grad(d, inp)`` (a chunk of steps' share of a weight gradient): on ``torch.mm``'s
+    kernel as one ``addmm_``, on oneDNN's as its product and an ``add_``."""
+    if WEIGHT_GRAD_ON_ONEDNN and _many_on_onednn(rows(d).t(), rows(inp).t(), None):
+        return acc.add_(weight_grad(d, inp))
+    return acc.addmm_(rows(d).t(), rows(inp))
 
 
 def sum_rows(d):

@@ -113,7 +113,7 @@ def input_backward(cell, p, x, saved, dgx, need_dx, grads):
     if cell.layer_norm:
         d, grads["ln_weight_ih"] = _layer_norm_backward(d, saved["in_a"], saved["in_mu"], saved["in_rstd"],
                                                         p["ln_weight_ih"])
-    grads["weight_ih"] = torch.mm(d.t(), rows(x))
+    grads["weight_ih"] = weight_grad(d, x)
     if need_dx:
         grads["x"] = input_grad(d, w).view(T, B, I)
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 
 from .. import compiled
-from ..products import hoisted, input_grad, rows, sum_rows
+from ..products import hoisted, input_grad, rows, sum_rows, weight_grad
 
 
 def _g(v):
@@ -56,7 +56,7 @@ def kernel_keep(kh, T, B):
 def _weight_grads(cell, p, x, dA, need_dx):
     T, B, I = x.shape
     d = rows(dA)
-    grads = {"weight_ih": torch.mm(d.t(), rows(x))}
+    grads = {"weight_ih": weight_grad(d, x)}
     if cell.bias:
         grads["bias_ih"] = sum_rows(dA)
     if need_dx:

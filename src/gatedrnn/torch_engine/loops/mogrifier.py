@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 
 from .. import buffers
-from ..products import Product, rows
+from ..products import Product, add_weight_grad, rows
 from .common import add_carry, combined_bias, keep_masks, split_carry
 from .lstm import CompiledStep, Pointwise, mix_out
 
@@ -271,13 +271,13 @@ class MogrifierLoop:
                 acc[name] = x.new_zeros(n, *mats[0].shape)  # the full Q_k (or R_k) of each round
 
         def flush(a, b):  # the weight gradients of steps [a, b), whose buffers start at slot 0
-            dA2, XH2 = rows(dA[: b - a]).t(), rows(XH[a:b])
-            acc["weight_ih"].addmm_(dA2, XH2[:, :I])
-            acc["weight_hh"].addmm_(dA2, XH2[:, I:])
-            acc["bias"].add_(dA2.sum(1))
+            dA2, XH2 = rows(dA[: b - a]), rows(XH[a:b])
+            add_weight_grad(acc["weight_ih"], dA2, XH2[:, :I])
+            add_weight_grad(acc["weight_hh"], dA2, XH2[:, I:])
+            acc["bias"].add_(dA2.sum(0))
             for name, n, dZ, inputs in W_in:
                 for k in range(n):
-                    acc[name][k].addmm_(rows(dZ[k, : b - a]).t(), rows(inputs(k, a, b)))
+                    add_weight_grad(acc[name][k], dZ[k, : b - a], inputs(k, a, b))
 
         zero = x.new_zeros(())
         dsq, dsr = x.new_empty(B, I), x.new_empty(B, H)  # sigma' of a round's gate

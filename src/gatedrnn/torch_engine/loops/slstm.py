@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from ..products import Product, hoisted, input_grad, rows
+from ..products import Product, hoisted, input_grad, rows, weight_grad
 
 
 def _heads(v, K):
@@ -147,7 +147,7 @@ class SLSTMLoop:
         dwk = torch.bmm(dak.transpose(1, 2), hk)  # (K, 4DH, DH), rows (gate, unit)
         grads = {"weight_hh": dwk.view(K, 4, DH, DH).transpose(0, 1).reshape(4 * H, DH)}
         dgx = dA.permute(0, 2, 3, 1, 4).reshape(T * B, 4 * H)  # gate-major, as weight_ih's rows
-        grads["weight_ih"] = torch.mm(dgx.t(), rows(x))
+        grads["weight_ih"] = weight_grad(dgx, x)
         if cell.bias:
             grads["bias_ih"] = dgx.sum(0)
             grads["bias_hh"] = grads["bias_ih"].clone()

@@ -1,0 +1,68 @@
+"""The weight gradient of a product over all steps, ``d^T inp`` for ``d`` ``(rows, N)`` and
+``inp`` ``(rows, K)``: MKL (``torch.mm`` on the transposed view, what the engine ran before) against
+oneDNN as the engine runs it (``products.weight_grad`` with the products of all steps on oneDNN:
+``d`` transposed into the source, ``inp`` reordered as the weight, both inside the timing, as the
+engine pays them once per backward). Per shape ``(N, K)``, the two are timed on the same operands
+interleaved round by round (who goes first alternates); the ratio is the median of per-round ratios.
+
+    python benchmarks/weight_grad.py --threads 1 --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from gatedrnn.experiments.bench import machine_info
+from gatedrnn.torch_engine import products
+
+#: (N, K): the LSTM's 4H x H at H = 256, 512, 1024, the GRU's 3H x H, the Elman RNN's H x H
+SHAPES = ((1024, 256), (2048, 512), (4096, 1024), (768, 256), (1536, 512), (3072, 1024), (512, 512), (1024, 1024))
+
+
+def measure(n: int, k: int, rows: int, rounds: int) -> dict:
+    d, inp = torch.randn(rows, n), torch.randn(rows, k)
+    one = {"mkl": lambda: torch.mm(d.t(), inp), "onednn": lambda: products.weight_grad(d, inp)}
+    torch.testing.assert_close(one["onednn"](), one["mkl"](), rtol=1e-4, atol=1e-3)
+    times = {name: [] for name in one}
+    for r in range(rounds):
+        for name in (list(one) if r % 2 == 0 else list(one)[::-1]):
+            start = time.perf_counter()
+            one[name]()
+            times[name].append(time.perf_counter() - start)
+    return {"n": n, "k": k, "rows": rows, **{f"{name}_ms": 1e3 * statistics.median(t) for name, t in times.items()},
+            "onednn_vs_mkl": statistics.median(a / b for a, b in zip(times["onednn"], times["mkl"]))}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=2048, help="rows of d and inp: T*B (default 2048, T=64, B=32)")
+    p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", metavar="PATH")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    probe = torch.zeros(4, 4)
+    products.ONEDNN_MANY = products.WEIGHT_GRAD_ON_ONEDNN = True  # on oneDNN here, whatever the processor
+    if not products._many_on_onednn(probe, probe, None):
+        print("oneDNN's packed product is not available in this torch", file=sys.stderr)
+        return 1
+    rows = []
+    print(f"{'N':>5} {'K':>5} {'mkl ms':>8} {'onednn/mkl':>11}")
+    for n, k in SHAPES:
+        r = measure(n, k, args.rows, args.rounds)
+        rows.append(r)
+        print(f"{n:>5} {k:>5} {r['mkl_ms']:>8.2f} {r['onednn_vs_mkl']:>11.3f}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine_info(), "threads": torch.get_num_threads(), "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -16,7 +16,7 @@ elements and 1.0x below; on a loaded AVX2 Zen 3 (2026-11-23) MKL measured the fa
 (benchmarks/RESULTS.md, "Products of all steps on oneDNN"). The weight gradients (``weight_grad``,
 a reduction over the thousands of rows) go the same way (``WEIGHT_GRAD_ON_ONEDNN`` turns that part
 off): the rows' gradient transposed into oneDNN's source and the inputs reordered as its weight, as
-one product; on a Zen 5, whose AVX-512 units are full width, this took 0.50-0.77x MKL's time at one
+one product; on a Zen 5, whose AVX-512 units are full width, this took 0.51-0.81x MKL's time at one
 thread (benchmarks/weight_grad.py).
 """
 from __future__ import annotations

@@ -4,6 +4,9 @@ oneDNN as the engine runs it (``products.weight_grad`` with the products of all 
 ``d`` transposed into the source, ``inp`` reordered as the weight, both inside the timing, as the
 engine pays them once per backward). Per shape ``(N, K)``, the two are timed on the same operands
 interleaved round by round (who goes first alternates); the ratio is the median of per-round ratios.
+A third and fourth take two weight gradients of one ``d`` (an LSTM's input and recurrent weights,
+``I = H``): ``products.weight_grads`` transposing ``d`` once for both (``pair``) against two
+``weight_grad`` calls (``two``), both on oneDNN.
 
     python benchmarks/weight_grad.py --threads 1 --json out.json
 """
@@ -25,8 +28,10 @@ SHAPES = ((1024, 256), (2048, 512), (4096, 1024), (768, 256), (1536, 512), (3072
 
 
 def measure(n: int, k: int, rows: int, rounds: int) -> dict:
-    d, inp = torch.randn(rows, n), torch.randn(rows, k)
-    one = {"mkl": lambda: torch.mm(d.t(), inp), "onednn": lambda: products.weight_grad(d, inp)}
+    d, inp, inp2 = torch.randn(rows, n), torch.randn(rows, k), torch.randn(rows, k)
+    one = {"mkl": lambda: torch.mm(d.t(), inp), "onednn": lambda: products.weight_grad(d, inp),
+           "pair": lambda: products.weight_grads(d, [inp, inp2]),
+           "two": lambda: (products.weight_grad(d, inp), products.weight_grad(d, inp2))}
     torch.testing.assert_close(one["onednn"](), one["mkl"](), rtol=1e-4, atol=1e-3)
     times = {name: [] for name in one}
     for r in range(rounds):
@@ -35,7 +40,8 @@ def measure(n: int, k: int, rows: int, rounds: int) -> dict:
             one[name]()
             times[name].append(time.perf_counter() - start)
     return {"n": n, "k": k, "rows": rows, **{f"{name}_ms": 1e3 * statistics.median(t) for name, t in times.items()},
-            "onednn_vs_mkl": statistics.median(a / b for a, b in zip(times["onednn"], times["mkl"]))}
+            "onednn_vs_mkl": statistics.median(a / b for a, b in zip(times["onednn"], times["mkl"])),
+            "pair_vs_two": statistics.median(a / b for a, b in zip(times["pair"], times["two"]))}
 
 
 def main(argv=None) -> int:
@@ -53,11 +59,11 @@ def main(argv=None) -> int:
         print("oneDNN's packed product is not available in this torch", file=sys.stderr)
         return 1
     rows = []
-    print(f"{'N':>5} {'K':>5} {'mkl ms':>8} {'onednn/mkl':>11}")
+    print(f"{'N':>5} {'K':>5} {'mkl ms':>8} {'onednn/mkl':>11} {'pair/two':>9}")
     for n, k in SHAPES:
         r = measure(n, k, args.rows, args.rounds)
         rows.append(r)
-        print(f"{n:>5} {k:>5} {r['mkl_ms']:>8.2f} {r['onednn_vs_mkl']:>11.3f}", flush=True)
+        print(f"{n:>5} {k:>5} {r['mkl_ms']:>8.2f} {r['onednn_vs_mkl']:>11.3f} {r['pair_vs_two']:>9.3f}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine_info(), "threads": torch.get_num_threads(), "rows": rows}, f, indent=1)

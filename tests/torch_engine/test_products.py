@@ -75,6 +75,11 @@ def test_weight_gradients_agree(many, on_onednn, monkeypatch):
     torch.testing.assert_close(products.weight_grad(d.reshape(-1, 40), inp[:-1].reshape(-1, 24)), expected,
                                rtol=1e-5, atol=1e-4)
     assert products.weight_grad(d.double(), inp[:-1].double()).dtype == torch.float64
+    calls.clear()
+    two = products.weight_grads(d, [inp[:-1], inp[1:]])  # one gradient shared by two products
+    torch.testing.assert_close(two[0], expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(two[1], d.reshape(-1, 40).t() @ inp[1:].reshape(-1, 24), rtol=1e-5, atol=1e-4)
+    assert len(calls) == (2 if many and on_onednn and _onednn_here() else 0)
     assert products.weight_grad(d[:, :0], inp[:-1, :0]).abs().sum() == 0  # no rows: zeros
     acc = torch.ones(40, 24)  # a chunk's share added in place; a column slice of the inputs as the Mogrifier's
     wide = torch.cat([inp[:-1], torch.randn(6, 50, 3, generator=gen)], dim=2)

@@ -106,10 +106,17 @@ def weight_grad(d, inp):
     """``sum over steps and rows of d^T inp``: ``(T, B, N), (T, B, K) -> (N, K)`` (or the same
     with the rows already flattened), one product: ``hoisted``'s kernels with ``d^T`` as the
     source and ``inp^T`` as the weight, where ``WEIGHT_GRAD_ON_ONEDNN`` lets it."""
-    d, inp = rows(d), rows(inp)
-    if WEIGHT_GRAD_ON_ONEDNN:
-        return hoisted(d.t(), inp.t())
-    return torch.mm(d.t(), inp)
+    return weight_grads(d, [inp])[0]
+
+
+def weight_grads(d, inps):
+    """``weight_grad(d, inp)`` for each of ``inps`` (the weights whose products share the gradient
+    ``d``, as an LSTM's input and recurrent products do): on oneDNN ``d`` is transposed once for all."""
+    d, inps = rows(d), [rows(inp) for inp in inps]
+    if WEIGHT_GRAD_ON_ONEDNN and _many_on_onednn(d.t(), d.t(), None):
+        dt = d.t().contiguous()
+        return [hoisted(dt, inp.t()) for inp in inps]
+    return [torch.mm(d.t(), inp) for inp in inps]
 
 
 def add_weight_grad(acc, d, inp):

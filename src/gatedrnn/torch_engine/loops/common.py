@@ -18,7 +18,7 @@ import torch
 
 from ...cells.base import LN_EPS
 from .. import compiled
-from ..products import Product, hoisted, input_grad, rows, sum_rows, weight_grad
+from ..products import Product, hoisted, input_grad, rows, sum_rows, weight_grad, weight_grads
 
 
 def keep_masks(keep, n, complement=False):
@@ -178,9 +178,13 @@ class Recurrent:
         dh = self.prod(d)
         return dh if self.mask is None else dh.mul_(self.mask)
 
+    def product_input(self, Hprev):
+        """What each step's product multiplied: ``h_{t-1}`` through state dropout's mask."""
+        return Hprev if self.mask is None else Hprev * self.mask
+
     def grads(self, dout, Hprev, grads):
         """``weight_hh`` (and ``ln_weight_hh``) gradients from every step's output gradient."""
-        inp = Hprev if self.mask is None else Hprev * self.mask
+        inp = self.product_input(Hprev)
         if not self.ln:
             grads["weight_hh"] = weight_grad(dout, inp)
             return
@@ -196,7 +200,12 @@ def summed_products_grads(cell, p, x, saved, hh, dA, Hs, need_dx) -> dict:
     """Gradients of both products and every bias where the input and recurrent pre-activations
     are summed (the LSTM family, the Elman RNN): ``dA`` is the gradient of that sum."""
     grads = {}
-    hh.grads(dA, Hs[:-1], grads)
-    input_backward(cell, p, x, saved, dA, need_dx, grads)
+    if cell.layer_norm:  # each weight's gradient reads its own norm's backward of dA
+        hh.grads(dA, Hs[:-1], grads)
+        input_backward(cell, p, x, saved, dA, need_dx, grads)
+    else:  # both read dA: one transposition of it where the kernel needs one
+        grads["weight_hh"], grads["weight_ih"] = weight_grads(dA, [hh.product_input(Hs[:-1]), x])
+        if need_dx:
+            grads["x"] = input_grad(rows(dA), p["weight_ih"]).view(x.shape)
     bias_grads(cell, dA, grads, "bias_ih", "bias_hh", "ln_bias_hh")
     return grads

@@ -9,7 +9,8 @@ on MKL (``products.ONEDNN_MANY`` off; what ran before they moved to oneDNN on AV
 ``add_in_product`` the LSTM family's compiled step with the input pre-activation added by the
 product, not by the kernel (``loops.lstm.ADD_IN_KERNEL`` off); ``mkl_wgrad`` the weight gradients
 on MKL while the other products of all steps stay where they run (``products.WEIGHT_GRAD_ON_ONEDNN``
-off); ``no_hugepages`` the loops' big buffers from ordinary allocations (``buffers.ENABLED`` off).
+off); ``no_hugepages`` the loops' big buffers from ordinary allocations (``buffers.ENABLED`` off);
+``rand_zoneout`` zoneout's masks from ``torch.rand`` (``regularisation.HASHED_ZONEOUT`` off).
 ``--grains`` adds, for each number of elements given, the compiled kernels with that parallel grain
 (``csrc/common.h``: the fewest elements a thread of a pass is given) as variant ``gN``.
 
@@ -28,11 +29,11 @@ import sys
 import torch
 
 from gatedrnn.experiments import bench
-from gatedrnn.torch_engine import buffers, capability, compiled, products
+from gatedrnn.torch_engine import buffers, capability, compiled, products, regularisation
 from gatedrnn.torch_engine.loops import lstm as lstm_loop
 
 VARIANTS = ("compiled", "eager", "torch", "products", "generic", "peer", "mkl_many", "add_in_product", "mkl_wgrad",
-            "no_hugepages")
+            "no_hugepages", "rand_zoneout")
 
 
 def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANTS[:4], grains=()) -> dict:
@@ -43,11 +44,13 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
     fused = bench.make_module("fused", cell, size, cfg)
     x, gy = bench._inputs(cfg, size)
     default_many, default_add, default_wgrad = products.ONEDNN_MANY, lstm_loop.ADD_IN_KERNEL, products.WEIGHT_GRAD_ON_ONEDNN
-    default_huge = buffers.ENABLED
+    default_huge, default_hash = buffers.ENABLED, regularisation.HASHED_ZONEOUT
 
-    def run(module, use_kernels, specialised=True, grain=None, many=None, add_in_kernel=None, wgrad=None, huge=None):
+    def run(module, use_kernels, specialised=True, grain=None, many=None, add_in_kernel=None, wgrad=None, huge=None,
+            hashed=None):
         def fn():
             buffers.ENABLED = default_huge if huge is None else huge
+            regularisation.HASHED_ZONEOUT = default_hash if hashed is None else hashed
             compiled.ENABLED, capability.ENABLED = use_kernels, specialised
             products.ONEDNN_MANY = default_many if many is None else many
             products.WEIGHT_GRAD_ON_ONEDNN = default_wgrad if wgrad is None else wgrad
@@ -69,6 +72,7 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
               "add_in_product": lambda: run(fused, True, add_in_kernel=False),
               "mkl_wgrad": lambda: run(fused, True, wgrad=False),
               "no_hugepages": lambda: run(fused, True, huge=False),
+              "rand_zoneout": lambda: run(fused, True, hashed=False),
               "generic": lambda: run(fused, True, specialised=False),
               "peer": lambda: run(bench.make_module("peer", cell, size, cfg), True)}
     fns = {v: makers[v]() for v in variants}
@@ -79,6 +83,7 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
         compiled.ENABLED = capability.ENABLED = True
         products.ONEDNN_MANY, lstm_loop.ADD_IN_KERNEL = default_many, default_add
         products.WEIGHT_GRAD_ON_ONEDNN, buffers.ENABLED = default_wgrad, default_huge
+        regularisation.HASHED_ZONEOUT = default_hash
         kernels.set_parallel_grain(default_grain)
     ratio = lambda a, b: statistics.median(u / v for u, v in zip(times[a], times[b]))  # noqa: E731
     row = {"cell": cell, "size": size, "kind": kind, "threads": torch.get_num_threads(), "seq_len": cfg.seq_len,
@@ -89,7 +94,7 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
                  ("peer", "compiled"), ("peer", "eager"), ("peer", "products"), ("compiled", "mkl_many"),
                  ("mkl_many", "torch"), ("compiled", "add_in_product"), ("add_in_product", "torch"),
                  ("compiled", "mkl_wgrad"), ("mkl_wgrad", "torch"), ("compiled", "no_hugepages"),
-                 ("no_hugepages", "torch")):
+                 ("no_hugepages", "torch"), ("compiled", "rand_zoneout"), ("rand_zoneout", "torch")):
         if a in times and b in times:
             row[f"{a}_vs_{b}"] = ratio(a, b)
     for g in grains:

@@ -201,7 +201,8 @@ def test_gradients_and_masks_take_the_eager_step(kernels):
     for m in (_module("lstm", {"dropout": 0.5}), _module("lstm", {"zoneout": 0.2}), _module("gru", {}, engine="autograd")):
         with torch.no_grad():
             m.step(x)
-    assert kernels.calls == 0
+    assert kernels.names <= {"hash_mask"}  # zoneout's masks from the hash; no step kernel
+    kernels.calls = 0
     module.eval()
     with torch.no_grad():
         from gatedrnn.torch_engine.generation import MAX_ROWS

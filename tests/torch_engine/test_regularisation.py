@@ -468,6 +468,34 @@ def test_dropout_kernel_mask_is_the_hash_bit_for_bit(kernels, dtype, p, seed):
     torch.testing.assert_close(out, x * (keep.to(dtype) * torch.tensor(1 / (1 - p), dtype=dtype)), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("p", [0.05, 0.5, 0.95])
+def test_zoneout_mask_is_the_hash_below_the_threshold(kernels, dtype, p):
+    """With the kernels, zoneout's mask is 1 exactly where dropout's hash would drop (the hash of
+    the element's index and one seed drawn from the generator, below ``p * 2^32``), in any dtype."""
+    from gatedrnn.torch_engine.regularisation import zoneout_mask
+
+    shape = (6, 4, 37)
+    mask = zoneout_mask(shape, p, torch.zeros(1, dtype=dtype), torch.Generator().manual_seed(5))
+    seed = int(torch.randint(-2 ** 63, 2 ** 63 - 1, (), dtype=torch.int64, generator=torch.Generator().manual_seed(5)))
+    expected = ~hash_keep(mask.numel(), p, seed).view(shape)
+    assert mask.dtype == dtype
+    torch.testing.assert_close(mask, expected.to(dtype), rtol=0, atol=0)
+    big = zoneout_mask((64, 32, 512), p, torch.zeros(1), None)
+    assert abs(big.mean().item() - p) < 0.005  # the rate asked for
+    assert torch.equal(zoneout_mask(shape, 1.0, torch.zeros(1, dtype=dtype), None), torch.ones(shape, dtype=dtype))
+
+
+def test_zoneout_mask_without_the_kernels_is_torch_rand(monkeypatch):
+    from gatedrnn.torch_engine import compiled
+    from gatedrnn.torch_engine.regularisation import zoneout_mask
+
+    monkeypatch.setattr(compiled, "ENABLED", False)
+    mask = zoneout_mask((5, 3, 8), 0.3, torch.zeros(1, dtype=torch.float64), torch.Generator().manual_seed(2))
+    expected = torch.rand((5, 3, 8), generator=torch.Generator().manual_seed(2)) < 0.3
+    torch.testing.assert_close(mask, expected.double(), rtol=0, atol=0)
+
+
 def test_dropout_kernel_refuses_mismatched_tensors(kernels):
     x = torch.randn(4, 5)
     with pytest.raises(RuntimeError, match="out must have"):

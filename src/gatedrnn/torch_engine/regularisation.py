@@ -143,8 +143,30 @@ def dropout_mask(shape, p, like, generator):
     return (_uniform(shape, like, generator) >= p).to(like.dtype) / (1.0 - p)
 
 
+#: whether zoneout's masks come from the compiled hash where it runs (``zoneout_mask``);
+#: benchmarks/compiled_ab.py's ``rand_zoneout`` variant turns it off
+HASHED_ZONEOUT = True
+
+
 def zoneout_mask(shape, p, like, generator):
-    """1 (keep the previous value) with probability ``p``."""
+    """1 (keep the previous value) with probability ``p``, in ``like``'s dtype and device.
+
+    Where the compiled kernels run (a CPU tensor, a C++ compiler at hand: ``compiled.usable``; a
+    bfloat16 mask is drawn in float32), element ``i`` is 1 where the counter-based hash of ``i`` and a seed
+    drawn from ``generator`` is below ``p * 2^32`` (``csrc/dropout.cpp``'s hash, as ``dropout``'s
+    mask): one vectorised pass split across threads, where ``torch.rand`` draws the
+    ``(T, B, H)`` uniforms one at a time from its Mersenne Twister (about 5.7 ms a mask at
+    ``T=64, B=32, H=512`` on a Zen 5, a sixth of the zoneout LSTM's no-grad forward at two threads;
+    benchmarks/RESULTS.md). Elsewhere ``torch.rand``. Either way one draw of ``generator`` per mask
+    with the kernels, ``numel`` draws without, and a seed gives the same masks run after run; the
+    two paths draw different ones."""
+    dtype = like.dtype if like.dtype in compiled.DTYPES else torch.float32  # bfloat16: drawn in float32
+    if HASHED_ZONEOUT and p < 1 and compiled.usable(like.new_empty(0, dtype=dtype)):
+        seed = torch.randint(-2 ** 63, 2 ** 63 - 1, (), dtype=torch.int64, generator=generator,
+                             device="cpu" if generator is None else generator.device)
+        out = like.new_empty(shape, dtype=dtype)
+        compiled.pointwise().hash_mask(out, int(seed.item()), dropout_threshold(p))
+        return out.to(like.dtype)
     return (_uniform(shape, like, generator) < p).to(like.dtype)
 
 

@@ -6,7 +6,8 @@
 // of a training step at two threads (benchmarks/RESULTS.md, "Dropout in one pass"). Here the
 // mask of element i is a function of i and a seed alone, so a pass vectorises, splits across
 // threads, and the backward recomputes the mask from the seed instead of keeping it. The seed is
-// one draw from torch's generator per call.
+// one draw from torch's generator per call. The same hash gives zoneout its masks (hash_mask: 1
+// where the hash is below the threshold, the steps that keep their previous state).
 //
 // The hash: two rounds of a 32-bit integer mixer (xor-shift, multiply, xor-shift, multiply,
 // xor-shift), over the element's index with the seed's two halves mixed in. The mixer's shifts
@@ -42,33 +43,74 @@ void apply_block(const T* X, T* O, int64_t a, int64_t b, uint32_t s0, uint32_t s
   }
 }
 
-// out (any shape, contiguous, like x) = x times the kept elements' scale; seed: 64 bits, given as
-// an int64; threshold: keep(i) when the hash is at least this (p * 2^32, rounded down, in [0, 2^32))
+// O[i] = 1 where the hash of i is below thr, else 0, for i in [a, b) (as apply_block): a mask whose
+// elements are 1 with probability thr / 2^32, the complement of apply_block's kept elements
+template <typename T>
+void mask_block(T* O, int64_t a, int64_t b, uint32_t s0, uint32_t s1, uint32_t thr) {
+#pragma omp simd
+  for (int64_t i = a; i < b; ++i) {
+    const uint32_t h = mix32(mix32(uint32_t(i) ^ s0) ^ s1);
+    O[i] = h < thr ? T(1) : T(0);
+  }
+}
+
+// f(lo, end, s0, s1) over [0, n) split across threads, in blocks within one 2^32 of indices, with
+// the seed's halves (seed: 64 bits, given as an int64) and the block's high half mixed into s1
+template <typename F>
+void hash_blocks(int64_t n, int64_t seed, const F& f) {
+  const uint32_t s0 = uint32_t(uint64_t(seed)), s1 = uint32_t(uint64_t(seed) >> 32);
+  at::parallel_for(0, n, parallel_grain(), [&](int64_t a, int64_t b) {
+    for (int64_t lo = a; lo < b;) {
+      const int64_t end = std::min<int64_t>(b, (lo | int64_t(0xFFFFFFFF)) + 1);
+      f(lo, end, s0, s1 ^ uint32_t(uint64_t(lo) >> 32));
+      lo = end;
+    }
+  });
+}
+
+// out (any shape, contiguous, like x) = x times the kept elements' scale; threshold: keep(i) when
+// the hash is at least this (p * 2^32, rounded down, in [0, 2^32))
 template <typename T>
 void apply_impl(const at::Tensor& x, const at::Tensor& out, int64_t seed, int64_t threshold, double scale) {
   const T* X = x.data_ptr<T>();
   T* O = out.data_ptr<T>();
-  const uint32_t s0 = uint32_t(uint64_t(seed)), s1 = uint32_t(uint64_t(seed) >> 32), thr = uint32_t(threshold);
+  const uint32_t thr = uint32_t(threshold);
   const T kept = T(scale);
-  at::parallel_for(0, x.numel(), parallel_grain(), [&](int64_t a, int64_t b) {
-    for (int64_t lo = a; lo < b;) {
-      const int64_t end = std::min<int64_t>(b, (lo | int64_t(0xFFFFFFFF)) + 1);
-      apply_block<T>(X, O, lo, end, s0, s1 ^ uint32_t(uint64_t(lo) >> 32), thr, kept);
-      lo = end;
-    }
+  hash_blocks(x.numel(), seed, [&](int64_t lo, int64_t end, uint32_t s0, uint32_t s1) {
+    apply_block<T>(X, O, lo, end, s0, s1, thr, kept);
   });
+}
+
+void check_threshold(int64_t threshold) {
+  TORCH_CHECK(threshold >= 0 && threshold < (int64_t(1) << 32),
+              "gatedrnn dropout kernel: the threshold must be in [0, 2^32), found ", threshold);
 }
 
 void dropout_apply(const at::Tensor& x, const at::Tensor& out, int64_t seed, int64_t threshold, double scale) {
   check({x, out}, x);
   TORCH_CHECK(out.numel() == x.numel(), "gatedrnn dropout kernel: out must have x's ", x.numel(), " elements, found ",
               out.numel());
-  TORCH_CHECK(threshold >= 0 && threshold < (int64_t(1) << 32),
-              "gatedrnn dropout kernel: the threshold must be in [0, 2^32), found ", threshold);
+  check_threshold(threshold);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dropout_apply",
                              [&] { apply_impl<scalar_t>(x, out, seed, threshold, scale); });
 }
 
-const Register reg([](pybind11::module_& m) { m.def("dropout_apply", &dropout_apply); });
+// out (any shape, contiguous) = 1 where the hash of the element's index is below threshold, else 0:
+// zoneout's mask of the steps that keep their previous state (regularisation.zoneout_mask)
+void hash_mask(const at::Tensor& out, int64_t seed, int64_t threshold) {
+  check({out}, out);
+  check_threshold(threshold);
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "hash_mask", [&] {
+    scalar_t* O = out.data_ptr<scalar_t>();
+    hash_blocks(out.numel(), seed, [&](int64_t lo, int64_t end, uint32_t s0, uint32_t s1) {
+      mask_block<scalar_t>(O, lo, end, s0, s1, uint32_t(threshold));
+    });
+  });
+}
+
+const Register reg([](pybind11::module_& m) {
+  m.def("dropout_apply", &dropout_apply);
+  m.def("hash_mask", &hash_mask);
+});
 
 }  // namespace

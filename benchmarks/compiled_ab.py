@@ -10,7 +10,9 @@ on MKL (``products.ONEDNN_MANY`` off; what ran before they moved to oneDNN on AV
 product, not by the kernel (``loops.lstm.ADD_IN_KERNEL`` off); ``mkl_wgrad`` the weight gradients
 on MKL while the other products of all steps stay where they run (``products.WEIGHT_GRAD_ON_ONEDNN``
 off); ``no_hugepages`` the loops' big buffers from ordinary allocations (``buffers.ENABLED`` off);
-``rand_zoneout`` zoneout's masks from ``torch.rand`` (``regularisation.HASHED_ZONEOUT`` off).
+``rand_zoneout`` zoneout's masks from ``torch.rand`` (``regularisation.HASHED_ZONEOUT`` off);
+``min_weight_262k`` per-step products on oneDNN from 512 x 512 weight elements, as on AVX2
+(``products.ONEDNN_MIN_WEIGHT``).
 ``--grains`` adds, for each number of elements given, the compiled kernels with that parallel grain
 (``csrc/common.h``: the fewest elements a thread of a pass is given) as variant ``gN``.
 
@@ -33,7 +35,7 @@ from gatedrnn.torch_engine import buffers, capability, compiled, products, regul
 from gatedrnn.torch_engine.loops import lstm as lstm_loop
 
 VARIANTS = ("compiled", "eager", "torch", "products", "generic", "peer", "mkl_many", "add_in_product", "mkl_wgrad",
-            "no_hugepages", "rand_zoneout")
+            "no_hugepages", "rand_zoneout", "min_weight_262k")
 
 
 def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANTS[:4], grains=()) -> dict:
@@ -45,10 +47,12 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
     x, gy = bench._inputs(cfg, size)
     default_many, default_add, default_wgrad = products.ONEDNN_MANY, lstm_loop.ADD_IN_KERNEL, products.WEIGHT_GRAD_ON_ONEDNN
     default_huge, default_hash = buffers.ENABLED, regularisation.HASHED_ZONEOUT
+    default_min = products.ONEDNN_MIN_WEIGHT
 
     def run(module, use_kernels, specialised=True, grain=None, many=None, add_in_kernel=None, wgrad=None, huge=None,
-            hashed=None):
+            hashed=None, min_weight=None):
         def fn():
+            products.ONEDNN_MIN_WEIGHT = default_min if min_weight is None else min_weight
             buffers.ENABLED = default_huge if huge is None else huge
             regularisation.HASHED_ZONEOUT = default_hash if hashed is None else hashed
             compiled.ENABLED, capability.ENABLED = use_kernels, specialised
@@ -73,6 +77,7 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
               "mkl_wgrad": lambda: run(fused, True, wgrad=False),
               "no_hugepages": lambda: run(fused, True, huge=False),
               "rand_zoneout": lambda: run(fused, True, hashed=False),
+              "min_weight_262k": lambda: run(fused, True, min_weight=512 * 512),
               "generic": lambda: run(fused, True, specialised=False),
               "peer": lambda: run(bench.make_module("peer", cell, size, cfg), True)}
     fns = {v: makers[v]() for v in variants}
@@ -83,7 +88,7 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
         compiled.ENABLED = capability.ENABLED = True
         products.ONEDNN_MANY, lstm_loop.ADD_IN_KERNEL = default_many, default_add
         products.WEIGHT_GRAD_ON_ONEDNN, buffers.ENABLED = default_wgrad, default_huge
-        regularisation.HASHED_ZONEOUT = default_hash
+        regularisation.HASHED_ZONEOUT, products.ONEDNN_MIN_WEIGHT = default_hash, default_min
         kernels.set_parallel_grain(default_grain)
     ratio = lambda a, b: statistics.median(u / v for u, v in zip(times[a], times[b]))  # noqa: E731
     row = {"cell": cell, "size": size, "kind": kind, "threads": torch.get_num_threads(), "seq_len": cfg.seq_len,
@@ -94,7 +99,8 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
                  ("peer", "compiled"), ("peer", "eager"), ("peer", "products"), ("compiled", "mkl_many"),
                  ("mkl_many", "torch"), ("compiled", "add_in_product"), ("add_in_product", "torch"),
                  ("compiled", "mkl_wgrad"), ("mkl_wgrad", "torch"), ("compiled", "no_hugepages"),
-                 ("no_hugepages", "torch"), ("compiled", "rand_zoneout"), ("rand_zoneout", "torch")):
+                 ("no_hugepages", "torch"), ("compiled", "rand_zoneout"), ("rand_zoneout", "torch"),
+                 ("compiled", "min_weight_262k"), ("min_weight_262k", "torch")):
         if a in times and b in times:
             row[f"{a}_vs_{b}"] = ratio(a, b)
     for g in grains:

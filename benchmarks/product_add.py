@@ -12,14 +12,13 @@ once (as ``products.Product`` packs it per layer call), outside the timing.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 
 import torch
 
-from gatedrnn.experiments.bench import machine_info
+from gatedrnn.experiments.bench import write_rows
 
 SHAPES = ((1024, 256), (256, 256), (2048, 512), (512, 2048), (512, 512), (4096, 1024), (1024, 4096), (1024, 1024))
 
@@ -67,8 +66,7 @@ def main(argv=None) -> int:
         print(f"{n:>5} {k:>5} {r['plain_us']:>9.1f} {r['binary_vs_plain']:>13.3f} {r['then_add_vs_plain']:>15.3f}",
               flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine_info(), "threads": torch.get_num_threads(), "rows": rows}, f, indent=1)
+        write_rows(args.json, rows, threads=torch.get_num_threads())
     return 0
 
 

@@ -13,14 +13,13 @@ A third and fourth take two weight gradients of one ``d`` (an LSTM's input and r
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 
 import torch
 
-from gatedrnn.experiments.bench import machine_info
+from gatedrnn.experiments.bench import write_rows
 from gatedrnn.torch_engine import products
 
 #: (N, K): the LSTM's 4H x H at H = 256, 512, 1024, the GRU's 3H x H, the Elman RNN's H x H
@@ -65,8 +64,7 @@ def main(argv=None) -> int:
         rows.append(r)
         print(f"{n:>5} {k:>5} {r['mkl_ms']:>8.2f} {r['onednn_vs_mkl']:>11.3f} {r['pair_vs_two']:>9.3f}", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine_info(), "threads": torch.get_num_threads(), "rows": rows}, f, indent=1)
+        write_rows(args.json, rows, threads=torch.get_num_threads())
     return 0
 
 

@@ -502,6 +502,12 @@ def machine_info() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+def write_rows(path, rows: list, **extra) -> None:
+    """A benchmark script's rows as JSON at ``path``, with the machine they were measured on."""
+    with open(path, "w") as f:
+        json.dump({"machine": machine_info(), **extra, "rows": rows}, f, indent=1)
+
+
 def run_bench(cfg: BenchConfig, progress=None) -> list:
     """Every requested row, cell by cell and size by size; ``progress(row)`` sees each as it comes."""
     cfg.validate()

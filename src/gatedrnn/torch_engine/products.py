@@ -26,13 +26,16 @@ import os
 import torch
 
 ONEDNN = os.environ.get("GATEDRNN_ONEDNN", "1") != "0"
+_AVX512 = torch.backends.cpu.get_cpu_capability().startswith(("AVX512", "AMX"))
 #: the smallest weight (elements) whose per-step products run on oneDNN. At 32 rows on an AVX2
 #: Zen 3 (benchmarks/RESULTS.md, "Which kernel runs a step's product"), oneDNN took 1.06-3.0x
-#: MKL's time below 512 x 512 elements, 0.90-1.01x at it and 0.80-0.96x above it.
-ONEDNN_MIN_WEIGHT = 512 * 512
+#: MKL's time below 512 x 512 elements, 0.90-1.01x at it and 0.80-0.96x above it; where torch runs
+#: AVX-512 code it is 512 x 256: on a Zen 4 oneDNN took 0.97-1.02x MKL's time there and 1.12x at
+#: 256 x 256, on a Zen 5 0.59-0.64x there and 0.80x at 256 x 256 ("Per-step products from 512 x 256
+#: elements on oneDNN").
+ONEDNN_MIN_WEIGHT = 512 * 256 if _AVX512 else 512 * 512
 #: whether products of all steps at once (``hoisted``) run on oneDNN: where torch runs AVX-512 code
 #: (``GATEDRNN_ONEDNN_MANY=0`` or ``=1`` decides instead)
-_AVX512 = torch.backends.cpu.get_cpu_capability().startswith(("AVX512", "AMX"))
 ONEDNN_MANY = os.environ.get("GATEDRNN_ONEDNN_MANY", "1" if _AVX512 else "0") != "0"
 #: whether the weight gradients follow ``ONEDNN_MANY`` (off: always ``torch.mm``);
 #: benchmarks/compiled_ab.py's ``mkl_wgrad`` variant turns it off

@@ -116,7 +116,7 @@ def weight_grads(d, inps):
     """``weight_grad(d, inp)`` for each of ``inps`` (the weights whose products share the gradient
     ``d``, as an LSTM's input and recurrent products do): on oneDNN ``d`` is transposed once for all."""
     d, inps = rows(d), [rows(inp) for inp in inps]
-    if WEIGHT_GRAD_ON_ONEDNN and _many_on_onednn(d.t(), d.t(), None):
+    if WEIGHT_GRAD_ON_ONEDNN and all(_many_on_onednn(d.t(), inp.t(), None) for inp in inps):
         dt = d.t().contiguous()
         return [hoisted(dt, inp.t()) for inp in inps]
     return [torch.mm(d.t(), inp) for inp in inps]

@@ -155,11 +155,11 @@ def zoneout_mask(shape, p, like, generator):
     bfloat16 mask is drawn in float32), element ``i`` is 1 where the counter-based hash of ``i`` and a seed
     drawn from ``generator`` is below ``p * 2^32`` (``csrc/dropout.cpp``'s hash, as ``dropout``'s
     mask): one vectorised pass split across threads, where ``torch.rand`` draws the
-    ``(T, B, H)`` uniforms one at a time from its Mersenne Twister (about 5.7 ms a mask at
-    ``T=64, B=32, H=512`` on a Zen 5, a sixth of the zoneout LSTM's no-grad forward at two threads;
-    benchmarks/RESULTS.md). Elsewhere ``torch.rand``. Either way one draw of ``generator`` per mask
-    with the kernels, ``numel`` draws without, and a seed gives the same masks run after run; the
-    two paths draw different ones."""
+    ``(T, B, H)`` uniforms one at a time from its Mersenne Twister (the two masks of a call at
+    ``T=64, B=32, H=512`` took 11 ms on a Zen 5, a quarter of the zoneout LSTM's no-grad forward at
+    two threads; benchmarks/RESULTS.md). Elsewhere ``torch.rand``. The hash takes one draw of
+    ``generator`` a mask, ``torch.rand`` one an element; a seed gives the same masks run after run
+    on either path, and the two paths draw different ones."""
     dtype = like.dtype if like.dtype in compiled.DTYPES else torch.float32  # bfloat16: drawn in float32
     if HASHED_ZONEOUT and p < 1 and compiled.usable(like.new_empty(0, dtype=dtype)):
         seed = torch.randint(-2 ** 63, 2 ** 63 - 1, (), dtype=torch.int64, generator=generator,

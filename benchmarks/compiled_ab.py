@@ -12,7 +12,8 @@ on MKL while the other products of all steps stay where they run (``products.WEI
 off); ``no_hugepages`` the loops' big buffers from ordinary allocations (``buffers.ENABLED`` off);
 ``rand_zoneout`` zoneout's masks from ``torch.rand`` (``regularisation.HASHED_ZONEOUT`` off);
 ``min_weight_262k`` per-step products on oneDNN from 512 x 512 weight elements, as on AVX2
-(``products.ONEDNN_MIN_WEIGHT``).
+(``products.ONEDNN_MIN_WEIGHT``); ``no_scratch`` a backward's temporaries allocated afresh each
+call (``buffers.SCRATCH`` off).
 ``--grains`` adds, for each number of elements given, the compiled kernels with that parallel grain
 (``csrc/common.h``: the fewest elements a thread of a pass is given) as variant ``gN``.
 
@@ -35,7 +36,8 @@ from gatedrnn.torch_engine import buffers, capability, compiled, products, regul
 from gatedrnn.torch_engine.loops import lstm as lstm_loop
 
 VARIANTS = ("compiled", "eager", "torch", "products", "generic", "peer", "mkl_many", "add_in_product", "mkl_wgrad",
-            "no_hugepages", "rand_zoneout", "min_weight_262k")
+            "no_hugepages", "rand_zoneout", "min_weight_262k",
+            "no_scratch")
 
 
 def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANTS[:4], grains=()) -> dict:
@@ -47,11 +49,12 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
     x, gy = bench._inputs(cfg, size)
     default_many, default_add, default_wgrad = products.ONEDNN_MANY, lstm_loop.ADD_IN_KERNEL, products.WEIGHT_GRAD_ON_ONEDNN
     default_huge, default_hash = buffers.ENABLED, regularisation.HASHED_ZONEOUT
-    default_min = products.ONEDNN_MIN_WEIGHT
+    default_min, default_scratch = products.ONEDNN_MIN_WEIGHT, buffers.SCRATCH
 
     def run(module, use_kernels, specialised=True, grain=None, many=None, add_in_kernel=None, wgrad=None, huge=None,
-            hashed=None, min_weight=None):
+            hashed=None, min_weight=None, scratch=None):
         def fn():
+            buffers.SCRATCH = default_scratch if scratch is None else scratch
             products.ONEDNN_MIN_WEIGHT = default_min if min_weight is None else min_weight
             buffers.ENABLED = default_huge if huge is None else huge
             regularisation.HASHED_ZONEOUT = default_hash if hashed is None else hashed
@@ -78,6 +81,7 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
               "no_hugepages": lambda: run(fused, True, huge=False),
               "rand_zoneout": lambda: run(fused, True, hashed=False),
               "min_weight_262k": lambda: run(fused, True, min_weight=512 * 512),
+              "no_scratch": lambda: run(fused, True, scratch=False),
               "generic": lambda: run(fused, True, specialised=False),
               "peer": lambda: run(bench.make_module("peer", cell, size, cfg), True)}
     fns = {v: makers[v]() for v in variants}
@@ -89,6 +93,7 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
         products.ONEDNN_MANY, lstm_loop.ADD_IN_KERNEL = default_many, default_add
         products.WEIGHT_GRAD_ON_ONEDNN, buffers.ENABLED = default_wgrad, default_huge
         regularisation.HASHED_ZONEOUT, products.ONEDNN_MIN_WEIGHT = default_hash, default_min
+        buffers.SCRATCH = default_scratch
         kernels.set_parallel_grain(default_grain)
     ratio = lambda a, b: statistics.median(u / v for u, v in zip(times[a], times[b]))  # noqa: E731
     row = {"cell": cell, "size": size, "kind": kind, "threads": torch.get_num_threads(), "seq_len": cfg.seq_len,
@@ -100,7 +105,8 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
                  ("mkl_many", "torch"), ("compiled", "add_in_product"), ("add_in_product", "torch"),
                  ("compiled", "mkl_wgrad"), ("mkl_wgrad", "torch"), ("compiled", "no_hugepages"),
                  ("no_hugepages", "torch"), ("compiled", "rand_zoneout"), ("rand_zoneout", "torch"),
-                 ("compiled", "min_weight_262k"), ("min_weight_262k", "torch")):
+                 ("compiled", "min_weight_262k"), ("min_weight_262k", "torch"), ("compiled", "no_scratch"),
+                 ("no_scratch", "torch")):
         if a in times and b in times:
             row[f"{a}_vs_{b}"] = ratio(a, b)
     for g in grains:

@@ -1,5 +1,7 @@
 """torch_engine/buffers.py: one allocation carved into a loop's saved buffers, huge-page backed
 where the system offers it, the same tensors either way."""
+import threading
+
 import pytest
 import torch
 
@@ -38,3 +40,23 @@ def test_off_switch_and_no_madvise(monkeypatch):
 def test_an_empty_shape():
     out = buffers.carve(torch.zeros(1), [(0, 3), (2,)])
     assert out[0].shape == (0, 3) and out[1].shape == (2,)
+
+
+def test_scratch_keeps_one_buffer_a_name(monkeypatch):
+    """From ``MIN_BYTES`` on: the same memory for a name call after call (the largest asked for),
+    other memory for another name; below it, or switched off, a fresh tensor each time."""
+    monkeypatch.setattr(buffers, "_kept", threading.local())
+    monkeypatch.setattr(buffers, "MIN_BYTES", 64)
+    like = torch.zeros(1, dtype=torch.float64)
+    a = buffers.scratch("a", like, 4, 5)
+    assert a.shape == (4, 5) and a.dtype == torch.float64 and a.is_contiguous()
+    assert buffers.scratch("a", like, 2, 10).data_ptr() == a.data_ptr()  # the same 20 elements, reshaped
+    assert buffers.scratch("a", like, 3).data_ptr() != a.data_ptr()  # 24 bytes: under MIN_BYTES
+    assert buffers.scratch("b", like, 4, 5).data_ptr() != a.data_ptr()
+    bigger = buffers.scratch("a", like, 40)
+    assert buffers.scratch("a", like, 4, 5).data_ptr() == bigger.data_ptr()
+    assert buffers.scratch("a", torch.zeros(1), 4, 5).dtype == torch.float32  # per dtype
+    monkeypatch.setattr(buffers, "SCRATCH", False)
+    assert buffers.scratch("a", like, 4, 5).data_ptr() != bigger.data_ptr()
+    buffers.release_scratch()
+    assert not getattr(buffers._kept, "buffers", None)

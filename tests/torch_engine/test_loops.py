@@ -1,10 +1,12 @@
 """The specialised loops (torch_engine/loops/) against the generic fused loop and the autograd
 twin, in float64: outputs, final states and every gradient, for each configuration they take,
 through the shared ``function.LoopFunction`` (retained graphs, double backward)."""
+import threading
+
 import pytest
 import torch
 
-from gatedrnn.torch_engine import capability, products
+from gatedrnn.torch_engine import buffers, capability, products
 from gatedrnn.torch_engine.autograd_loop import autograd_layer
 from gatedrnn.torch_engine.loops import mogrifier
 
@@ -35,6 +37,33 @@ def test_fast_matches_generic_and_autograd(case):
         for key in g_ref:
             assert g_fast[key] is not None, key
             torch.testing.assert_close(g_fast[key], g_ref[key], rtol=1e-9, atol=1e-11, msg=f"{key} vs {twin.__name__}")
+
+
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "plain"])
+def test_kept_scratch_gives_the_same_gradients(onednn, monkeypatch):
+    """Every backward temporary from ``buffers.scratch``'s kept memory (``MIN_BYTES`` lowered to 0):
+    each configuration's outputs and gradients equal the autograd twin's on its first and second
+    run, with the other configurations (other cells, shapes and dtypes) run in between, so every
+    kept buffer is reused at another size; float32 with every product on oneDNN where it runs
+    (``onednn``: the transposed gradient of the weight gradients is kept too)."""
+    monkeypatch.setattr(buffers, "MIN_BYTES", 0)
+    monkeypatch.setattr(buffers, "_kept", threading.local())
+    monkeypatch.setattr(products, "ONEDNN", onednn)
+    monkeypatch.setattr(products, "ONEDNN_MIN_WEIGHT", 0)
+    monkeypatch.setattr(products, "ONEDNN_MANY", onednn)
+    for dtype, rtol, atol in ((torch.float64, 1e-9, 1e-11), (torch.float32, 1e-3, 1e-4)):
+        for _ in range(2):
+            for case in CASES:
+                cell, params, x, state = make_inputs(*case)
+                params = {k: v.to(dtype) for k, v in params.items()}
+                x, state = x.to(dtype), tuple(v.to(dtype) for v in state)
+                out_fast, g_fast = outputs_and_grads(fast_path, cell, params, x, state)
+                out_ref, g_ref = outputs_and_grads(autograd_twin, cell, params, x, state)
+                for a, b in zip(out_fast, out_ref):
+                    torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+                for key in g_ref:
+                    torch.testing.assert_close(g_fast[key], g_ref[key], rtol=rtol, atol=atol, msg=f"{_id(case)} {key}")
+    assert buffers._kept.buffers  # the temporaries were kept
 
 
 @pytest.mark.parametrize("case", MASK_CASES, ids=[_id(c) for c in MASK_CASES])

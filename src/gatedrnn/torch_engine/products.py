@@ -25,6 +25,8 @@ import os
 
 import torch
 
+from . import buffers
+
 ONEDNN = os.environ.get("GATEDRNN_ONEDNN", "1") != "0"
 _AVX512 = torch.backends.cpu.get_cpu_capability().startswith(("AVX512", "AMX"))
 #: the smallest weight (elements) whose per-step products run on oneDNN. At 32 rows on an AVX2
@@ -117,7 +119,7 @@ def weight_grads(d, inps):
     ``d``, as an LSTM's input and recurrent products do): on oneDNN ``d`` is transposed once for all."""
     d, inps = rows(d), [rows(inp) for inp in inps]
     if WEIGHT_GRAD_ON_ONEDNN and all(_many_on_onednn(d.t(), inp.t(), None) for inp in inps):
-        dt = d.t().contiguous()
+        dt = buffers.scratch("weight_grads.dT", d, d.shape[1], d.shape[0]).copy_(d.t())
         return [hoisted(dt, inp.t()) for inp in inps]
     return [torch.mm(d.t(), inp) for inp in inps]
 

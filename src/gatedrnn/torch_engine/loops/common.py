@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from ...cells.base import LN_EPS
-from .. import compiled
+from .. import buffers, compiled
 from ..products import Product, hoisted, input_grad, rows, sum_rows, weight_grad, weight_grads
 
 
@@ -100,7 +100,7 @@ def _layer_norm_backward(d, a, mu, rstd, gain):
         dx, dgain, _ = torch.ops.aten.native_layer_norm_backward(d, a, [a.shape[-1]], mu, rstd, gain, None,
                                                                   [True, True, False])
         return dx, dgain
-    dx, acc = torch.empty_like(d), d.new_zeros(torch.get_num_threads(), d.shape[-1])
+    dx, acc = buffers.scratch("layer_norm.dx", d, *d.shape), d.new_zeros(torch.get_num_threads(), d.shape[-1])
     kernels.layer_norm_backward(d, a, mu, rstd, gain.contiguous(), dx, acc)
     return dx, acc.sum(0)
 
@@ -139,7 +139,7 @@ class Recurrent:
         self.gain_grad = None  # ln_weight_hh's gradient where a kernel summed it during the backward
         if backward:
             self.R, self.Mu, self.Rs = (saved.get(k) for k in ("hh_a", "hh_mu", "hh_rstd"))
-            self.dR = like.new_empty(steps, B, self.N) if self.ln else None
+            self.dR = buffers.scratch("recurrent.dR", like, steps, B, self.N) if self.ln else None
         else:
             self.hm = like.new_empty(B, w.shape[1]) if self.mask is not None else None
             if self.ln:

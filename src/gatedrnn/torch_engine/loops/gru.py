@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import compiled
+from .. import buffers, compiled
 from .common import Recurrent, add_carry, bias_grads, input_backward, input_forward, keep_masks, lerp_into, split_carry
 
 
@@ -96,8 +96,8 @@ class GRULoop:
         hh = Recurrent(cell, p, B, T, x, saved, backward=True)
         (dh_n,) = dstate
         dh = torch.zeros_like(Hs[0]) if dh_n is None else dh_n
-        dGX = x.new_empty(T, B, 3 * H)  # gradient w.r.t. the input pre-activations
-        dGH = x.new_empty(T, B, 3 * H)  # ... and the recurrent ones (n block times r)
+        dGX = buffers.scratch("gru.dGX", x, T, B, 3 * H)  # gradient w.r.t. the input pre-activations
+        dGH = buffers.scratch("gru.dGH", x, T, B, 3 * H)  # ... and the recurrent ones (n block times r)
         tmp = x.new_empty(B, 2 * H)
         one = x.new_ones(())
         ck = compiled.pointwise() if compiled.usable(x) else None  # as the forward chose

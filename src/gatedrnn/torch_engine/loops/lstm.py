@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from ...cells.base import LN_EPS
-from .. import compiled
+from .. import buffers, compiled
 from ..products import rows, sum_rows
 from .common import (
     Recurrent,
@@ -322,8 +322,8 @@ class LSTMLoop:
         dh_n, dc_n = dstate
         dc = torch.zeros_like(C[0]) if dc_n is None else dc_n.clone(memory_format=torch.contiguous_format)
         dh = torch.zeros_like(C[0]) if dh_n is None else dh_n
-        dA = x.new_empty(T, B, G * H)
-        dN = x.new_empty(T, B, H) if ln else None  # dL/d LN(c_t), for the gains
+        dA = buffers.scratch("lstm.dA", x, T, B, G * H)
+        dN = buffers.scratch("lstm.dN", x, T, B, H) if ln else None  # dL/d LN(c_t), for the gains
         cs = compiled_step(cell, p, x, H, keep)
         if cs is not None and cs.ln:
             cs.bind(hh, saved, dN)

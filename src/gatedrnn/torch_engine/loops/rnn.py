@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import buffers
 from .common import Recurrent, add_carry, combined_bias, input_forward, keep_masks, lerp_into, split_carry, summed_products_grads
 
 
@@ -53,7 +54,7 @@ class RNNLoop:
         hh = Recurrent(cell, p, B, T, x, saved, backward=True)
         (dh_n,) = dstate
         dh = torch.zeros_like(Hs[0]) if dh_n is None else dh_n
-        dA = x.new_empty(T, B, Hs.shape[-1])
+        dA = buffers.scratch("rnn.dA", x, T, B, Hs.shape[-1])
         one = x.new_ones(())
         tanh = cell.nonlinearity == "tanh"
         for t in reversed(range(T)):

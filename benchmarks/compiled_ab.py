@@ -35,9 +35,21 @@ from gatedrnn.experiments import bench
 from gatedrnn.torch_engine import buffers, capability, compiled, products, regularisation
 from gatedrnn.torch_engine.loops import lstm as lstm_loop
 
-VARIANTS = ("compiled", "eager", "torch", "products", "generic", "peer", "mkl_many", "add_in_product", "mkl_wgrad",
-            "no_hugepages", "rand_zoneout", "min_weight_262k",
-            "no_scratch")
+#: each variant that is the fused engine with some of its switches changed: (module, attribute,
+#: value) for each; every switch a variant does not name keeps the value it had when measuring began
+SWITCHED = {
+    "eager": [(compiled, "ENABLED", False)],
+    "generic": [(capability, "ENABLED", False)],
+    "mkl_many": [(products, "ONEDNN_MANY", False)],
+    "add_in_product": [(lstm_loop, "ADD_IN_KERNEL", False)],
+    "mkl_wgrad": [(products, "WEIGHT_GRAD_ON_ONEDNN", False)],
+    "no_hugepages": [(buffers, "ENABLED", False)],
+    "rand_zoneout": [(regularisation, "HASHED_ZONEOUT", False)],
+    "min_weight_262k": [(products, "ONEDNN_MIN_WEIGHT", 512 * 512)],
+    "no_scratch": [(buffers, "SCRATCH", False)],
+}
+VARIANTS = ("compiled", "eager", "torch", "products", "generic", "peer", *[v for v in SWITCHED if v not in
+                                                                       ("eager", "generic")])
 
 
 def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANTS[:4], grains=()) -> dict:
@@ -47,21 +59,14 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
     torch.manual_seed(0)
     fused = bench.make_module("fused", cell, size, cfg)
     x, gy = bench._inputs(cfg, size)
-    default_many, default_add, default_wgrad = products.ONEDNN_MANY, lstm_loop.ADD_IN_KERNEL, products.WEIGHT_GRAD_ON_ONEDNN
-    default_huge, default_hash = buffers.ENABLED, regularisation.HASHED_ZONEOUT
-    default_min, default_scratch = products.ONEDNN_MIN_WEIGHT, buffers.SCRATCH
+    defaults = {(m, a): getattr(m, a) for switches in SWITCHED.values() for m, a, _ in switches}
 
-    def run(module, use_kernels, specialised=True, grain=None, many=None, add_in_kernel=None, wgrad=None, huge=None,
-            hashed=None, min_weight=None, scratch=None):
+    def run(module, switches=(), grain=None):
         def fn():
-            buffers.SCRATCH = default_scratch if scratch is None else scratch
-            products.ONEDNN_MIN_WEIGHT = default_min if min_weight is None else min_weight
-            buffers.ENABLED = default_huge if huge is None else huge
-            regularisation.HASHED_ZONEOUT = default_hash if hashed is None else hashed
-            compiled.ENABLED, capability.ENABLED = use_kernels, specialised
-            products.ONEDNN_MANY = default_many if many is None else many
-            products.WEIGHT_GRAD_ON_ONEDNN = default_wgrad if wgrad is None else wgrad
-            lstm_loop.ADD_IN_KERNEL = default_add if add_in_kernel is None else add_in_kernel
+            for (m, a), value in defaults.items():
+                setattr(m, a, value)
+            for m, a, value in switches:
+                setattr(m, a, value)
             kernels.set_parallel_grain(grain or default_grain)
             if kind == "train":
                 module.zero_grad(set_to_none=True)
@@ -72,41 +77,27 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
                     module(x)
         return fn
 
-    makers = {"compiled": lambda: run(fused, True), "eager": lambda: run(fused, False),
-              "torch": lambda: run(bench.make_module("torch", cell, size, cfg), True),
+    makers = {"compiled": lambda: run(fused), "torch": lambda: run(bench.make_module("torch", cell, size, cfg)),
               "products": lambda: bench.products_only(fused, x.detach(), kind == "train"),
-              "mkl_many": lambda: run(fused, True, many=False),
-              "add_in_product": lambda: run(fused, True, add_in_kernel=False),
-              "mkl_wgrad": lambda: run(fused, True, wgrad=False),
-              "no_hugepages": lambda: run(fused, True, huge=False),
-              "rand_zoneout": lambda: run(fused, True, hashed=False),
-              "min_weight_262k": lambda: run(fused, True, min_weight=512 * 512),
-              "no_scratch": lambda: run(fused, True, scratch=False),
-              "generic": lambda: run(fused, True, specialised=False),
-              "peer": lambda: run(bench.make_module("peer", cell, size, cfg), True)}
+              "peer": lambda: run(bench.make_module("peer", cell, size, cfg)),
+              **{v: (lambda sw=sw: run(fused, sw)) for v, sw in SWITCHED.items()}}
     fns = {v: makers[v]() for v in variants}
-    fns.update({f"g{g}": run(fused, True, grain=g) for g in grains})
+    fns.update({f"g{g}": run(fused, grain=g) for g in grains})
     try:
         times = bench.interleaved(fns, repeats)
     finally:
-        compiled.ENABLED = capability.ENABLED = True
-        products.ONEDNN_MANY, lstm_loop.ADD_IN_KERNEL = default_many, default_add
-        products.WEIGHT_GRAD_ON_ONEDNN, buffers.ENABLED = default_wgrad, default_huge
-        regularisation.HASHED_ZONEOUT, products.ONEDNN_MIN_WEIGHT = default_hash, default_min
-        buffers.SCRATCH = default_scratch
+        for (m, a), value in defaults.items():
+            setattr(m, a, value)
         kernels.set_parallel_grain(default_grain)
     ratio = lambda a, b: statistics.median(u / v for u, v in zip(times[a], times[b]))  # noqa: E731
     row = {"cell": cell, "size": size, "kind": kind, "threads": torch.get_num_threads(), "seq_len": cfg.seq_len,
            "batch_size": cfg.batch_size, "options": cfg.module_options,
            **{f"{k}_ms": 1e3 * statistics.median(v) for k, v in times.items()}}
-    for a, b in (("compiled", "torch"), ("eager", "torch"), ("compiled", "eager"), ("compiled", "products"),
-                 ("eager", "products"), ("products", "torch"), ("compiled", "generic"), ("eager", "generic"),
-                 ("peer", "compiled"), ("peer", "eager"), ("peer", "products"), ("compiled", "mkl_many"),
-                 ("mkl_many", "torch"), ("compiled", "add_in_product"), ("add_in_product", "torch"),
-                 ("compiled", "mkl_wgrad"), ("mkl_wgrad", "torch"), ("compiled", "no_hugepages"),
-                 ("no_hugepages", "torch"), ("compiled", "rand_zoneout"), ("rand_zoneout", "torch"),
-                 ("compiled", "min_weight_262k"), ("min_weight_262k", "torch"), ("compiled", "no_scratch"),
-                 ("no_scratch", "torch")):
+    pairs = [("compiled", "torch"), ("eager", "torch"), ("compiled", "eager"), ("compiled", "products"),
+             ("eager", "products"), ("products", "torch"), ("compiled", "generic"), ("eager", "generic"),
+             ("peer", "compiled"), ("peer", "eager"), ("peer", "products")]
+    pairs += [pair for v in VARIANTS[6:] for pair in (("compiled", v), (v, "torch"))]
+    for a, b in pairs:
         if a in times and b in times:
             row[f"{a}_vs_{b}"] = ratio(a, b)
     for g in grains:

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from gatedrnn.experiments.bench import write_rows
+from gatedrnn.experiments.bench import script_args, write_rows
 
 SHAPES = ((1024, 256), (256, 256), (2048, 512), (512, 2048), (512, 512), (4096, 1024), (1024, 4096), (1024, 1024))
 
@@ -50,11 +50,7 @@ def main(argv=None) -> int:
     p.add_argument("--rows", type=int, default=32, help="rows of x: the batch (default 32)")
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--steps", type=int, default=64, help="products per round and variant, each adding its own rows")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--json", metavar="PATH")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = script_args(p, argv)
     if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
         print("oneDNN's packed product is not available in this torch", file=sys.stderr)
         return 1

@@ -6,7 +6,8 @@ engine pays them once per backward). Per shape ``(N, K)``, the two are timed on 
 interleaved round by round (who goes first alternates); the ratio is the median of per-round ratios.
 A third and fourth take two weight gradients of one ``d`` (an LSTM's input and recurrent weights,
 ``I = H``): ``products.weight_grads`` transposing ``d`` once for both (``pair``) against two
-``weight_grad`` calls (``two``), both on oneDNN.
+``weight_grad`` calls (``two``), both on oneDNN; ``transpose`` is ``d``'s transposing copy alone
+(ATen's), which the oneDNN path pays once per ``d``.
 
     python benchmarks/weight_grad.py --threads 1 --json out.json
 """
@@ -19,7 +20,7 @@ import time
 
 import torch
 
-from gatedrnn.experiments.bench import write_rows
+from gatedrnn.experiments.bench import script_args, write_rows
 from gatedrnn.torch_engine import products
 
 #: (N, K): the LSTM's 4H x H at H = 256, 512, 1024, the GRU's 3H x H, the Elman RNN's H x H
@@ -30,7 +31,8 @@ def measure(n: int, k: int, rows: int, rounds: int) -> dict:
     d, inp, inp2 = torch.randn(rows, n), torch.randn(rows, k), torch.randn(rows, k)
     one = {"mkl": lambda: torch.mm(d.t(), inp), "onednn": lambda: products.weight_grad(d, inp),
            "pair": lambda: products.weight_grads(d, [inp, inp2]),
-           "two": lambda: (products.weight_grad(d, inp), products.weight_grad(d, inp2))}
+           "two": lambda: (products.weight_grad(d, inp), products.weight_grad(d, inp2)),
+           "transpose": lambda: d.t().contiguous()}
     torch.testing.assert_close(one["onednn"](), one["mkl"](), rtol=1e-4, atol=1e-3)
     times = {name: [] for name in one}
     for r in range(rounds):
@@ -47,22 +49,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=2048, help="rows of d and inp: T*B (default 2048, T=64, B=32)")
     p.add_argument("--rounds", type=int, default=9)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--json", metavar="PATH")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = script_args(p, argv)
     probe = torch.zeros(4, 4)
     products.ONEDNN_MANY = products.WEIGHT_GRAD_ON_ONEDNN = True  # on oneDNN here, whatever the processor
     if not products._many_on_onednn(probe, probe, None):
         print("oneDNN's packed product is not available in this torch", file=sys.stderr)
         return 1
     rows = []
-    print(f"{'N':>5} {'K':>5} {'mkl ms':>8} {'onednn/mkl':>11} {'pair/two':>9}")
+    print(f"{'N':>5} {'K':>5} {'mkl ms':>8} {'onednn/mkl':>11} {'pair/two':>9} {'transpose ms':>13}")
     for n, k in SHAPES:
         r = measure(n, k, args.rows, args.rounds)
         rows.append(r)
-        print(f"{n:>5} {k:>5} {r['mkl_ms']:>8.2f} {r['onednn_vs_mkl']:>11.3f} {r['pair_vs_two']:>9.3f}", flush=True)
+        print(f"{n:>5} {k:>5} {r['mkl_ms']:>8.2f} {r['onednn_vs_mkl']:>11.3f} {r['pair_vs_two']:>9.3f} {r['transpose_ms']:>13.2f}", flush=True)
     if args.json:
         write_rows(args.json, rows, threads=torch.get_num_threads())
     return 0

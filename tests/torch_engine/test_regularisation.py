@@ -427,32 +427,12 @@ def test_embedding_dropout_drops_whole_words():
 
 # -- dropout in one pass (csrc/dropout.cpp) -------------------------------------------------------
 
-M32 = 0xFFFFFFFF
-
-
-def _mul32(x, c):
-    """``x * c`` modulo 2^32 for ``x`` in [0, 2^32) held in int64, exactly: ``c`` in two halves of
-    16 bits, so no product leaves int64."""
-    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & M32
-
-
-def _mix32(x):
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = _mul32(x, 0x846CA68B)
-    return x ^ (x >> 16)
-
-
 def hash_keep(n, p, seed):
-    """The kernel's mask written with torch's integer operations: element ``i`` is kept when
-    ``mix(mix(i ^ seed_lo) ^ seed_hi) >= p * 2^32`` (``i`` < 2^32 here)."""
-    from gatedrnn.torch_engine.regularisation import dropout_threshold
+    """The kernel's mask from its twin in torch's integer operations: element ``i`` is kept where
+    the hash of ``i`` and ``seed`` is at least ``p * 2^32``."""
+    from gatedrnn.torch_engine.regularisation import dropout_threshold, hash_of_indices
 
-    s = seed & ((1 << 64) - 1)
-    i = torch.arange(n, dtype=torch.int64)
-    h = _mix32(_mix32(i ^ (s & M32)) ^ (s >> 32))
-    return h >= dropout_threshold(p)
+    return hash_of_indices(n, seed) >= dropout_threshold(p)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

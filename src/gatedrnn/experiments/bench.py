@@ -502,6 +502,17 @@ def machine_info() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+def script_args(parser, argv=None):
+    """A benchmark script's arguments, with ``--threads`` (torch's thread count, set here) and
+    ``--json`` (where ``write_rows`` puts the rows) added to ``parser``'s own."""
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", metavar="PATH")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
+
+
 def write_rows(path, rows: list, **extra) -> None:
     """A benchmark script's rows as JSON at ``path``, with the machine they were measured on."""
     with open(path, "w") as f:

@@ -82,8 +82,8 @@ def scratch(name: str, like, *shape):
     gradient. From ``MIN_BYTES`` on the CPU, this thread keeps the memory under ``name`` (the
     largest asked for) and hands it out again at the next call: a training step's backward frees
     tens of megabytes of these, which the allocator may give back to the system, and the next
-    step would pay a page fault for each 4 KiB of them (17 000-21 000 a step for the
-    layer-normalised LSTM's backward at ``H=512`` on a Zen 5 virtual machine; benchmarks/RESULTS.md).
+    step would pay a page fault for each 4 KiB of them (16 385 a step for the
+    layer-normalised LSTM's backward at ``H=512`` on a Zen 5 virtual machine; benchmarks/page_faults.py).
     Two temporaries alive at once need two names. ``SCRATCH = False`` (``GATEDRNN_SCRATCH=0``):
     a fresh tensor each call, the memory given back when it goes."""
     n = math.prod(shape)
@@ -94,7 +94,7 @@ def scratch(name: str, like, *shape):
     buf = kept.get(key)
     if buf is None or buf.numel() < n:
         kept.pop(key, None)
-        buf = None  # the smaller one is freed before the larger is made
+        del buf  # the smaller one is freed before the larger is made
         buf = kept[key] = like.new_empty(n)
     return buf[:n].view(shape)
 

@@ -156,7 +156,7 @@ def zoneout_mask(shape, p, like, generator):
     drawn from ``generator`` is below ``p * 2^32`` (``csrc/dropout.cpp``'s hash, as ``dropout``'s
     mask): one vectorised pass split across threads, where ``torch.rand`` draws the
     ``(T, B, H)`` uniforms one at a time from its Mersenne Twister (the two masks of a call at
-    ``T=64, B=32, H=512`` took 11 ms on a Zen 5, a quarter of the zoneout LSTM's no-grad forward at
+    ``T=64, B=32, H=512`` took 12-14 ms on a Zen 5, a quarter of the zoneout LSTM's no-grad forward at
     two threads; benchmarks/RESULTS.md). Elsewhere ``torch.rand``. The hash takes one draw of
     ``generator`` a mask, ``torch.rand`` one an element; a seed gives the same masks run after run
     on either path, and the two paths draw different ones."""
@@ -248,6 +248,27 @@ def dropout_threshold(p: float) -> int:
     """The hash value from which an element is kept by ``dropout``'s kernel: ``p * 2^32``, rounded
     down (so the drop rate is ``p`` to within ``2^-32``)."""
     return min(int(p * 2.0 ** 32), 2 ** 32 - 1)
+
+
+def hash_of_indices(n: int, seed: int) -> torch.Tensor:
+    """``csrc/dropout.cpp``'s hash of the indices ``0 .. n-1`` (below 2^32) and ``seed``, in torch's
+    int64 operations: ``mix(mix(i ^ seed_lo) ^ seed_hi)``, each value in [0, 2^32). The kernel's
+    twin, bit for bit (tests/torch_engine/test_regularisation.py holds them to it); far slower than
+    the kernel or ``torch.rand`` (benchmarks/zoneout_masks.py), so no path of the engine runs it."""
+    m32 = 0xFFFFFFFF
+
+    def mul32(x, c):  # x * c modulo 2^32, c in two 16-bit halves so that no product leaves int64
+        return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & m32
+
+    def mix32(x):  # the mixer: xor-shift, multiply, xor-shift, multiply, xor-shift
+        x = x ^ (x >> 16)
+        x = mul32(x, 0x7FEB352D)
+        x = x ^ (x >> 15)
+        x = mul32(x, 0x846CA68B)
+        return x ^ (x >> 16)
+
+    s = seed & ((1 << 64) - 1)
+    return mix32(mix32(torch.arange(n, dtype=torch.int64) ^ (s & m32)) ^ (s >> 32))
 
 
 class _HashDropout(torch.autograd.Function):

@@ -13,7 +13,9 @@ off); ``no_hugepages`` the loops' big buffers from ordinary allocations (``buffe
 ``rand_zoneout`` zoneout's masks from ``torch.rand`` (``regularisation.HASHED_ZONEOUT`` off);
 ``min_weight_262k`` per-step products on oneDNN from 512 x 512 weight elements, as on AVX2
 (``products.ONEDNN_MIN_WEIGHT``); ``no_scratch`` a backward's temporaries allocated afresh each
-call (``buffers.SCRATCH`` off).
+call (``buffers.SCRATCH`` off); ``no_recycle`` a forward's saved buffers allocated afresh
+(``buffers.RECYCLE`` off), ``fresh_buffers`` that and no huge pages either (the LSTM family's, the
+GRU's and the Elman RNN's saved buffers as they were before they were recycled).
 ``--grains`` adds, for each number of elements given, the compiled kernels with that parallel grain
 (``csrc/common.h``: the fewest elements a thread of a pass is given) as variant ``gN``.
 
@@ -47,6 +49,8 @@ SWITCHED = {
     "rand_zoneout": [(regularisation, "HASHED_ZONEOUT", False)],
     "min_weight_262k": [(products, "ONEDNN_MIN_WEIGHT", 512 * 512)],
     "no_scratch": [(buffers, "SCRATCH", False)],
+    "no_recycle": [(buffers, "RECYCLE", False)],
+    "fresh_buffers": [(buffers, "RECYCLE", False), (buffers, "ENABLED", False)],
 }
 VARIANTS = ("compiled", "eager", "torch", "products", "generic", "peer", *[v for v in SWITCHED if v not in
                                                                        ("eager", "generic")])

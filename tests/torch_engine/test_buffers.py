@@ -60,3 +60,66 @@ def test_scratch_keeps_one_buffer_a_name(monkeypatch):
     assert buffers.scratch("a", like, 4, 5).data_ptr() != bigger.data_ptr()
     buffers.release_scratch()
     assert not getattr(buffers._kept, "buffers", None)
+
+
+@pytest.fixture
+def pool(monkeypatch):
+    """An empty pool of ``carve``'s kept allocations, recycling from any size."""
+    monkeypatch.setattr(buffers, "_pool", [])
+    monkeypatch.setattr(buffers, "RECYCLE_MIN_BYTES", 0)
+    monkeypatch.setattr(buffers, "MIN_BYTES", 1 << 40)  # ordinary pages: the test is of the pool alone
+    return buffers._pool
+
+
+def test_carve_hands_out_memory_again_once_nothing_uses_it(pool):
+    like = torch.zeros(1)
+    a, b = buffers.carve(like, [(10,), (5, 2)])
+    first = a.data_ptr()
+    assert buffers.carve(like, [(10,), (5, 2)])[0].data_ptr() != first  # a and b still use it
+    del a
+    assert buffers.carve(like, [(20,)])[0].data_ptr() != first  # b still does
+    del b
+    again, rest = buffers.carve(like, [(12,), (8,)])  # 20 elements again, no tensor left on the first
+    assert again.data_ptr() == first
+    again.fill_(1.0)
+    rest.fill_(2.0)
+    assert torch.equal(again, torch.ones(12)) and torch.equal(rest, torch.full((8,), 2.0))
+
+
+def test_carve_leaves_memory_a_tensor_or_storage_still_holds(pool):
+    like = torch.zeros(1)
+    y, = buffers.carve(like, [(6, 4)])
+    first = y.data_ptr()
+    kept = y[1:].detach()  # an output the caller keeps
+    del y
+    assert buffers.carve(like, [(24,)])[0].data_ptr() != first
+    storage = kept.untyped_storage()
+    del kept
+    assert buffers.carve(like, [(24,)])[0].data_ptr() != first  # its storage object is still held
+    del storage
+    assert buffers.carve(like, [(24,)])[0].data_ptr() == first
+
+
+@pytest.mark.parametrize("case", ["other dtype", "too small", "over twice the size", "switched off"])
+def test_carve_recycles_only_what_fits(pool, monkeypatch, case):
+    like = torch.zeros(1)
+    first = buffers.carve(like, [(20,)])[0].data_ptr()
+    ask = {"other dtype": (torch.zeros(1, dtype=torch.float64), 20), "too small": (like, 21),
+           "over twice the size": (like, 9), "switched off": (like, 20)}[case]
+    if case == "switched off":
+        monkeypatch.setattr(buffers, "RECYCLE", False)
+    assert buffers.carve(ask[0], [(ask[1],)])[0].data_ptr() != first
+    monkeypatch.setattr(buffers, "RECYCLE", True)
+    assert buffers.carve(like, [(10,)])[0].data_ptr() == first  # half the size still fits
+
+
+def test_carve_keeps_at_most_max_kept(pool, monkeypatch):
+    monkeypatch.setattr(buffers, "MAX_KEPT", 2)
+    like = torch.zeros(1)
+    held = [buffers.carve(like, [(n,)])[0] for n in (10, 30, 90)]  # none fits another: three allocations
+    assert len(pool) == 3  # all in use: none can go
+    del held
+    buffers.carve(like, [(300,)])
+    assert [n for _, _, n in pool] == [90, 300]  # the least recently handed out unused ones went
+    buffers.release()
+    assert pool == []

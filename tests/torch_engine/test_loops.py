@@ -40,17 +40,26 @@ def test_fast_matches_generic_and_autograd(case):
 
 
 @pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "plain"])
-def test_kept_scratch_gives_the_same_gradients(onednn, monkeypatch):
-    """Every backward temporary from ``buffers.scratch``'s kept memory (``MIN_BYTES`` lowered to 0):
-    each configuration's outputs and gradients equal the autograd twin's on its first and second
-    run, with the other configurations (other cells, shapes and dtypes) run in between, so every
-    kept buffer is reused at another size; float32 with every product on oneDNN where it runs
-    (``onednn``: the transposed gradient of the weight gradients is kept too)."""
+def test_kept_memory_gives_the_same_gradients(onednn, monkeypatch):
+    """Every backward temporary from ``buffers.scratch``'s kept memory and every saved buffer from
+    ``buffers.carve``'s recycled allocations (both thresholds lowered to 0): each configuration's
+    outputs and gradients equal the autograd twin's on its first and second run, with the other
+    configurations (other cells, shapes and dtypes) run in between, so every kept buffer is reused
+    at another size; the outputs of every run, kept to the end, are unchanged by the runs after
+    them (recycling never hands out memory a tensor still uses); float32 with every product on
+    oneDNN where it runs (``onednn``: the transposed gradient of the weight gradients is kept too)."""
     monkeypatch.setattr(buffers, "MIN_BYTES", 0)
+    monkeypatch.setattr(buffers, "RECYCLE_MIN_BYTES", 0)
     monkeypatch.setattr(buffers, "_kept", threading.local())
+    monkeypatch.setattr(buffers, "_pool", [])
+    allocated, carved = [], []
+    allocate, carve = buffers._allocate, buffers.carve
+    monkeypatch.setattr(buffers, "_allocate", lambda *a: allocated.append(1) or allocate(*a))
+    monkeypatch.setattr(buffers, "carve", lambda *a: carved.append(1) or carve(*a))
     monkeypatch.setattr(products, "ONEDNN", onednn)
     monkeypatch.setattr(products, "ONEDNN_MIN_WEIGHT", 0)
     monkeypatch.setattr(products, "ONEDNN_MANY", onednn)
+    kept_outputs = []
     for dtype, rtol, atol in ((torch.float64, 1e-9, 1e-11), (torch.float32, 1e-3, 1e-4)):
         for _ in range(2):
             for case in CASES:
@@ -63,7 +72,11 @@ def test_kept_scratch_gives_the_same_gradients(onednn, monkeypatch):
                     torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
                 for key in g_ref:
                     torch.testing.assert_close(g_fast[key], g_ref[key], rtol=rtol, atol=atol, msg=f"{_id(case)} {key}")
+                kept_outputs += [(a, a.clone()) for a in out_fast]
+    for a, copy in kept_outputs:
+        assert torch.equal(a, copy)
     assert buffers._kept.buffers  # the temporaries were kept
+    assert len(allocated) < len(carved)  # some saved buffers came from recycled memory
 
 
 @pytest.mark.parametrize("case", MASK_CASES, ids=[_id(c) for c in MASK_CASES])

@@ -143,7 +143,7 @@ class Recurrent:
         else:
             self.hm = like.new_empty(B, w.shape[1]) if self.mask is not None else None
             if self.ln:
-                self.R, self.Mu, self.Rs = (like.new_empty(steps, B, n) for n in (self.N, 1, 1))
+                self.R, self.Mu, self.Rs = buffers.carve(like, [(steps, B, n) for n in (self.N, 1, 1)])
 
     def saved(self):
         return {"hh_a": self.R, "hh_mu": self.Mu, "hh_rstd": self.Rs} if self.ln else {}

@@ -54,10 +54,9 @@ class GRULoop:
         gx, saved = input_forward(cell, p, x, p["bias_ih"] if cell.bias else None)
         hh = Recurrent(cell, p, B, S, x, ln_bias=ln_bias)
         (h0,) = state
-        Hs = x.new_empty(T + 1, B, H)
+        Hs, = buffers.carve(x, [(T + 1, B, H)])  # y is Hs[1:], an allocation of its own
         Hs[0] = h0
-        Gs = x.new_empty(S, B, 3 * H)  # r, z, n
-        GHn = x.new_empty(S, B, H)  # a_h,n, which the r gradient needs
+        Gs, GHn = buffers.carve(x, [(S, B, 3 * H), (S, B, H)])  # r, z, n; a_h,n, which the r gradient needs
         hnew = x.new_empty(B, H) if kh is not None else None
         ck = compiled.pointwise() if compiled.usable(x) else None  # the step's elementwise work in one call
         khf = None if kh is None or ck is None else kh.expand(T, B, H).contiguous()

@@ -276,14 +276,17 @@ class LSTMLoop:
         pw = Pointwise(cell, p, x, H)
         cs = compiled_step(cell, p, x, H, keep)
         h0, c0 = state
-        Hs = x.new_empty(T + 1, B, H)  # h_0 .. h_T; y is Hs[1:]
+        Hs, = buffers.carve(x, [(T + 1, B, H)])  # h_0 .. h_T; y is Hs[1:], an allocation of its own
         Hs[0] = h0
-        C = x.new_empty(T + 1 if save else 2, B, H)  # the state c, after zoneout
+        nC = T + 1 if save else 2
+        # C: the state c, after zoneout; Gs: the post-activation gates; TC: tanh(LN(c_t)) (saved with
+        # layer norm); Cn: the cell's c_t, before zoneout
+        C, Gs, TC, CMu, CRs, *Cn = buffers.carve(x, [(nC, B, H), (S, B, G * H), (S if ln else 1, B, H),
+                                                     *([(S, B, 1)] * 2 if ln else [(0,)] * 2),
+                                                     *([(nC, B, H)] if kc is not None else [])])
         C[0] = c0
-        Cn = C if kc is None else x.new_empty(C.shape)  # the cell's c_t, before zoneout
-        Gs = x.new_empty(S, B, G * H)  # post-activation gates
-        TC = x.new_empty(S if ln else 1, B, H)  # tanh(LN(c_t)) (saved with layer norm)
-        CMu, CRs = (x.new_empty(S, B, 1), x.new_empty(S, B, 1)) if ln else (None, None)
+        Cn = C if kc is None else Cn[0]
+        CMu, CRs = (CMu, CRs) if ln else (None, None)
         hnew = x.new_empty(B, H) if kh is not None else None
         for t in range(T):
             s = t if save else 0

@@ -186,7 +186,7 @@ class MogrifierLoop:
         cs = CompiledStep.of(cell, p, x, H, keep)  # the LSTM step's elementwise work in one call
         h0, c0 = state
         S = T if save else 1
-        Hs = x.new_empty(T + 1, B, H)
+        Hs, = buffers.carve(x, [(T + 1, B, H)])  # y is Hs[1:], an allocation of its own
         Hs[0] = h0
         nC = T + 1 if save else 2
         # what the backward reads (not Hs, whose h_1 .. h_T are the output): one allocation

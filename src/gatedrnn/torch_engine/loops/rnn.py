@@ -29,9 +29,9 @@ class RNNLoop:
         hh = Recurrent(cell, p, B, S, x)
         act = torch.tanh if cell.nonlinearity == "tanh" else torch.relu
         (h0,) = state
-        Hs = x.new_empty(T + 1, B, H)
+        Hs, = buffers.carve(x, [(T + 1, B, H)])  # y is Hs[1:], an allocation of its own
         Hs[0] = h0
-        A = x.new_empty(S, B, H) if kh is not None else None  # act(a_t), before zoneout
+        A = buffers.carve(x, [(S, B, H)])[0] if kh is not None else None  # act(a_t), before zoneout
         for t in range(T):
             s = t if save else 0
             a = act(hh(Hs[t], s, gx[t]))

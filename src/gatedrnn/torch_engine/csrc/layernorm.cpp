@@ -1,5 +1,6 @@
 // The layer-normalised LSTM step (loops/lstm.py, CompiledNormStep) as one pass per row: the
-// recurrent product's layer norm, the gates, c_t, c_t's layer norm and h_t, forward and backward.
+// input product's and the recurrent product's layer norms, the gates, c_t, c_t's layer norm and h_t,
+// forward and backward (the input norm's backward, over every step at once, is layer_norm_backward).
 //
 // The eager step makes a dozen elementwise torch calls and two native_layer_norm calls per step
 // (and their backward), each a pass over memory and a dispatch, each under ATen's parallel grain
@@ -51,36 +52,43 @@ inline void row_backward(const T* d, const T* x, T m, T s, const T* gain, int64_
   for (int64_t j = 0; j < n; ++j) dx[j] = s * (d[j] * gain[j] - n1 - (x[j] - m) * s * n2);
 }
 
-// r (B, N): the recurrent product before its layer norm (read); gx (B, N): the step's input
-// pre-activations with every bias (read); gain (N): ln_weight_hh. r_save (B, N) or undefined: a copy
-// of r for the backward (out); mu, rs (B): r's statistics (out). gt (B, N): post-activation gates
-// (out; first the pre-activations a = LN(r) gain + gx). cp (B, H): c_{t-1}; cn (B, H): the cell's c_t
+// r (B, N): the recurrent product before its layer norm (read); ax (B, N): the step's input
+// product before its layer norm (read); gain (N): ln_weight_hh; gain_x (N): ln_weight_ih; bias (N):
+// every constant added to the pre-activations. r_save (B, N) or undefined: a copy of r for the
+// backward (out); mu, rs (B): r's statistics, mu_x, rs_x (B): ax's (out). gt (B, N): post-activation
+// gates (out; first the pre-activations a = LN(r) gain + LN(ax) gain_x + bias). cp (B, H): c_{t-1}; cn (B, H): the cell's c_t
 // (out). tc (B, H): tanh(LN(c_t)) (out); cmu, crs (B): c_t's statistics (out); wc, bc (H):
 // ln_weight_c, ln_bias_c. h (B, H): h_t (out; mixed with h_prev by kh). cs (B, H): c_t after zoneout by
 // kc (out, only with kc). peep (3H): w_i, w_f, w_o (the output gate's looks at c_t before its norm).
 template <typename T, bool PEEP, bool CIFG, bool KH, bool KC>
-void ln_fwd_impl(const at::Tensor& r, const at::Tensor& gx, const at::Tensor& gain, const at::Tensor& r_save,
-                 const at::Tensor& mu, const at::Tensor& rs, const at::Tensor& gt, const at::Tensor& cp,
+void ln_fwd_impl(const at::Tensor& r, const at::Tensor& ax, const at::Tensor& gain, const at::Tensor& gain_x,
+                 const at::Tensor& bias, const at::Tensor& r_save, const at::Tensor& mu, const at::Tensor& rs,
+                 const at::Tensor& mu_x, const at::Tensor& rs_x, const at::Tensor& gt, const at::Tensor& cp,
                  const at::Tensor& cn, const at::Tensor& tc, const at::Tensor& cmu, const at::Tensor& crs,
                  const at::Tensor& wc, const at::Tensor& bc, const at::Tensor& h, const at::Tensor& peep,
                  const at::Tensor& h_prev, const at::Tensor& kh, const at::Tensor& kc, const at::Tensor& cs,
                  double eps_) {
   const int64_t B = cp.size(0), H = cp.size(1), G = CIFG ? 3 : 4, N = G * H;
   const T eps = T(eps_);
-  const T *R = ptr<T>(r), *GX = ptr<T>(gx), *GA = ptr<T>(gain), *CP = ptr<T>(cp), *WC = ptr<T>(wc),
+  const T *R = ptr<T>(r), *AX = ptr<T>(ax), *GA = ptr<T>(gain), *GI = ptr<T>(gain_x), *BI = ptr<T>(bias),
+          *CP = ptr<T>(cp), *WC = ptr<T>(wc),
           *BC = ptr<T>(bc), *W = ptr<T>(peep), *HP = ptr<T>(h_prev), *KHp = ptr<T>(kh), *KCp = ptr<T>(kc);
-  T *RS = ptr<T>(r_save), *MU = ptr<T>(mu), *RSD = ptr<T>(rs), *GT = ptr<T>(gt), *CN = ptr<T>(cn),
+  T *RS = ptr<T>(r_save), *MU = ptr<T>(mu), *RSD = ptr<T>(rs), *MUX = ptr<T>(mu_x), *RSX = ptr<T>(rs_x),
+    *GT = ptr<T>(gt), *CN = ptr<T>(cn),
     *TC = ptr<T>(tc), *CMU = ptr<T>(cmu), *CRS = ptr<T>(crs), *HO = ptr<T>(h), *CS = ptr<T>(cs);
   rows(B, N, [&](int64_t b) {
-    const T *rr = R + b * N, *xr = GX + b * N;
+    const T *rr = R + b * N, *xr = AX + b * N;
     T* gr = GT + b * N;
-    T m, s;
+    T m, s, mx, sx;
     moments(rr, N, eps, m, s);
+    moments(xr, N, eps, mx, sx);
     MU[b] = m;
     RSD[b] = s;
+    MUX[b] = mx;
+    RSX[b] = sx;
     if (RS) std::copy(rr, rr + N, RS + b * N);
 #pragma omp simd
-    for (int64_t j = 0; j < N; ++j) gr[j] = (rr[j] - m) * s * GA[j] + xr[j];
+    for (int64_t j = 0; j < N; ++j) gr[j] = (rr[j] - m) * s * GA[j] + ((xr[j] - mx) * sx * GI[j] + BI[j]);
     const int64_t q = b * H;
     const T *cpr = CP + q, *w = W;
     T* cnr = CN + q;
@@ -188,15 +196,17 @@ void ln_bwd_impl(const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& c
 }
 
 template <typename T>
-void ln_fwd_t(bool peep, bool cifg, bool zh, bool zc, const at::Tensor& r, const at::Tensor& gx,
-              const at::Tensor& gain, const at::Tensor& r_save, const at::Tensor& mu, const at::Tensor& rs,
+void ln_fwd_t(bool peep, bool cifg, bool zh, bool zc, const at::Tensor& r, const at::Tensor& ax,
+              const at::Tensor& gain, const at::Tensor& gain_x, const at::Tensor& bias, const at::Tensor& r_save,
+              const at::Tensor& mu, const at::Tensor& rs, const at::Tensor& mu_x, const at::Tensor& rs_x,
               const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& cn, const at::Tensor& tc,
               const at::Tensor& cmu, const at::Tensor& crs, const at::Tensor& wc, const at::Tensor& bc,
               const at::Tensor& h, const at::Tensor& w, const at::Tensor& hp, const at::Tensor& kh,
               const at::Tensor& kc, const at::Tensor& cs, double eps) {
   with_flags(peep, cifg, zh, zc, [&](auto P, auto C, auto ZH, auto ZC) {
     ln_fwd_impl<T, decltype(P)::value, decltype(C)::value, decltype(ZH)::value, decltype(ZC)::value>(
-        r, gx, gain, r_save, mu, rs, gt, cp, cn, tc, cmu, crs, wc, bc, h, w, hp, kh, kc, cs, eps);
+        r, ax, gain, gain_x, bias, r_save, mu, rs, mu_x, rs_x, gt, cp, cn, tc, cmu, crs, wc, bc, h, w, hp, kh, kc, cs,
+        eps);
   });
 }
 
@@ -214,22 +224,25 @@ void ln_bwd_t(bool peep, bool cifg, bool zh, bool zc, const at::Tensor& gt, cons
   });
 }
 
-void lstm_ln_forward(const at::Tensor& r, const at::Tensor& gx, const at::Tensor& gain,
-                     const c10::optional<at::Tensor>& r_save_, const at::Tensor& mu, const at::Tensor& rs,
+void lstm_ln_forward(const at::Tensor& r, const at::Tensor& ax, const at::Tensor& gain, const at::Tensor& gain_x,
+                     const at::Tensor& bias, const c10::optional<at::Tensor>& r_save_, const at::Tensor& mu,
+                     const at::Tensor& rs, const at::Tensor& mu_x, const at::Tensor& rs_x,
                      const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& cn, const at::Tensor& tc,
                      const at::Tensor& cmu, const at::Tensor& crs, const at::Tensor& wc, const at::Tensor& bc,
                      const at::Tensor& h, bool cifg, const c10::optional<at::Tensor>& peep_,
                      const c10::optional<at::Tensor>& h_prev_, const c10::optional<at::Tensor>& kh_,
                      const c10::optional<at::Tensor>& kc_, const c10::optional<at::Tensor>& cs_, double eps) {
   auto r_save = opt(r_save_), peep = opt(peep_), hp = opt(h_prev_), kh = opt(kh_), kc = opt(kc_), cs = opt(cs_);
-  check({r, gx, gain, r_save, mu, rs, gt, cp, cn, tc, cmu, crs, wc, bc, h, peep, hp, kh, kc, cs}, r);
+  check({r, ax, gain, gain_x, bias, r_save, mu, rs, mu_x, rs_x, gt, cp, cn, tc, cmu, crs, wc, bc, h, peep, hp, kh, kc,
+         cs}, r);
   TORCH_CHECK(!cifg || !peep.defined(), "gatedrnn layer-norm kernel: no peepholes with CIFG");
   TORCH_CHECK(cp.size(1) > 0, "gatedrnn layer-norm kernel: no units to normalise");
   const bool zh = kh.defined(), zc = kc.defined();
   TORCH_CHECK(!zh || hp.defined(), "kh needs h_prev");
   TORCH_CHECK(!zc || cs.defined(), "kc needs cs");
   AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "lstm_ln_forward", [&] {
-    ln_fwd_t<scalar_t>(peep.defined(), cifg, zh, zc, r, gx, gain, r_save, mu, rs, gt, cp, cn, tc, cmu, crs, wc, bc,
+    ln_fwd_t<scalar_t>(peep.defined(), cifg, zh, zc, r, ax, gain, gain_x, bias, r_save, mu, rs, mu_x, rs_x, gt, cp,
+                       cn, tc, cmu, crs, wc, bc,
                        h, peep, hp, kh, kc, cs, eps);
   });
 }

@@ -79,15 +79,20 @@ def bias_grads(cell, d, grads, *names):
 
 
 # -- the two products every cell has, with state dropout and layer norm -----------------------
-def input_forward(cell, p, x, bias):
+def input_forward(cell, p, x, bias, norm_in_step=False):
     """``gx = x W_ih^T + bias`` over all steps at once, layer-normalised (gain ``ln_weight_ih``)
-    when the cell says so; returns ``gx (T, B, N)`` and what the backward needs."""
+    when the cell says so; returns ``gx (T, B, N)`` and what the backward needs. With
+    ``norm_in_step`` (a compiled step that normalises each step's rows itself) ``gx`` is the
+    product alone, before its norm and ``bias``, and the statistics the backward reads are left
+    for the step to fill."""
     T, B, _ = x.shape
     w = p["weight_ih"]
     N = w.shape[0]
     if not cell.layer_norm:
         return hoisted(rows(x), w, bias).view(T, B, N), {}
     ax = hoisted(rows(x), w)
+    if norm_in_step:
+        return ax.view(T, B, N), {"in_a": ax, "in_mu": x.new_empty(T * B, 1), "in_rstd": x.new_empty(T * B, 1)}
     out, mu, rstd = torch.native_layer_norm(ax, [N], p["ln_weight_ih"], bias, LN_EPS)
     return out.view(T, B, N), {"in_a": ax, "in_mu": mu, "in_rstd": rstd}
 

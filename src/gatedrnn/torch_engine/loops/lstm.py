@@ -148,6 +148,7 @@ class CompiledStep:
         self.k, self.coupled = kernels, cell.coupled
         self.peep = p["weight_peephole"].contiguous() if cell.peephole else None
         T, B, _ = x.shape
+        self.T = T
         self.kh, self.kc = (None if k is None else k.expand(T, B, H).contiguous() for k in keep_masks(keep, 2))
 
     ln = False  # whether the kernel also does the step's layer norms (CompiledNormStep)
@@ -175,16 +176,27 @@ class CompiledStep:
 
 
 class CompiledNormStep(CompiledStep):
-    """With layer norm: the recurrent product's layer norm, the gates, ``c_t``, ``c_t``'s layer norm
-    and ``h_t`` as one call of the compiled kernel (``csrc/layernorm.cpp``), forward and backward.
-    It reads the product before its norm (``Recurrent.raw``) and fills what ``Recurrent`` keeps for
-    the backward (``R``, ``Mu``, ``Rs``; ``dR``); ``TC``, ``CMu``, ``CRs`` as the eager step saves them."""
+    """With layer norm: the input product's and the recurrent product's layer norms, the gates,
+    ``c_t``, ``c_t``'s layer norm and ``h_t`` as one call of the compiled kernel
+    (``csrc/layernorm.cpp``), forward and backward. It reads both products before their norms (the
+    input's from ``input_forward(..., norm_in_step=True)``, the recurrent one from
+    ``Recurrent.raw``) and fills what the backward reads of them (the input norm's statistics;
+    ``Recurrent``'s ``R``, ``Mu``, ``Rs``; ``dR``); ``TC``, ``CMu``, ``CRs`` as the eager step saves them."""
 
     ln = True
 
     def __init__(self, kernels, cell, p, x, H, keep):
         super().__init__(kernels, cell, p, x, H, keep)
-        self.gain, self.wc, self.bc = (p[k].contiguous() for k in ("ln_weight_hh", "ln_weight_c", "ln_bias_c"))
+        self.gain, self.wc, self.bc, self.gain_x = (p[k].contiguous() for k in
+                                                    ("ln_weight_hh", "ln_weight_c", "ln_bias_c", "ln_weight_ih"))
+        self.bias_x = self.in_mu = self.in_rs = None
+
+    def bind_input(self, bias, saved):
+        """The input norm's constants (``bias``: every one added to the pre-activations) and where
+        each step's statistics go (``in_mu``, ``in_rstd`` of ``input_forward``'s ``saved``)."""
+        T = self.T
+        self.bias_x = bias.contiguous()
+        self.in_mu, self.in_rs = (saved[k].view(T, -1) for k in ("in_mu", "in_rstd"))
 
     @staticmethod
     def of(cell, p, x, H, keep):
@@ -192,12 +204,14 @@ class CompiledNormStep(CompiledStep):
             return None
         return CompiledNormStep(compiled.pointwise(), cell, p, x, H, keep)
 
-    def forward_norm(self, hh, gx_t, s, save, gt, cp, cn, Hs, t, C, jn, stats):
-        """One step from ``h_{t-1}`` (``Hs[t]``): ``Gs``, ``c_t``, ``h_t`` as ``CompiledStep.forward``;
-        ``stats``: ``(TC, CMu, CRs)``, filled at ``s``."""
+    def forward_norm(self, hh, ax_t, s, save, gt, cp, cn, Hs, t, C, jn, stats):
+        """One step from ``h_{t-1}`` (``Hs[t]``) and ``ax_t``, the step's input product before its
+        norm: ``Gs``, ``c_t``, ``h_t`` as ``CompiledStep.forward``; ``stats``: ``(TC, CMu, CRs)``,
+        filled at ``s``."""
         kh, kc = self.kh, self.kc
         TC, CMu, CRs = stats
-        self.k.lstm_ln_forward(hh.raw(Hs[t]), gx_t, self.gain, hh.R[s] if save else None, hh.Mu[s], hh.Rs[s], gt,
+        self.k.lstm_ln_forward(hh.raw(Hs[t]), ax_t, self.gain, self.gain_x, self.bias_x, hh.R[s] if save else None,
+                               hh.Mu[s], hh.Rs[s], self.in_mu[t], self.in_rs[t], gt,
                                cp, cn, TC[s], CMu[s], CRs[s], self.wc, self.bc, Hs[t + 1], self.coupled, self.peep,
                                None if kh is None else Hs[t], None if kh is None else kh[t],
                                None if kc is None else kc[t], None if kc is None else C[jn], LN_EPS)
@@ -271,10 +285,13 @@ class LSTMLoop:
         ln = cell.layer_norm
         kh, kc = keep_masks(keep, 2)
         S = T if save else 1
-        gx, saved = input_forward(cell, p, x, combined_bias(cell, p, G, H, x))
+        cs = compiled_step(cell, p, x, H, keep)
+        bias = combined_bias(cell, p, G, H, x)
+        gx, saved = input_forward(cell, p, x, bias, norm_in_step=cs is not None and cs.ln)
+        if cs is not None and cs.ln:
+            cs.bind_input(bias, saved)
         hh = Recurrent(cell, p, B, S, x)
         pw = Pointwise(cell, p, x, H)
-        cs = compiled_step(cell, p, x, H, keep)
         h0, c0 = state
         Hs, = buffers.carve(x, [(T + 1, B, H)])  # h_0 .. h_T; y is Hs[1:], an allocation of its own
         Hs[0] = h0

@@ -123,3 +123,33 @@ def test_carve_keeps_at_most_max_kept(pool, monkeypatch):
     assert [n for _, _, n in pool] == [90, 300]  # the least recently handed out unused ones went
     buffers.release()
     assert pool == []
+
+
+@pytest.mark.parametrize("context", ["inference mode", "vmap", "fake tensors"])
+def test_memory_made_where_a_later_call_cannot_use_it_is_not_kept(pool, monkeypatch, context):
+    """An inference tensor, a ``torch.func``-batched one or a fake one cannot serve a later eager
+    call: ``carve`` and ``scratch`` make such memory afresh and keep none of it."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.func import vmap
+
+    monkeypatch.setattr(buffers, "_kept", threading.local())
+    monkeypatch.setattr(buffers, "MIN_BYTES", 0)
+
+    def make(like):
+        buffers.carve(like, [(6, 4)])
+        buffers.scratch("s", like, 6, 4)
+        return like
+
+    if context == "inference mode":
+        with torch.inference_mode():
+            make(torch.zeros(3))
+    elif context == "vmap":
+        vmap(make)(torch.zeros(2, 3))
+    else:
+        with FakeTensorMode():
+            make(torch.zeros(3))
+    assert pool == [] and not getattr(buffers._kept, "buffers", None)
+    out, = buffers.carve(torch.zeros(1), [(6, 4)])
+    out.fill_(1.0)  # an ordinary tensor, written in place outside any of those
+    buffers.scratch("s", torch.zeros(1), 6, 4).fill_(1.0)
+    assert len(pool) == 1 and buffers._kept.buffers

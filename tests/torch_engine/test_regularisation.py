@@ -607,3 +607,27 @@ def test_dropout_refuses_a_probability_out_of_range_as_torch_does(p):
         Dropout(p)
     with pytest.raises(ValueError, match="between 0 and 1"):
         dropout(torch.ones(3), p)
+
+
+@pytest.mark.parametrize("randomness", ["different", "same"])
+def test_per_sample_gradients_with_zoneout_and_dropout_under_vmap(kernels, randomness):  # noqa: F811
+    """Per-sample gradients (``vmap(grad)``) of a module with zoneout, state dropout and the hashed
+    ``dropout`` on its output: under a ``torch.func`` transform the masks are torch's draws, so
+    ``vmap``'s randomness modes hold (the hash's seed, read with ``.item()``, cannot be); with
+    ``"same"`` every sample of identical inputs sees the same masks, so their gradients are equal,
+    and with ``"different"`` they differ."""
+    from torch.func import functional_call, grad, vmap
+
+    module = make(engine="fused", zoneout=0.5, dropout_state=0.3)
+    params = {k: v.detach() for k, v in module.named_parameters()}
+    x = inputs(batch=1)[:, 0].expand(3, T, I).clone()  # three identical unbatched samples
+
+    def loss(p, sample):
+        out = functional_call(module, p, (sample,))[0]
+        return gatedrnn.torch_engine.regularisation.dropout(out, 0.5).square().sum()
+
+    per_sample = vmap(grad(loss), in_dims=(None, 0), randomness=randomness)(params, x)
+    g = per_sample["weight_hh_l0"]
+    assert g.shape == (3, *params["weight_hh_l0"].shape) and torch.isfinite(g).all()
+    same = [torch.equal(g[0], g[k]) for k in (1, 2)]
+    assert all(same) if randomness == "same" else not any(same)

@@ -33,6 +33,8 @@ import threading
 
 import torch
 
+from .ops import eager
+
 ENABLED = os.environ.get("GATEDRNN_HUGEPAGES", "1") != "0"
 #: whether ``scratch`` keeps a backward's big temporaries between calls (``GATEDRNN_SCRATCH=0``: not)
 SCRATCH = os.environ.get("GATEDRNN_SCRATCH", "1") != "0"
@@ -81,9 +83,16 @@ def _unused(flat) -> bool:
     return _users(flat) == _state["lone"]
 
 
+def _keepable(like) -> bool:
+    """Whether memory made like ``like`` may be kept for a later call: an ordinary CPU tensor
+    outside inference mode, tracing and ``torch.func`` transforms (a tensor made there, an
+    inference tensor, a fake or a batched one, cannot serve a later eager call)."""
+    return like.device.type == "cpu" and not torch.is_inference_mode_enabled() and eager(like)
+
+
 def _recycling(like, nbytes) -> bool:
-    return (RECYCLE and like.device.type == "cpu" and nbytes >= RECYCLE_MIN_BYTES
-            and hasattr(torch._C, "_storage_Use_Count"))
+    return (RECYCLE and nbytes >= RECYCLE_MIN_BYTES and hasattr(torch._C, "_storage_Use_Count")
+            and _keepable(like))
 
 
 def _reuse(like, total):
@@ -110,9 +119,9 @@ def _keep(flat, start, total):
 
 def _allocate(like, total):
     """``(flat, start)``: an allocation holding ``total`` elements from ``flat[start]``, advised to
-    huge pages on the CPU from ``MIN_BYTES`` where the system offers them."""
+    huge pages from ``MIN_BYTES`` where the system offers them (an ordinary CPU tensor's, ``_keepable``)."""
     item = like.element_size()
-    madvise = _madvise() if ENABLED and like.device.type == "cpu" and total * item >= MIN_BYTES else None
+    madvise = _madvise() if ENABLED and total * item >= MIN_BYTES and _keepable(like) else None
     if madvise is None:
         return like.new_empty(total), 0
     raw = like.new_empty(total + HUGE_PAGE // item)  # room to start on a huge-page boundary
@@ -152,7 +161,7 @@ def scratch(name: str, like, *shape):
     Two temporaries alive at once need two names. ``SCRATCH = False`` (``GATEDRNN_SCRATCH=0``):
     a fresh tensor each call, the memory given back when it goes."""
     n = math.prod(shape)
-    if not SCRATCH or like.device.type != "cpu" or n * like.element_size() < MIN_BYTES:
+    if not SCRATCH or n * like.element_size() < MIN_BYTES or not _keepable(like):
         return like.new_empty(shape)
     kept = _kept.__dict__.setdefault("buffers", {})
     key = (name, like.dtype)

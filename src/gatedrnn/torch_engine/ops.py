@@ -72,6 +72,15 @@ def transforms_active(*tensors) -> bool:
     return any(t is not None and _batched(t) for t in tensors)
 
 
+def eager(*tensors) -> bool:
+    """Whether ``tensors`` are computed eagerly, op by op: no ``torch.compile`` or ``torch.jit``
+    trace and no ``torch.func`` transform (what a compiled kernel's raw pointers, a seed read with
+    ``.item()`` or memory kept for a later call need), and none of them a tensor subclass (a fake
+    tensor of a trace)."""
+    return (not torch.compiler.is_compiling() and not torch.jit.is_tracing() and not transforms_active(*tensors)
+            and all(t is None or type(t) is torch.Tensor or type(t) is torch.nn.Parameter for t in tensors))
+
+
 def autocast_of(x):
     """``(device type, dtype)`` of the autocast region that ``x`` is computed in, or ``None``."""
     kind = x.device.type

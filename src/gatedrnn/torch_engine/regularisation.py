@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, fields
 import torch
 
 from . import compiled
+from .ops import eager
 
 #: dropout-like options, each a probability in [0, 1)
 DROPOUTS = ("dropout_input", "dropout_between", "dropout_output", "dropout_state", "weight_drop")
@@ -157,11 +158,12 @@ def zoneout_mask(shape, p, like, generator):
     mask): one vectorised pass split across threads, where ``torch.rand`` draws the
     ``(T, B, H)`` uniforms one at a time from its Mersenne Twister (the two masks of a call at
     ``T=64, B=32, H=512`` took 12-14 ms on a Zen 5, a quarter of the zoneout LSTM's no-grad forward at
-    two threads; benchmarks/RESULTS.md). Elsewhere ``torch.rand``. The hash takes one draw of
+    two threads; benchmarks/RESULTS.md). Elsewhere, and under a trace or a ``torch.func`` transform
+    (``ops.eager``: ``vmap``'s randomness modes act on torch's draws), ``torch.rand``. The hash takes one draw of
     ``generator`` a mask, ``torch.rand`` one an element; a seed gives the same masks run after run
     on either path, and the two paths draw different ones."""
     dtype = like.dtype if like.dtype in compiled.DTYPES else torch.float32  # bfloat16: drawn in float32
-    if HASHED_ZONEOUT and p < 1 and compiled.usable(like.new_empty(0, dtype=dtype)):
+    if HASHED_ZONEOUT and p < 1 and eager(like) and compiled.usable(like.new_empty(0, dtype=dtype)):
         seed = torch.randint(-2 ** 63, 2 ** 63 - 1, (), dtype=torch.int64, generator=generator,
                              device="cpu" if generator is None else generator.device)
         out = like.new_empty(shape, dtype=dtype)
@@ -300,14 +302,15 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     one at a time, and on a character model's activations that was 5-13% of a training step
     (benchmarks/RESULTS.md, "Dropout in one pass"). Elsewhere (CUDA, bf16, no compiler) this is
     torch's dropout, as it is for ``p = 1`` and inside ``torch.compile`` or a trace (whose graphs
-    take torch's dropout as an operation of their own). A seed (``torch.manual_seed``) gives the
+    take torch's dropout as an operation of their own) or a ``torch.func`` transform (whose
+    ``vmap`` randomness modes act on torch's draws; ``ops.eager``). A seed (``torch.manual_seed``) gives the
     same masks run after run either way, but not the same masks on both paths.
     """
     check_rate(p)
     if not training or not p:
         return x
     if (p == 1 or x.device.type != "cpu" or x.dtype not in compiled.DTYPES or compiled.prebuilt() is None
-            or torch.compiler.is_compiling() or torch.jit.is_tracing()):
+            or not eager(x)):
         return torch.nn.functional.dropout(x, p, True)
     seed = int(torch.randint(-2 ** 63, 2 ** 63 - 1, (), dtype=torch.int64).item())
     return _HashDropout.apply(x, float(p), seed)

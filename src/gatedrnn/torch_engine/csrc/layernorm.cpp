@@ -56,10 +56,11 @@ inline void row_backward(const T* d, const T* x, T m, T s, const T* gain, int64_
 // product before its layer norm (read); gain (N): ln_weight_hh; gain_x (N): ln_weight_ih; bias (N):
 // every constant added to the pre-activations. r_save (B, N) or undefined: a copy of r for the
 // backward (out); mu, rs (B): r's statistics, mu_x, rs_x (B): ax's (out). gt (B, N): post-activation
-// gates (out; first the pre-activations a = LN(r) gain + LN(ax) gain_x + bias). cp (B, H): c_{t-1}; cn (B, H): the cell's c_t
-// (out). tc (B, H): tanh(LN(c_t)) (out); cmu, crs (B): c_t's statistics (out); wc, bc (H):
-// ln_weight_c, ln_bias_c. h (B, H): h_t (out; mixed with h_prev by kh). cs (B, H): c_t after zoneout by
-// kc (out, only with kc). peep (3H): w_i, w_f, w_o (the output gate's looks at c_t before its norm).
+// gates (out; first the pre-activations a = LN(r) gain + LN(ax) gain_x + bias). cp (B, H): c_{t-1};
+// cn (B, H): the cell's c_t (out). tc (B, H): tanh(LN(c_t)) (out); cmu, crs (B): c_t's statistics
+// (out); wc, bc (H): ln_weight_c, ln_bias_c. h (B, H): h_t (out; mixed with h_prev by kh). cs (B, H):
+// c_t after zoneout by kc (out, only with kc). peep (3H): w_i, w_f, w_o (the output gate's looks at
+// c_t before its norm).
 template <typename T, bool PEEP, bool CIFG, bool KH, bool KC>
 void ln_fwd_impl(const at::Tensor& r, const at::Tensor& ax, const at::Tensor& gain, const at::Tensor& gain_x,
                  const at::Tensor& bias, const at::Tensor& r_save, const at::Tensor& mu, const at::Tensor& rs,

@@ -54,13 +54,13 @@ def make_inputs(name, options, T=5, B=3, I=4, H=6, seed=0):
     return cell, params, x, plausible(cell, state)
 
 
-def make_masks(kind, cell, params, x, seed=2):
+def make_masks(kind, cell, params, x, seed=2, state=None):
     """``(params, keep)`` for one kind of mask: zoneout's random 0/1 keep masks (on every state
     element, or on ``h`` alone), their expectation in evaluation, a padded batch's ``(T, B, 1)``
-    masks, or state dropout's ``mask_hh``."""
+    masks, or state dropout's ``mask_hh``; ``state``: the states' sizes where not the default's."""
     T, B, _ = x.shape
     gen = torch.Generator().manual_seed(seed)
-    sizes = [s.shape[-1] for s in make_inputs(cell.name, cell.config, T=T, B=B)[3]]
+    sizes = [s.shape[-1] for s in (state if state is not None else make_inputs(cell.name, cell.config, T=T, B=B)[3])]
     keep = None
     if "zoneout" in kind:
         keep = tuple((torch.rand(T, B, n, generator=gen) < 0.3).double() for n in sizes)

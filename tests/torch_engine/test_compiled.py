@@ -63,7 +63,7 @@ KERNEL_MASK_CASES = _unique([*MASK_CASES, *((name, {}) for loop in USES_KERNELS 
 
 def _both(case, kind, kernels, monkeypatch, dtype=torch.float64, size=None):
     cell, params, x, state = make_inputs(*case, **(size or {}))
-    params, keep = make_masks(kind, cell, params, x) if kind else (params, None)
+    params, keep = make_masks(kind, cell, params, x, state=state) if kind else (params, None)
     cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
     params, x, state = {k: cast(v) for k, v in params.items()}, cast(x), tuple(cast(s) for s in state)
     keep = None if keep is None else tuple(cast(k) for k in keep)
@@ -148,11 +148,13 @@ def test_the_kernel_or_the_product_adds_the_input(case, kind, dtype, add_in_kern
     _close(got, want, rtol=1e-12 if dtype == torch.float64 else 1e-5, atol=1e-13 if dtype == torch.float64 else 1e-6)
 
 
-@pytest.mark.parametrize("case", [("lstm", {"layer_norm": True}), ("cifg", {"layer_norm": True})], ids=_id)
-@pytest.mark.parametrize("kind", [None, "state-dropout"])
+@pytest.mark.parametrize("case", [("lstm", {"layer_norm": True}), ("cifg", {"layer_norm": True}), ("lstm", {}),
+                                  ("peephole", {})], ids=_id)
+@pytest.mark.parametrize("kind", [None, "state-dropout", "zoneout"])
 def test_rows_split_across_threads_match_the_eager_loop(case, kind, kernels, monkeypatch):
     """A batch large enough for the kernels to split its rows across two threads (each thread then
-    keeps its own sums of the layer-norm gains' gradients, added up after the loop)."""
+    keeps its own sums of the layer-norm gains' gradients, added up after the loop, and its own row
+    of scratch for a step's sum with the input and, in the no-grad forward, for the gates)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -21,8 +21,9 @@ using namespace gatedrnn;
 // -- LSTM (plain, peephole, CIFG), with zoneout or padding keep masks ---------------------------
 // a (B, G*H): the step's pre-activations (input and recurrent products, biases), or with ax
 // (B, G*H) the recurrent product alone, to which ax, the step's input pre-activation, is added
-// here, row by row, in place (a is the product's fresh output; this saves the product a pass).
-// gt (B, G*H): post-activation gates (out). cp (B, H): c_{t-1}. cn (B, H): the cell's c_t (out).
+// here, row by row, into a row of scratch in this thread's cache (this saves the product a pass).
+// gt (B, G*H) or undefined: post-activation gates (out; without a backward to read them, they stay
+// in that scratch row). cp (B, H): c_{t-1}. cn (B, H): the cell's c_t (out).
 // h (B, H): h_t (out; mixed with h_prev by kh). cs (B, H): the state c_t after zoneout by kc (out,
 // only with kc). peep (3H): w_i, w_f, w_o.
 template <typename T, bool PEEP, bool CIFG, bool KH, bool KC>
@@ -30,18 +31,21 @@ void lstm_fwd_impl(const at::Tensor& a, const at::Tensor& ax, const at::Tensor& 
                    const at::Tensor& cn, const at::Tensor& h, const at::Tensor& peep, const at::Tensor& h_prev,
                    const at::Tensor& kh, const at::Tensor& kc, const at::Tensor& cs) {
   const int64_t B = cp.size(0), H = cp.size(1), G = CIFG ? 3 : 4;
-  const T *CP = ptr<T>(cp), *W = ptr<T>(peep), *HP = ptr<T>(h_prev), *KHp = ptr<T>(kh), *KCp = ptr<T>(kc),
-          *AX = ptr<T>(ax);
-  T *A = ptr<T>(a), *GT = ptr<T>(gt), *CN = ptr<T>(cn), *HO = ptr<T>(h), *CS = ptr<T>(cs);
+  const T *A = ptr<T>(a), *CP = ptr<T>(cp), *W = ptr<T>(peep), *HP = ptr<T>(h_prev), *KHp = ptr<T>(kh),
+          *KCp = ptr<T>(kc), *AX = ptr<T>(ax);
+  T *GT = ptr<T>(gt), *CN = ptr<T>(cn), *HO = ptr<T>(h), *CS = ptr<T>(cs);
+  // one row of scratch a thread, where the sum with ax or gates nothing keeps go
+  std::vector<T> scratch(AX || !GT ? at::get_num_threads() * G * H : 0);
   rows(B, G * H, [&](int64_t b) {
-    T* aw = A + b * G * H;
+    const T* ar = A + b * G * H;
+    T* row = scratch.empty() ? nullptr : scratch.data() + at::get_thread_num() * G * H;
     if (AX) {
       const T* xr = AX + b * G * H;
 #pragma omp simd
-      for (int64_t j = 0; j < G * H; ++j) aw[j] += xr[j];
+      for (int64_t j = 0; j < G * H; ++j) row[j] = ar[j] + xr[j];
+      ar = row;
     }
-    const T* ar = aw;
-    T* gr = GT + b * G * H;
+    T* gr = GT ? GT + b * G * H : row;  // the gates in place of what they are computed from there
     const T* cpr = CP + b * H;
     T *cnr = CN + b * H, *hr = HO + b * H, *csr = KC ? CS + b * H : cnr;
     const T *w = W, *hpr = KH ? HP + b * H : cpr, *khr = KH ? KHp + b * H : cpr, *kcr = KC ? KCp + b * H : cpr;
@@ -136,12 +140,13 @@ void lstm_bwd_t(bool peep, bool cifg, bool zh, bool zc, const at::Tensor& gt, co
   });
 }
 
-void lstm_forward(const at::Tensor& a, const c10::optional<at::Tensor>& ax_, const at::Tensor& gt,
+void lstm_forward(const at::Tensor& a, const c10::optional<at::Tensor>& ax_, const c10::optional<at::Tensor>& gt_,
                   const at::Tensor& cp, const at::Tensor& cn, const at::Tensor& h, bool cifg,
                   const c10::optional<at::Tensor>& peep_, const c10::optional<at::Tensor>& h_prev_,
                   const c10::optional<at::Tensor>& kh_, const c10::optional<at::Tensor>& kc_,
                   const c10::optional<at::Tensor>& cs_) {
-  auto ax = opt(ax_), peep = opt(peep_), hp = opt(h_prev_), kh = opt(kh_), kc = opt(kc_), cs = opt(cs_);
+  auto ax = opt(ax_), gt = opt(gt_), peep = opt(peep_), hp = opt(h_prev_), kh = opt(kh_), kc = opt(kc_),
+       cs = opt(cs_);
   check({a, ax, gt, cp, cn, h, peep, hp, kh, kc, cs}, a);
   TORCH_CHECK(!cifg || !peep.defined(), "gatedrnn pointwise kernel: no peepholes with CIFG");
   const bool zh = kh.defined(), zc = kc.defined();

@@ -162,7 +162,8 @@ class CompiledStep:
     def forward(self, a, gt, cp, cn, Hs, t, C, jn, ax=None):
         """``Gs``, ``c_t`` (``Cn``), ``h_t`` into ``Hs[t+1]`` and, with ``kc``, the mixed ``c_t`` into ``C[jn]``;
         with ``ax`` (the step's input pre-activation) ``a`` is the recurrent product alone, and the
-        kernel adds ``ax`` to it in place."""
+        kernel adds ``ax`` to it. ``gt`` ``None``: no backward reads the gates, and the kernel keeps
+        them in its own cache-sized scratch."""
         kh, kc = self.kh, self.kc
         self.k.lstm_forward(a, ax, gt, cp, cn, Hs[t + 1], self.coupled, self.peep, None if kh is None else Hs[t],
                             None if kh is None else kh[t], None if kc is None else kc[t], None if kc is None else C[jn])
@@ -314,7 +315,8 @@ class LSTMLoop:
                 continue
             if cs is not None:  # the kernel adds gx[t] to the product's fresh output (ADD_IN_KERNEL)
                 ax = gx[t] if ADD_IN_KERNEL else None
-                cs.forward(hh(Hs[t], s, None if ADD_IN_KERNEL else gx[t]), Gs[s], cp, cn, Hs, t, C, jn, ax)
+                cs.forward(hh(Hs[t], s, None if ADD_IN_KERNEL else gx[t]), Gs[s] if save else None, cp, cn, Hs, t, C, jn,
+                           ax)
                 continue
             a = hh(Hs[t], s, gx[t])  # (B, G*H), a fresh tensor
             tc = TC[s if ln else 0]

@@ -222,7 +222,7 @@ class MogrifierLoop:
             j, jn = (t, t + 1) if save else (t % 2, (t + 1) % 2)
             cp, cn = C[j], Cn[jn]
             if cs is not None:
-                cs.forward(a, Gs[s_], cp, cn, Hs, t, C, jn)
+                cs.forward(a, Gs[s_] if save else None, cp, cn, Hs, t, C, jn)
                 continue
             o = pw.forward(a, Gs[s_], cp, cn, tc)
             mix_out(Hs, t, o, tc, hnew, kh, C, cn, cp, jn, kc)

@@ -264,16 +264,15 @@ class MogrifierLoop:
             ("q", nq, dZQ, lambda k, a, b: Hs[a:b] if k == 0 else Hm[k - 1, a:b]),
             ("r", nr, dZR, lambda k, a, b: Xm[k, a:b]),
         )
-        acc = {"weight_ih": torch.zeros_like(p["weight_ih"]), "weight_hh": torch.zeros_like(p["weight_hh"]),
-               "bias": x.new_zeros(4 * H)}
+        # [W_ih, W_hh]'s gradient as one, as the step's product is one: [dW_ih, dW_hh] = dA^T [x, h]
+        acc = {"weight": x.new_zeros(4 * H, I + H), "bias": x.new_zeros(4 * H)}
         for (name, n, _, _), mats in zip(W_in, (Qs, Rs)):
             if n:
                 acc[name] = x.new_zeros(n, *mats[0].shape)  # the full Q_k (or R_k) of each round
 
         def flush(a, b):  # the weight gradients of steps [a, b), whose buffers start at slot 0
             dA2, XH2 = rows(dA[: b - a]), rows(XH[a:b])
-            add_weight_grad(acc["weight_ih"], dA2, XH2[:, :I])
-            add_weight_grad(acc["weight_hh"], dA2, XH2[:, I:])
+            add_weight_grad(acc["weight"], dA2, XH2)
             acc["bias"].add_(dA2.sum(0))
             for name, n, dZ, inputs in W_in:
                 for k in range(n):
@@ -321,7 +320,7 @@ class MogrifierLoop:
             add_carry(dh, carry_h)
             if t == start:
                 flush(start, min(start + L, T))
-        grads = {"weight_ih": acc["weight_ih"], "weight_hh": acc["weight_hh"]}
+        grads = {"weight_ih": acc["weight"][:, :I].contiguous(), "weight_hh": acc["weight"][:, I:].contiguous()}
         if cell.bias:
             grads["bias_ih"], grads["bias_hh"] = acc["bias"], acc["bias"].clone()
         for name, n, _, _ in W_in:

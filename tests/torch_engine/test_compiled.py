@@ -143,9 +143,11 @@ def test_the_kernel_or_the_product_adds_the_input(case, kind, dtype, add_in_kern
             given.append(ax is not None)
             return forward(a, ax, *rest)
 
-    got, want, _ = _both(case, kind, Recording(), monkeypatch, dtype=dtype)
+    got, want, y_inf = _both(case, kind, Recording(), monkeypatch, dtype=dtype)
     assert given and set(given) == {add_in_kernel}
     _close(got, want, rtol=1e-12 if dtype == torch.float64 else 1e-5, atol=1e-13 if dtype == torch.float64 else 1e-6)
+    torch.testing.assert_close(y_inf, got[0][0], rtol=1e-12 if dtype == torch.float64 else 1e-5,
+                               atol=1e-13 if dtype == torch.float64 else 1e-6)  # no-grad: the gates in scratch
 
 
 @pytest.mark.parametrize("case", [("lstm", {"layer_norm": True}), ("cifg", {"layer_norm": True}), ("lstm", {}),

@@ -114,11 +114,16 @@ def weight_grad(d, inp):
     return weight_grads(d, [inp])[0]
 
 
+def _grad_on_onednn(d, inp) -> bool:
+    """Whether the weight gradient ``d^T inp`` (rows flattened) runs on oneDNN."""
+    return WEIGHT_GRAD_ON_ONEDNN and _many_on_onednn(d.t(), inp.t(), None)
+
+
 def weight_grads(d, inps):
     """``weight_grad(d, inp)`` for each of ``inps`` (the weights whose products share the gradient
     ``d``, as an LSTM's input and recurrent products do): on oneDNN ``d`` is transposed once for all."""
     d, inps = rows(d), [rows(inp) for inp in inps]
-    if WEIGHT_GRAD_ON_ONEDNN and all(_many_on_onednn(d.t(), inp.t(), None) for inp in inps):
+    if all(_grad_on_onednn(d, inp) for inp in inps):
         dt = buffers.scratch("weight_grads.dT", d, d.shape[1], d.shape[0]).copy_(d.t())
         return [hoisted(dt, inp.t()) for inp in inps]
     return [torch.mm(d.t(), inp) for inp in inps]
@@ -127,7 +132,7 @@ def weight_grads(d, inps):
 def add_weight_grad(acc, d, inp):
     """``acc += weight_grad(d, inp)`` (a chunk of steps' share of a weight gradient): on ``torch.mm``'s
     kernel as one ``addmm_``, on oneDNN's as its product and an ``add_``."""
-    if WEIGHT_GRAD_ON_ONEDNN and _many_on_onednn(rows(d).t(), rows(inp).t(), None):
+    if _grad_on_onednn(rows(d), rows(inp)):
         return acc.add_(weight_grad(d, inp))
     return acc.addmm_(rows(d).t(), rows(inp))
 

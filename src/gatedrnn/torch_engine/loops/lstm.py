@@ -148,7 +148,6 @@ class CompiledStep:
         self.k, self.coupled = kernels, cell.coupled
         self.peep = p["weight_peephole"].contiguous() if cell.peephole else None
         T, B, _ = x.shape
-        self.T = T
         self.kh, self.kc = (None if k is None else k.expand(T, B, H).contiguous() for k in keep_masks(keep, 2))
 
     ln = False  # whether the kernel also does the step's layer norms (CompiledNormStep)
@@ -192,10 +191,9 @@ class CompiledNormStep(CompiledStep):
                                                     ("ln_weight_hh", "ln_weight_c", "ln_bias_c", "ln_weight_ih"))
         self.bias_x = self.in_mu = self.in_rs = None
 
-    def bind_input(self, bias, saved):
+    def bind_input(self, bias, saved, T):
         """The input norm's constants (``bias``: every one added to the pre-activations) and where
-        each step's statistics go (``in_mu``, ``in_rstd`` of ``input_forward``'s ``saved``)."""
-        T = self.T
+        each of the ``T`` steps' statistics go (``in_mu``, ``in_rstd`` of ``input_forward``'s ``saved``)."""
         self.bias_x = bias.contiguous()
         self.in_mu, self.in_rs = (saved[k].view(T, -1) for k in ("in_mu", "in_rstd"))
 
@@ -290,7 +288,7 @@ class LSTMLoop:
         bias = combined_bias(cell, p, G, H, x)
         gx, saved = input_forward(cell, p, x, bias, norm_in_step=cs is not None and cs.ln)
         if cs is not None and cs.ln:
-            cs.bind_input(bias, saved)
+            cs.bind_input(bias, saved, T)
         hh = Recurrent(cell, p, B, S, x)
         pw = Pointwise(cell, p, x, H)
         h0, c0 = state

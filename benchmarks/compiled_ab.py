@@ -9,7 +9,9 @@ on MKL (``products.ONEDNN_MANY`` off; what ran before they moved to oneDNN on AV
 ``add_in_product`` the LSTM family's compiled step with the input pre-activation added by the
 product, not by the kernel (``loops.lstm.ADD_IN_KERNEL`` off); ``mkl_wgrad`` the weight gradients
 on MKL while the other products of all steps stay where they run (``products.WEIGHT_GRAD_ON_ONEDNN``
-off); ``no_hugepages`` the loops' big buffers from ordinary allocations (``buffers.ENABLED`` off);
+off), ``wgrad_all_onednn`` every weight gradient there however small
+(``products.WEIGHT_GRAD_MIN`` and ``WEIGHT_GRAD_MIN_THREADED`` 0); ``no_hugepages`` the loops' big
+buffers from ordinary allocations (``buffers.ENABLED`` off);
 ``rand_zoneout`` zoneout's masks from ``torch.rand`` (``regularisation.HASHED_ZONEOUT`` off);
 ``min_weight_262k`` per-step products on oneDNN from 512 x 512 weight elements, as on AVX2
 (``products.ONEDNN_MIN_WEIGHT``); ``no_scratch`` a backward's temporaries allocated afresh each
@@ -45,6 +47,7 @@ SWITCHED = {
     "mkl_many": [(products, "ONEDNN_MANY", False)],
     "add_in_product": [(lstm_loop, "ADD_IN_KERNEL", False)],
     "mkl_wgrad": [(products, "WEIGHT_GRAD_ON_ONEDNN", False)],
+    "wgrad_all_onednn": [(products, "WEIGHT_GRAD_MIN", 0), (products, "WEIGHT_GRAD_MIN_THREADED", 0)],
     "no_hugepages": [(buffers, "ENABLED", False)],
     "rand_zoneout": [(regularisation, "HASHED_ZONEOUT", False)],
     "min_weight_262k": [(products, "ONEDNN_MIN_WEIGHT", 512 * 512)],

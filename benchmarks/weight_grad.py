@@ -1,8 +1,9 @@
 """The weight gradient of a product over all steps, ``d^T inp`` for ``d`` ``(rows, N)`` and
 ``inp`` ``(rows, K)``: MKL (``torch.mm`` on the transposed view, what the engine ran before) against
-oneDNN as the engine runs it (``products.weight_grad`` with the products of all steps on oneDNN:
-``d`` transposed into the source, ``inp`` reordered as the weight, both inside the timing, as the
-engine pays them once per backward). Per shape ``(N, K)``, the two are timed on the same operands
+oneDNN as the engine runs it (``products.weight_grad`` with the products of all steps on oneDNN,
+at every size: ``products.WEIGHT_GRAD_MIN`` and ``WEIGHT_GRAD_MIN_THREADED`` set to 0; ``d``
+transposed into the source, ``inp`` reordered as the weight, both inside the timing, as the engine
+pays them once per backward). Per shape ``(N, K)``, the two are timed on the same operands
 interleaved round by round (who goes first alternates); the ratio is the median of per-round ratios.
 A third and fourth take two weight gradients of one ``d`` (an LSTM's input and recurrent weights,
 ``I = H``): ``products.weight_grads`` transposing ``d`` once for both (``pair``) against two
@@ -10,6 +11,7 @@ A third and fourth take two weight gradients of one ``d`` (an LSTM's input and r
 (ATen's), which the oneDNN path pays once per ``d``.
 
     python benchmarks/weight_grad.py --threads 1 --json out.json
+    python benchmarks/weight_grad.py --threads 2 --rows 512 --shapes 256x256,512x256,768x256 --rounds 41
 """
 from __future__ import annotations
 
@@ -49,15 +51,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=2048, help="rows of d and inp: T*B (default 2048, T=64, B=32)")
     p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--shapes", default=None, help="comma-separated NxK (default: the cells' shapes, SHAPES)")
     args = script_args(p, argv)
     probe = torch.zeros(4, 4)
     products.ONEDNN_MANY = products.WEIGHT_GRAD_ON_ONEDNN = True  # on oneDNN here, whatever the processor
+    products.WEIGHT_GRAD_MIN = products.WEIGHT_GRAD_MIN_THREADED = 0  # and whatever the size
     if not products._many_on_onednn(probe, probe, None):
         print("oneDNN's packed product is not available in this torch", file=sys.stderr)
         return 1
     rows = []
     print(f"{'N':>5} {'K':>5} {'mkl ms':>8} {'onednn/mkl':>11} {'pair/two':>9} {'transpose ms':>13}")
-    for n, k in SHAPES:
+    shapes = SHAPES if not args.shapes else [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    for n, k in shapes:
         r = measure(n, k, args.rows, args.rounds)
         rows.append(r)
         print(f"{n:>5} {k:>5} {r['mkl_ms']:>8.2f} {r['onednn_vs_mkl']:>11.3f} {r['pair_vs_two']:>9.3f} {r['transpose_ms']:>13.2f}", flush=True)

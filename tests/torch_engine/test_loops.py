@@ -58,6 +58,8 @@ def test_kept_memory_gives_the_same_gradients(onednn, monkeypatch):
     monkeypatch.setattr(buffers, "carve", lambda *a: carved.append(1) or carve(*a))
     monkeypatch.setattr(products, "ONEDNN", onednn)
     monkeypatch.setattr(products, "ONEDNN_MIN_WEIGHT", 0)
+    monkeypatch.setattr(products, "WEIGHT_GRAD_MIN", 0)
+    monkeypatch.setattr(products, "WEIGHT_GRAD_MIN_THREADED", 0)
     monkeypatch.setattr(products, "ONEDNN_MANY", onednn)
     kept_outputs = []
     for dtype, rtol, atol in ((torch.float64, 1e-9, 1e-11), (torch.float32, 1e-3, 1e-4)):
@@ -117,6 +119,8 @@ def test_float32_matches_float64(case, onednn, monkeypatch):
     monkeypatch.setattr(products, "ONEDNN", onednn)
     monkeypatch.setattr(products, "ONEDNN_MIN_WEIGHT", 0)  # these small weights too
     monkeypatch.setattr(products, "ONEDNN_MANY", onednn)  # and the products of all steps, on any processor
+    monkeypatch.setattr(products, "WEIGHT_GRAD_MIN", 0)  # the weight gradients among them
+    monkeypatch.setattr(products, "WEIGHT_GRAD_MIN_THREADED", 0)
     cell, params, x, state = make_inputs(*case, T=4, B=5, I=8, H=16)
     out64, g64 = outputs_and_grads(fast_path, cell, params, x, state)
     p32 = {k: v.float() for k, v in params.items()}

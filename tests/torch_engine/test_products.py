@@ -60,9 +60,12 @@ def test_products_of_all_steps_agree(many, monkeypatch):
 @pytest.mark.parametrize("on_onednn", [True, False], ids=["wgrad_onednn", "wgrad_mkl"])
 def test_weight_gradients_agree(many, on_onednn, monkeypatch):
     """``weight_grad`` (rows flattened or not, on views as the loops pass them) gives ``torch.mm``'s
-    figures whichever kernel runs it, and runs oneDNN's exactly when both switches say so."""
+    figures whichever kernel runs it, and runs oneDNN's exactly when both switches say so (these
+    small gradients with ``WEIGHT_GRAD_MIN`` lowered to 0)."""
     monkeypatch.setattr(products, "ONEDNN_MANY", many)
     monkeypatch.setattr(products, "WEIGHT_GRAD_ON_ONEDNN", on_onednn)
+    monkeypatch.setattr(products, "WEIGHT_GRAD_MIN", 0)
+    monkeypatch.setattr(products, "WEIGHT_GRAD_MIN_THREADED", 0)
     gen = torch.Generator().manual_seed(2)
     d, inp = torch.randn(6, 50, 40, generator=gen), torch.randn(7, 50, 24, generator=gen)
     expected = d.reshape(-1, 40).t() @ inp[:-1].reshape(-1, 24)
@@ -85,6 +88,32 @@ def test_weight_gradients_agree(many, on_onednn, monkeypatch):
     wide = torch.cat([inp[:-1], torch.randn(6, 50, 3, generator=gen)], dim=2)
     assert products.add_weight_grad(acc, d, wide[..., :24]) is acc
     torch.testing.assert_close(acc, expected + 1, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_small_weight_gradients_run_on_mkl(threads, monkeypatch):
+    """A weight gradient of fewer than ``WEIGHT_GRAD_MIN`` elements (at one thread;
+    ``WEIGHT_GRAD_MIN_THREADED`` at more) runs on ``torch.mm`` even where the products of all steps
+    run on oneDNN; from it on, on oneDNN (where this build has it)."""
+    monkeypatch.setattr(products, "ONEDNN_MANY", True)
+    monkeypatch.setattr(products, "WEIGHT_GRAD_MIN", 40 * 24)
+    monkeypatch.setattr(products, "WEIGHT_GRAD_MIN_THREADED", 40 * 30)
+    least = 24 if threads == 1 else 30
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        d = torch.randn(30, 40)
+        assert not products._grad_on_onednn(d, torch.randn(30, least - 1))
+        assert products._grad_on_onednn(d, torch.randn(30, least)) == _onednn_here()
+    finally:
+        torch.set_num_threads(before)
+    calls = []
+    if _onednn_here():  # the gradient itself is torch.mm's either way
+        real = torch.ops.mkldnn._linear_pointwise
+        monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", lambda *a: calls.append(1) or real(*a))
+    inp = torch.randn(30, 23)
+    torch.testing.assert_close(products.weight_grad(d, inp), d.t() @ inp, rtol=1e-5, atol=1e-4)
+    assert not calls
 
 
 def test_products_of_all_steps_keep_autograd(monkeypatch):

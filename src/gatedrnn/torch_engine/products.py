@@ -17,7 +17,8 @@ elements and 1.0x below; on a loaded AVX2 Zen 3 (2026-11-23) MKL measured the fa
 a reduction over the thousands of rows) go the same way (``WEIGHT_GRAD_ON_ONEDNN`` turns that part
 off): the rows' gradient transposed into oneDNN's source and the inputs reordered as its weight, as
 one product; on a Zen 5, whose AVX-512 units are full width, this took 0.51-0.81x MKL's time at one
-thread (benchmarks/weight_grad.py).
+thread (benchmarks/weight_grad.py) for the larger gradients, and more than MKL's for the small
+ones, which stay on MKL (``WEIGHT_GRAD_MIN``).
 """
 from __future__ import annotations
 
@@ -42,6 +43,14 @@ ONEDNN_MANY = os.environ.get("GATEDRNN_ONEDNN_MANY", "1" if _AVX512 else "0") !=
 #: whether the weight gradients follow ``ONEDNN_MANY`` (off: always ``torch.mm``);
 #: benchmarks/compiled_ab.py's ``mkl_wgrad`` variant turns it off
 WEIGHT_GRAD_ON_ONEDNN = True
+#: the smallest weight gradient (elements) that runs on oneDNN when the products of all steps do, at
+#: one thread and at more (``WEIGHT_GRAD_MIN_THREADED``). On a Zen 5 (benchmarks/RESULTS.md, "Small
+#: weight gradients on MKL"), oneDNN took 1.4-2.3x MKL's time for a 256 x 256 gradient (512 or 2048
+#: rows, one or two threads); at one thread 0.67-0.92x from 512 x 256 on; at two, 1.14-2.23x for
+#: 512 x 256 and 768 x 256, 0.91-1.35x for 1024 x 256 and 512 x 512. ``compiled_ab.py``'s
+#: ``wgrad_all_onednn`` variant sets both to 0
+WEIGHT_GRAD_MIN = 512 * 256
+WEIGHT_GRAD_MIN_THREADED = 512 * 512
 
 
 def onednn_usable(w) -> bool:
@@ -116,7 +125,8 @@ def weight_grad(d, inp):
 
 def _grad_on_onednn(d, inp) -> bool:
     """Whether the weight gradient ``d^T inp`` (rows flattened) runs on oneDNN."""
-    return WEIGHT_GRAD_ON_ONEDNN and _many_on_onednn(d.t(), inp.t(), None)
+    least = WEIGHT_GRAD_MIN if torch.get_num_threads() == 1 else WEIGHT_GRAD_MIN_THREADED
+    return WEIGHT_GRAD_ON_ONEDNN and d.shape[1] * inp.shape[1] >= least and _many_on_onednn(d.t(), inp.t(), None)
 
 
 def weight_grads(d, inps):

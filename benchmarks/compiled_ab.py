@@ -1,9 +1,11 @@
 """What the compiled elementwise kernels (torch_engine/compiled.py) pay: the fused engine with
 them and without them (``compiled.ENABLED`` switched per call), ``torch.nn``'s module and the
 fused engine's products alone (``products``, its floor), timed interleaved round by round; every
-ratio is the median of per-round ratios. ``--variants`` picks among those and two more:
+ratio is the median of per-round ratios. ``--variants`` picks among those and three more:
 ``generic`` (the generic fused loop: ``capability.ENABLED`` off, what runs a cell without a
-specialised loop) and ``peer`` (experiments/peers.py: minGRU-pytorch for mingru/minlstm).
+specialised loop), ``peer`` (experiments/peers.py: minGRU-pytorch for mingru/minlstm) and
+``chained`` (the products alone with each per-step product reading what the thread has just
+written from the product before it: ``bench.products_only``'s ``chained``).
 ``mkl_many`` is the fused engine with the compiled kernels but its products of all steps at once
 on MKL (``products.ONEDNN_MANY`` off; what ran before they moved to oneDNN on AVX-512);
 ``add_in_product`` the LSTM family's compiled step with the input pre-activation added by the
@@ -55,7 +57,7 @@ SWITCHED = {
     "no_recycle": [(buffers, "RECYCLE", False)],
     "fresh_buffers": [(buffers, "RECYCLE", False), (buffers, "ENABLED", False)],
 }
-VARIANTS = ("compiled", "eager", "torch", "products", "generic", "peer", *[v for v in SWITCHED if v not in
+VARIANTS = ("compiled", "eager", "torch", "products", "generic", "peer", "chained", *[v for v in SWITCHED if v not in
                                                                        ("eager", "generic")])
 
 
@@ -86,6 +88,7 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
 
     makers = {"compiled": lambda: run(fused), "torch": lambda: run(bench.make_module("torch", cell, size, cfg)),
               "products": lambda: bench.products_only(fused, x.detach(), kind == "train"),
+              "chained": lambda: bench.products_only(fused, x.detach(), kind == "train", chained=True),
               "peer": lambda: run(bench.make_module("peer", cell, size, cfg)),
               **{v: (lambda sw=sw: run(fused, sw)) for v, sw in SWITCHED.items()}}
     fns = {v: makers[v]() for v in variants}
@@ -101,6 +104,7 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
            "batch_size": cfg.batch_size, "options": cfg.module_options,
            **{f"{k}_ms": 1e3 * statistics.median(v) for k, v in times.items()}}
     pairs = [("compiled", "torch"), ("eager", "torch"), ("compiled", "eager"), ("compiled", "products"),
+             ("chained", "products"),
              ("eager", "products"), ("products", "torch"), ("compiled", "generic"), ("eager", "generic"),
              ("peer", "compiled"), ("peer", "eager"), ("peer", "products")]
     pairs += [pair for v in VARIANTS[6:] for pair in (("compiled", v), (v, "torch"))]

@@ -47,6 +47,19 @@ def test_products_only_runs_the_fused_engines_products(monkeypatch, cell, option
     assert trained > 0
     assert _flops(products_only(module, x, backward=True)) == trained
     assert _flops(products_only(module, x, backward=False)) == _flops(forward)
+    assert _flops(products_only(module, x, backward=True, chained=True)) == trained  # the same products
+
+
+@pytest.mark.parametrize("k,n", [(3, 5), (5, 5), (10, 5), (7, 5)])
+def test_feed_writes_all_of_the_next_input(k, n):
+    """``_feed`` (the chained floor's write between products) fills every column of the next
+    product's input from the last product's output, repeating it where the input is wider."""
+    from gatedrnn.experiments.bench import _feed
+
+    prev = torch.arange(2.0 * n).reshape(2, n)
+    a = torch.full((2, k), float("nan"))
+    _feed(a, prev)
+    assert torch.equal(a, prev.repeat(1, -(-k // n))[:, :k])
 
 
 def test_gpu_engines_only_by_default_on_a_gpu(monkeypatch):

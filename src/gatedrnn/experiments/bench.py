@@ -217,19 +217,38 @@ def _forward_fn(module, x, cfg):
     return forward
 
 
-def products_only(module, x, backward: bool):
+def _feed(a, prev):
+    """``a`` ``(B, K)`` written from ``prev`` ``(B, N)`` (repeated across ``a``'s width where it is
+    narrower) in one call: the least a step's elementwise work does between one product and the
+    next, which reads what it wrote."""
+    K, N = a.shape[1], prev.shape[1]
+    if K <= N:
+        a.copy_(prev[:, :K])
+    elif K % N == 0:
+        a.view(a.shape[0], K // N, N).copy_(prev.unsqueeze(1).expand(-1, K // N, -1))
+    else:
+        for j in range(0, K, N):
+            a[:, j:j + N].copy_(prev[:, :min(N, K - j)])
+
+
+def products_only(module, x, backward: bool, chained: bool = False):
     """A function running only the matrix products the fused engine runs for one layer of
     ``module`` on ``x`` ``(T, B, I)``, with the same kernels (``products.Product``: oneDNN with its
     weight packing where usable, else MKL; ``products.hoisted``, ``input_grad`` and ``weight_grad``
-    for the products over all steps), on random
-    operands of the right shapes. No nonlinearity, no elementwise work, no bookkeeping.
+    for the products over all steps), on random operands of the right shapes. No nonlinearity, no
+    elementwise work, no bookkeeping.
 
-    Per step, in sequence (each step's depends on the one before): the recurrent products, and
-    for the Mogrifier every round's product and the joint ``[x, h]`` product; the sLSTM's with
-    several heads as one batched product over the heads; none for minGRU, minLSTM and IndRNN,
-    whose recurrence is elementwise. Over all ``T*B``
+    Per step, in sequence: the recurrent products, and for the Mogrifier every round's product and
+    the joint ``[x, h]`` product; the sLSTM's with several heads as one batched product over the
+    heads; none for minGRU, minLSTM and IndRNN, whose recurrence is elementwise. Over all ``T*B``
     rows at once: the input product (not for the Mogrifier, whose input is gated per step) and,
     with ``backward``, the input gradient and every weight gradient (the cheapest way to do them).
+
+    The per-step products read operands written once, before the loop. In the loops each reads
+    what the calling thread has just written from the product before it; with ``chained``, so do
+    these (``_feed``: one copy per product, the least work between two products of a recurrence),
+    which at several threads moves the input from the writer's core to the others' for every
+    product. Not for the sLSTM's batched heads.
     """
     from ..torch_engine.loops.mogrifier import mogrifier_matrices
     from ..torch_engine.products import Product, hoisted as hoisted_product, input_grad, weight_grad
@@ -284,16 +303,22 @@ def products_only(module, x, backward: bool):
             for w, r in zip(hoisted, rows_in[len(stepped):]):
                 hoisted_product(r, w)
             fwd = [Product(w, B) for w in stepped]
+            prev = None
             for _ in range(T):
                 for prod, a in zip(fwd, step_in):
-                    prod(a)
+                    if chained and prev is not None:
+                        _feed(a, prev)
+                    prev = prod(a)
             if not backward:
                 return
             stepped, hoisted = weights()
             bwd = [Product(w.t(), B) for w in stepped]
+            prev = None
             for _ in range(T):
                 for prod, d in zip(bwd, step_grad):
-                    prod(d)
+                    if chained and prev is not None:
+                        _feed(d, prev)
+                    prev = prod(d)
             for w, d in zip(hoisted, rows_grad[len(stepped):]):
                 input_grad(d, w)  # the input gradient
             for d, a in zip(rows_grad, rows_in):

@@ -34,6 +34,25 @@ def test_bench_json_rows(tmp_path):
             assert r["vs_products"] == pytest.approx(1.0)
 
 
+def test_bench_chained_floor_only_when_named(tmp_path):
+    """``chained`` (the products with the recurrence's dependency) is measured when named, for the
+    train and forward rows, with every row's ``vs_chained``; by default it is not."""
+    out = tmp_path / "bench.json"
+    args = ["bench", "--cells", "mogrifier", "--sizes", "8", "--seq-len", "3", "--batch-size", "2", "--repeats", "1",
+            "--kinds", "train,forward,generate", "--json", str(out)]
+    assert main(args + ["--engines", "fused,products,chained"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    seen = {(r["kind"], r["engine"]) for r in rows}
+    assert {("train", "chained"), ("forward", "chained")} <= seen and ("generate", "chained") not in seen
+    for r in rows:
+        if r["kind"] != "generate":
+            assert r["vs_chained"] > 0
+        if r["engine"] == "chained":
+            assert r["vs_chained"] == pytest.approx(1.0)
+    assert main(args) == 0
+    assert not any(r["engine"] == "chained" or r.get("vs_chained") for r in json.loads(out.read_text())["rows"])
+
+
 def test_bench_memory_rows(tmp_path):
     out = tmp_path / "bench.csv"
     code = main(["bench", "--cells", "lstm", "--sizes", "8", "--seq-len", "3", "--batch-size", "2", "--repeats", "1",

@@ -22,7 +22,9 @@ Rows (dicts), one per measurement, ``kind`` telling which:
   fused engine runs for that step, as it runs them (``products_only``): a floor under the fused
   engine on these kernels, so ``fused / products`` is what the rest of its work costs and
   ``autograd / products`` bounds how much faster than the autograd loop any engine built on
-  these products can be.
+  these products can be. ``chained`` (named only): the same products, each per-step product
+  reading what the thread has just written from the product before it, as in a recurrence;
+  ``vs_chained`` is the ratio to it.
 - ``generate``: per-token latency of a 2-layer model stepped one token at a time with batch 1
   (the module's ``step``), against two ``torch.nn.LSTMCell``/``GRUCell``/``RNNCell`` stepped the
   same way, no gradients; ``weights_mib`` and ``weights_vs_torch``: the bytes of weights each
@@ -61,10 +63,14 @@ CPU_ENGINES = ("fused", "autograd", "torch", "auto", "products")
 #: ``peer``: another project's implementation of the cell (experiments/peers.py: xlstm's vanilla
 #: loop for slstm, minGRU-pytorch for mingru and minlstm), measured only when named
 PEER_ENGINES = ("peer",)
+#: ``chained``: ``products`` with each per-step product reading what the thread has just written
+#: from the product before it (``products_only``'s ``chained``), a floor with the recurrence's
+#: dependency; measured only when named
+FLOOR_ENGINES = ("chained",)
 #: on a GPU also: ``triton`` (Triton kernels, CUDA graphs) and ``compile``, ``torch.compile`` of
 #: the autograd loop's module (what a user would otherwise do; its first call compiles)
 GPU_ENGINES = ("triton", "compile")
-ENGINES = CPU_ENGINES + GPU_ENGINES + PEER_ENGINES
+ENGINES = CPU_ENGINES + GPU_ENGINES + PEER_ENGINES + FLOOR_ENGINES
 AUTO_CELLS = ("lstm", "gru", "rnn")
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
@@ -142,8 +148,8 @@ def engines_for(cell: str, cfg: BenchConfig, products: bool = False) -> list:
     ``products`` where asked for (the sequence rows)."""
     from .peers import PEER_CELLS
 
-    return [e for e in cfg.engines if (e != "auto" or cell in AUTO_CELLS) and (e != "products" or products)
-            and (e != "peer" or cell in PEER_CELLS)]
+    return [e for e in cfg.engines if (e != "auto" or cell in AUTO_CELLS)
+            and (e not in ("products", "chained") or products) and (e != "peer" or cell in PEER_CELLS)]
 
 
 def interleaved(fns: dict, repeats: int, warmup: int = 1, sync=None, clock=time.perf_counter) -> dict:
@@ -342,13 +348,13 @@ def bench_sequence(cell: str, size: int, cfg: BenchConfig) -> list:
     """``train`` and ``forward`` rows for one cell and size."""
     torch.manual_seed(0)
     engines = engines_for(cell, cfg, products=True)
-    modules = {e: make_module("fused" if e == "products" else e, cell, size, cfg) for e in engines}
+    modules = {e: make_module("fused" if e in ("products", "chained") else e, cell, size, cfg) for e in engines}
     x, gy = _inputs(cfg, size)
     rows = []
     for kind in ("train", "forward"):
         if kind not in cfg.kinds:
             continue
-        fns = {e: (products_only(m, x, backward=kind == "train") if e == "products" else
+        fns = {e: (products_only(m, x, backward=kind == "train", chained=e == "chained") if e in ("products", "chained") else
                    _train_fn(m, x, gy, cfg) if kind == "train" else _forward_fn(m, x, cfg)) for e, m in modules.items()}
         failed, first = {}, {}
         sync = device_sync(cfg) or (lambda: None)
@@ -366,7 +372,7 @@ def bench_sequence(cell: str, size: int, cfg: BenchConfig) -> list:
             row = {"kind": kind, "cell": cell, "size": size, "engine": e, "first_call_s": first.get(e),
                    "ms": 1e3 * statistics.median(times[e]) if e in times else None,
                    "vs_torch": ratio(times, e, "torch"), "vs_autograd": ratio(times, e, "autograd"),
-                   "vs_products": ratio(times, e, "products")}
+                   "vs_products": ratio(times, e, "products"), "vs_chained": ratio(times, e, "chained")}
             if e in failed:
                 row["error"] = failed[e]
             rows.append(row)
@@ -576,7 +582,7 @@ def format_table(rows: list) -> str:
     """The rows as aligned text, one block per kind."""
     out = []
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-    seq_cols = ("ms", "vs_torch", "vs_autograd", "vs_products")
+    seq_cols = ("ms", "vs_torch", "vs_autograd", "vs_products", "vs_chained")
     for kind, cols in (("train", seq_cols), ("forward", seq_cols),
                        ("generate", ("ms", "vs_torch", "weights_mib", "weights_vs_torch")),
                        ("memory", ("saved_mib", "saved_vs_torch", "peak_mib", "peak_vs_torch"))):

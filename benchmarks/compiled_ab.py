@@ -17,7 +17,8 @@ buffers from ordinary allocations (``buffers.ENABLED`` off);
 ``rand_zoneout`` zoneout's masks from ``torch.rand`` (``regularisation.HASHED_ZONEOUT`` off);
 ``min_weight_262k`` per-step products on oneDNN from 512 x 512 weight elements, as on AVX2
 (``products.ONEDNN_MIN_WEIGHT``); ``no_scratch`` a backward's temporaries allocated afresh each
-call (``buffers.SCRATCH`` off); ``no_recycle`` a forward's saved buffers allocated afresh
+call (``buffers.SCRATCH`` off), ``scratch_8m`` only those from 8 MiB kept (``buffers.SCRATCH_MIN_BYTES``,
+as before 1 MiB); ``no_recycle`` a forward's saved buffers allocated afresh
 (``buffers.RECYCLE`` off), ``fresh_buffers`` that and no huge pages either (the LSTM family's, the
 GRU's and the Elman RNN's saved buffers as they were before they were recycled).
 ``--grains`` adds, for each number of elements given, the compiled kernels with that parallel grain
@@ -54,6 +55,7 @@ SWITCHED = {
     "rand_zoneout": [(regularisation, "HASHED_ZONEOUT", False)],
     "min_weight_262k": [(products, "ONEDNN_MIN_WEIGHT", 512 * 512)],
     "no_scratch": [(buffers, "SCRATCH", False)],
+    "scratch_8m": [(buffers, "SCRATCH_MIN_BYTES", 8 << 20)],
     "no_recycle": [(buffers, "RECYCLE", False)],
     "fresh_buffers": [(buffers, "RECYCLE", False), (buffers, "ENABLED", False)],
 }

@@ -43,15 +43,15 @@ def test_an_empty_shape():
 
 
 def test_scratch_keeps_one_buffer_a_name(monkeypatch):
-    """From ``MIN_BYTES`` on: the same memory for a name call after call (the largest asked for),
+    """From ``SCRATCH_MIN_BYTES`` on: the same memory for a name call after call (the largest asked for),
     other memory for another name; below it, or switched off, a fresh tensor each time."""
     monkeypatch.setattr(buffers, "_kept", threading.local())
-    monkeypatch.setattr(buffers, "MIN_BYTES", 64)
+    monkeypatch.setattr(buffers, "SCRATCH_MIN_BYTES", 64)
     like = torch.zeros(1, dtype=torch.float64)
     a = buffers.scratch("a", like, 4, 5)
     assert a.shape == (4, 5) and a.dtype == torch.float64 and a.is_contiguous()
     assert buffers.scratch("a", like, 2, 10).data_ptr() == a.data_ptr()  # the same 20 elements, reshaped
-    assert buffers.scratch("a", like, 3).data_ptr() != a.data_ptr()  # 24 bytes: under MIN_BYTES
+    assert buffers.scratch("a", like, 3).data_ptr() != a.data_ptr()  # 24 bytes: under SCRATCH_MIN_BYTES
     assert buffers.scratch("b", like, 4, 5).data_ptr() != a.data_ptr()
     bigger = buffers.scratch("a", like, 40)
     assert buffers.scratch("a", like, 4, 5).data_ptr() == bigger.data_ptr()
@@ -134,6 +134,7 @@ def test_memory_made_where_a_later_call_cannot_use_it_is_not_kept(pool, monkeypa
 
     monkeypatch.setattr(buffers, "_kept", threading.local())
     monkeypatch.setattr(buffers, "MIN_BYTES", 0)
+    monkeypatch.setattr(buffers, "SCRATCH_MIN_BYTES", 0)
 
     def make(like):
         buffers.carve(like, [(6, 4)])

@@ -50,6 +50,7 @@ def test_kept_memory_gives_the_same_gradients(onednn, monkeypatch):
     oneDNN where it runs (``onednn``: the transposed gradient of the weight gradients is kept too)."""
     monkeypatch.setattr(buffers, "MIN_BYTES", 0)
     monkeypatch.setattr(buffers, "RECYCLE_MIN_BYTES", 0)
+    monkeypatch.setattr(buffers, "SCRATCH_MIN_BYTES", 0)
     monkeypatch.setattr(buffers, "_kept", threading.local())
     monkeypatch.setattr(buffers, "_pool", [])
     allocated, carved = [], []

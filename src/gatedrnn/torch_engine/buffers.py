@@ -46,6 +46,9 @@ _MADV_HUGEPAGE = 14  # linux/mman.h
 RECYCLE = os.environ.get("GATEDRNN_RECYCLE", "1") != "0"
 #: the smallest allocation ``carve`` keeps (smaller ones come from the allocator's own pools)
 RECYCLE_MIN_BYTES = 1 << 20
+#: the smallest temporary ``scratch`` keeps: from 1 MiB glibc hands memory back to the system as
+#: it does for the largest (benchmarks/RESULTS.md, "Backward temporaries kept from 1 MiB")
+SCRATCH_MIN_BYTES = 1 << 20
 #: the most allocations ``carve`` keeps; past it the least recently handed out unused one goes
 MAX_KEPT = 8
 _state: dict = {}
@@ -153,7 +156,7 @@ def carve(like, shapes):
 def scratch(name: str, like, *shape):
     """An uninitialised tensor of ``shape`` in ``like``'s dtype for a temporary of one call that
     nothing outlives (not returned, not saved): a backward's per-step gradients, a transposed
-    gradient. From ``MIN_BYTES`` on the CPU, this thread keeps the memory under ``name`` (the
+    gradient. From ``SCRATCH_MIN_BYTES`` on the CPU, this thread keeps the memory under ``name`` (the
     largest asked for) and hands it out again at the next call: a training step's backward frees
     tens of megabytes of these, which the allocator may give back to the system, and the next
     step would pay a page fault for each 4 KiB of them (16 385 a step for the
@@ -161,7 +164,7 @@ def scratch(name: str, like, *shape):
     Two temporaries alive at once need two names. ``SCRATCH = False`` (``GATEDRNN_SCRATCH=0``):
     a fresh tensor each call, the memory given back when it goes."""
     n = math.prod(shape)
-    if not SCRATCH or n * like.element_size() < MIN_BYTES or not _keepable(like):
+    if not SCRATCH or n * like.element_size() < SCRATCH_MIN_BYTES or not _keepable(like):
         return like.new_empty(shape)
     kept = _kept.__dict__.setdefault("buffers", {})
     key = (name, like.dtype)

@@ -256,10 +256,11 @@ class MogrifierLoop:
         # the gradients of each step's pre-activations are kept for a chunk of L steps, whose
         # weight gradients are then one product each (L*B rows): far less memory than all T steps
         L = min(T, CHUNK)
-        dA = x.new_empty(L, B, 4 * H)
+        dA = buffers.scratch("mogrifier.dA", x, L, B, 4 * H)
         dX = x.new_empty(T, B, I)
         # the saved buffers stay untouched: a retained graph may run this backward again
-        dZQ, dZR = x.new_empty(SQ.shape[0], L, B, I), x.new_empty(SR.shape[0], L, B, H)
+        dZQ = buffers.scratch("mogrifier.dZQ", x, SQ.shape[0], L, B, I)
+        dZR = buffers.scratch("mogrifier.dZR", x, SR.shape[0], L, B, H)
         W_in = (  # per name: its rounds, its dZ chunk, the inputs of round k's product over steps [a, b)
             ("q", nq, dZQ, lambda k, a, b: Hs[a:b] if k == 0 else Hm[k - 1, a:b]),
             ("r", nr, dZR, lambda k, a, b: Xm[k, a:b]),

@@ -5,7 +5,7 @@ ratio is the median of per-round ratios. ``--variants`` picks among those and th
 ``generic`` (the generic fused loop: ``capability.ENABLED`` off, what runs a cell without a
 specialised loop), ``peer`` (experiments/peers.py: minGRU-pytorch for mingru/minlstm) and
 ``chained`` (the products alone with each per-step product reading what the thread has just
-written from the product before it: ``bench.products_only``'s ``chained``).
+written from the product before it: ``experiments/floor.py``'s ``chained``).
 ``mkl_many`` is the fused engine with the compiled kernels but its products of all steps at once
 on MKL (``products.ONEDNN_MANY`` off; what ran before they moved to oneDNN on AVX-512);
 ``add_in_product`` the LSTM family's compiled step with the input pre-activation added by the
@@ -38,7 +38,7 @@ import sys
 
 import torch
 
-from gatedrnn.experiments import bench
+from gatedrnn.experiments import bench, floor
 from gatedrnn.torch_engine import buffers, capability, compiled, products, regularisation
 from gatedrnn.torch_engine.loops import lstm as lstm_loop
 
@@ -89,8 +89,8 @@ def measure(cell: str, size: int, kind: str, cfg, repeats: int, variants=VARIANT
         return fn
 
     makers = {"compiled": lambda: run(fused), "torch": lambda: run(bench.make_module("torch", cell, size, cfg)),
-              "products": lambda: bench.products_only(fused, x.detach(), kind == "train"),
-              "chained": lambda: bench.products_only(fused, x.detach(), kind == "train", chained=True),
+              "products": lambda: floor.products_only(fused, x.detach(), kind == "train"),
+              "chained": lambda: floor.products_only(fused, x.detach(), kind == "train", chained=True),
               "peer": lambda: run(bench.make_module("peer", cell, size, cfg)),
               **{v: (lambda sw=sw: run(fused, sw)) for v, sw in SWITCHED.items()}}
     fns = {v: makers[v]() for v in variants}

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from gatedrnn.experiments import bench
+from gatedrnn.experiments import bench, floor
 from gatedrnn.torch_engine.loops import mogrifier
 
 
@@ -49,7 +49,7 @@ def measure(size, kind, before, repeats, cfg, clock="wall"):
                     module(x)
         return fn
 
-    fns = {"after": run(now), "before": run(then), "products": bench.products_only(module, x.detach(), kind == "train")}
+    fns = {"after": run(now), "before": run(then), "products": floor.products_only(module, x.detach(), kind == "train")}
     try:
         times = bench.interleaved(fns, repeats, clock=time.process_time if clock == "cpu" else time.perf_counter)
     finally:

@@ -10,7 +10,7 @@ them, written once), what no loop saving them can avoid. Ratios are medians of p
 machine than ``wall`` (``perf_counter``); at one thread only. Default Mogrifier: 5 rounds.
 """
 import sys, statistics, time, torch
-from gatedrnn.experiments import bench
+from gatedrnn.experiments import bench, floor
 from gatedrnn.torch_engine import buffers
 from gatedrnn.torch_engine.loops.mogrifier import x_rounds_kept
 threads, H, repeats, clock = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
@@ -21,7 +21,7 @@ m = bench.make_module("fused", "mogrifier", H, cfg)
 x, gy = bench._inputs(cfg, H)
 T, B, I = x.shape
 nq, nr = 3, 2
-prod = bench.products_only(m, x.detach(), True)
+prod = floor.products_only(m, x.detach(), True)
 def floor():
     prod()
     for t in buffers.carve(x, [(T + 1, B, H), (T, B, 4 * H), (x_rounds_kept(nq, nr), T, B, I), (nq, T, B, I), (nr, T, B, H),

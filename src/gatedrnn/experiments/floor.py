@@ -83,6 +83,14 @@ def products_only(module, x, backward: bool, chained: bool = False):
                 torch.bmm(dk, wk.transpose(1, 2))
             torch.bmm(drows.transpose(1, 2), hrows)
 
+    def run_steps(prods, operands):  # T steps of the per-step products, each chained to the one before
+        prev = None
+        for _ in range(T):
+            for prod, a in zip(prods, operands):
+                if chained and prev is not None:
+                    _feed(a, prev)
+                prev = prod(a)
+
     def run():
         if heads > 1:
             with torch.no_grad():
@@ -91,23 +99,11 @@ def products_only(module, x, backward: bool, chained: bool = False):
             stepped, hoisted = weights()
             for w, r in zip(hoisted, rows_in[len(stepped):]):
                 hoisted_product(r, w)
-            fwd = [Product(w, B) for w in stepped]
-            prev = None
-            for _ in range(T):
-                for prod, a in zip(fwd, step_in):
-                    if chained and prev is not None:
-                        _feed(a, prev)
-                    prev = prod(a)
+            run_steps([Product(w, B) for w in stepped], step_in)
             if not backward:
                 return
             stepped, hoisted = weights()
-            bwd = [Product(w.t(), B) for w in stepped]
-            prev = None
-            for _ in range(T):
-                for prod, d in zip(bwd, step_grad):
-                    if chained and prev is not None:
-                        _feed(d, prev)
-                    prev = prod(d)
+            run_steps([Product(w.t(), B) for w in stepped], step_grad)
             for w, d in zip(hoisted, rows_grad[len(stepped):]):
                 input_grad(d, w)  # the input gradient
             for d, a in zip(rows_grad, rows_in):

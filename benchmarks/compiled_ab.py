@@ -9,7 +9,8 @@ written from the product before it: ``experiments/floor.py``'s ``chained``).
 ``mkl_many`` is the fused engine with the compiled kernels but its products of all steps at once
 on MKL (``products.ONEDNN_MANY`` off; what ran before they moved to oneDNN on AVX-512);
 ``add_in_product`` the LSTM family's compiled step with the input pre-activation added by the
-product, not by the kernel (``loops.lstm.ADD_IN_KERNEL`` off); ``mkl_wgrad`` the weight gradients
+product, not by the kernel (``loops.lstm.ADD_IN_KERNEL`` off); ``per_step`` the LSTM family's forward
+one kernel call a step, not all steps in one (``loops.lstm.SEQUENCE`` off); ``mkl_wgrad`` the weight gradients
 on MKL while the other products of all steps stay where they run (``products.WEIGHT_GRAD_ON_ONEDNN``
 off), ``wgrad_all_onednn`` every weight gradient there however small
 (``products.WEIGHT_GRAD_MIN`` and ``WEIGHT_GRAD_MIN_THREADED`` 0); ``no_hugepages`` the loops' big
@@ -49,6 +50,7 @@ SWITCHED = {
     "generic": [(capability, "ENABLED", False)],
     "mkl_many": [(products, "ONEDNN_MANY", False)],
     "add_in_product": [(lstm_loop, "ADD_IN_KERNEL", False)],
+    "per_step": [(lstm_loop, "SEQUENCE", False)],
     "mkl_wgrad": [(products, "WEIGHT_GRAD_ON_ONEDNN", False)],
     "wgrad_all_onednn": [(products, "WEIGHT_GRAD_MIN", 0), (products, "WEIGHT_GRAD_MIN_THREADED", 0)],
     "no_hugepages": [(buffers, "ENABLED", False)],

@@ -131,6 +131,7 @@ def test_the_kernel_or_the_product_adds_the_input(case, kind, dtype, add_in_kern
     or by the product (oneDNN's post-op in float32 where it runs): both match the eager loop, and
     the kernel is given the input pre-activation exactly when it is to add it."""
     monkeypatch.setattr(lstm_loop, "ADD_IN_KERNEL", add_in_kernel)
+    monkeypatch.setattr(lstm_loop, "SEQUENCE", False)  # one call a step, each given its input or not
     given = []
     forward = kernels.lstm_forward
 
@@ -148,6 +149,37 @@ def test_the_kernel_or_the_product_adds_the_input(case, kind, dtype, add_in_kern
     _close(got, want, rtol=1e-12 if dtype == torch.float64 else 1e-5, atol=1e-13 if dtype == torch.float64 else 1e-6)
     torch.testing.assert_close(y_inf, got[0][0], rtol=1e-12 if dtype == torch.float64 else 1e-5,
                                atol=1e-13 if dtype == torch.float64 else 1e-6)  # no-grad: the gates in scratch
+
+
+@pytest.mark.parametrize("case", [("lstm", {}), ("peephole", {}), ("cifg", {}),
+                                  ("lstm", {"bias": False, "forget_bias": 1.0})], ids=_id)
+@pytest.mark.parametrize("kind", [None, "zoneout", "state-dropout"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("sequence", [True, False], ids=["one-call", "per-step"])
+def test_the_forward_in_one_call_or_one_a_step(case, kind, dtype, sequence, kernels, monkeypatch):
+    """``SEQUENCE``: a forward without keep masks or state dropout runs every step in one kernel
+    call (``lstm_sequence_forward``, its products called from C++: oneDNN's on the packed weight in
+    float32, every weight packed here, MKL's in float64), any other one call a step; both match the
+    eager loop, training and no-grad."""
+    from gatedrnn.torch_engine import products
+
+    monkeypatch.setattr(lstm_loop, "SEQUENCE", sequence)
+    monkeypatch.setattr(products, "ONEDNN_MIN_WEIGHT", 0)
+    if dtype == torch.float32 and products.Product(torch.ones(4, 4), 3).packed is not None and not kernels.mogrify_onednn():
+        pytest.skip("this torch's oneDNN product cannot be called from the kernel (another signature)")
+    names = []
+
+    class Recording:
+        def __getattr__(self, name):
+            names.append(name)
+            return getattr(kernels, name)
+
+    got, want, y_inf = _both(case, kind, Recording(), monkeypatch, dtype=dtype)
+    assert ("lstm_sequence_forward" in names) == (sequence and kind is None)
+    assert ("lstm_forward" in names) == (not sequence or kind is not None)
+    tol = dict(rtol=1e-12, atol=1e-13) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    _close(got, want, **tol)
+    torch.testing.assert_close(y_inf, got[0][0], **tol)
 
 
 @pytest.mark.parametrize("case", [("lstm", {"layer_norm": True}), ("cifg", {"layer_norm": True}), ("lstm", {}),

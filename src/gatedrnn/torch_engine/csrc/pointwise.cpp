@@ -13,6 +13,7 @@
 // Every tensor is contiguous and of one dtype (float or double), checked in check().
 #include "common.h"
 #include "lstm_unit.h"
+#include "onednn.h"
 
 namespace {
 
@@ -157,6 +158,31 @@ void lstm_forward(const at::Tensor& a, const c10::optional<at::Tensor>& ax_, con
   });
 }
 
+// The LSTM's forward over all T steps in one call, for a loop without keep masks, state dropout
+// or layer norm: each step's recurrent product (onednn.h's product: oneDNN's on the packed weight,
+// else MKL's on W^T) and lstm_forward's pass with the step's input pre-activation added, with no
+// Python between steps. gx (T, B, G*H): the input pre-activations, biases in. Hs (T+1, B, H): h_0
+// in, h_1 .. h_T out. With Gs (T, B, G*H), the gates of every step out and C (T+1, B, H) every c_t
+// (c_0 in); without, no gates are written and c alternates between C[0] and C[1].
+void lstm_sequence_forward(const at::Tensor& gx, const at::Tensor& Hs, const at::Tensor& C,
+                           const c10::optional<at::Tensor>& Gs, const at::Tensor& w, bool packed, bool cifg,
+                           const c10::optional<at::Tensor>& peep) {
+  const int64_t T = gx.size(0);
+  const bool save = Gs.has_value();
+  TORCH_CHECK(gx.dim() == 3 && Hs.dim() == 3 && Hs.size(0) == T + 1 && C.size(0) >= (save ? T + 1 : 2) &&
+                  (!save || Gs->size(0) >= T),
+              "gatedrnn lstm_sequence_forward: expected gx (T, B, G*H), Hs (T+1, B, H), C (T+1 or 2, B, H) and "
+              "Gs (T, B, G*H) or none; found T=", T, ", Hs ", Hs.sizes(), ", C ", C.sizes());
+  at::Tensor out = packed ? at::Tensor() : at::empty({gx.size(1), gx.size(2)}, gx.options());
+  const c10::optional<at::Tensor> none;
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t j = save ? t : t % 2, jn = save ? t + 1 : (t + 1) % 2;
+    const at::Tensor a = product(Hs.select(0, t), w, packed, out);
+    lstm_forward(a, gx.select(0, t), save ? c10::optional<at::Tensor>(Gs->select(0, t)) : none, C.select(0, j),
+                 C.select(0, jn), Hs.select(0, t + 1), cifg, peep, none, none, none, none);
+  }
+}
+
 void lstm_backward(const at::Tensor& gt, const at::Tensor& cp, const at::Tensor& cn, const at::Tensor& dh,
                    const c10::optional<at::Tensor>& carry_, const c10::optional<at::Tensor>& dy_,
                    const at::Tensor& dc, const at::Tensor& da, bool cifg, const c10::optional<at::Tensor>& peep_,
@@ -271,6 +297,7 @@ void gru_backward(const at::Tensor& gt, const at::Tensor& ghn, const at::Tensor&
 
 const Register reg([](pybind11::module_& m) {
   m.def("lstm_forward", &lstm_forward);
+  m.def("lstm_sequence_forward", &lstm_sequence_forward);
   m.def("lstm_backward", &lstm_backward);
   m.def("gru_forward", &gru_forward);
   m.def("gru_backward", &gru_backward);

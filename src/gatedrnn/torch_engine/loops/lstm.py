@@ -40,6 +40,10 @@ _FAMILY = {"bias": ..., "forget_bias": ..., "forget_bias_init": ..., "layer_norm
 #: product's time at 32 rows: benchmarks/product_add.py). benchmarks/compiled_ab.py's ``add_in_product``
 #: variant turns it off.
 ADD_IN_KERNEL = True
+#: whether a forward without keep masks, state dropout or layer norm runs all its steps in one call
+#: of the compiled kernel (``lstm_sequence_forward``, the recurrent products called from C++);
+#: off, one call a step (benchmarks/compiled_ab.py's ``per_step`` variant)
+SEQUENCE = True
 
 
 class Pointwise:
@@ -166,6 +170,19 @@ class CompiledStep:
         kh, kc = self.kh, self.kc
         self.k.lstm_forward(a, ax, gt, cp, cn, Hs[t + 1], self.coupled, self.peep, None if kh is None else Hs[t],
                             None if kh is None else kh[t], None if kc is None else kc[t], None if kc is None else C[jn])
+
+    def sequence(self, hh, gx, Hs, C, Gs):
+        """Every step of the forward in one kernel call where it takes them (``SEQUENCE``; no keep
+        masks, state dropout or layer norm; the input added by the kernel; a packed weight only where
+        the kernel can call oneDNN): ``Hs``, ``C`` and ``Gs`` (``None``: not saved) as the loop
+        fills them. Returns whether it ran."""
+        prod = hh.prod
+        if not (SEQUENCE and ADD_IN_KERNEL and self.kh is None and self.kc is None and hh.mask is None
+                and not hh.ln) or (prod.packed is not None and not self.k.mogrify_onednn()):
+            return False
+        w, packed = (prod.packed, True) if prod.packed is not None else (prod.wt, False)
+        self.k.lstm_sequence_forward(gx, Hs, C, Gs, w, packed, self.coupled, self.peep)
+        return True
 
     def backward(self, gt, cp, cn, dh, carry, dy_t, dc, da, carry_out, t):
         """``da`` from ``dh`` (the product's, before ``carry`` and ``dy_t`` are added); ``dc``
@@ -304,7 +321,8 @@ class LSTMLoop:
         Cn = C if kc is None else Cn[0]
         CMu, CRs = (CMu, CRs) if ln else (None, None)
         hnew = x.new_empty(B, H) if kh is not None else None
-        for t in range(T):
+        one_call = cs is not None and cs.sequence(hh, gx, Hs, C, Gs if save else None)
+        for t in range(0 if one_call else T):
             s = t if save else 0
             j, jn = (t, t + 1) if save else (t % 2, (t + 1) % 2)
             cp, cn = C[j], Cn[jn]

@@ -76,6 +76,14 @@ class Product:
         # with the packed copy, ``w`` itself is not held (it may be a temporary the caller built)
         self.wt = w.t() if self.packed is None else None
 
+    def kernel_weight(self, kernels):
+        """What a compiled kernel multiplies by: ``(oneDNN's packed weight, True)``, or ``(W^T,
+        False)`` for ``torch.mm``; ``None`` where the weight is packed and ``kernels`` cannot call
+        oneDNN from C++ (``mogrify_onednn``)."""
+        if self.packed is None:
+            return self.wt, False
+        return (self.packed, True) if kernels.mogrify_onednn() else None
+
     def __call__(self, x, add=None):
         if self.packed is not None:
             if add is None or add.dim() == 1:

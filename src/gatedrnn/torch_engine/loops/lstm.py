@@ -176,12 +176,13 @@ class CompiledStep:
         masks, state dropout or layer norm; the input added by the kernel; a packed weight only where
         the kernel can call oneDNN): ``Hs``, ``C`` and ``Gs`` (``None``: not saved) as the loop
         fills them. Returns whether it ran."""
-        prod = hh.prod
         if not (SEQUENCE and ADD_IN_KERNEL and self.kh is None and self.kc is None and hh.mask is None
-                and not hh.ln) or (prod.packed is not None and not self.k.mogrify_onednn()):
+                and not hh.ln):
             return False
-        w, packed = (prod.packed, True) if prod.packed is not None else (prod.wt, False)
-        self.k.lstm_sequence_forward(gx, Hs, C, Gs, w, packed, self.coupled, self.peep)
+        weight = hh.prod.kernel_weight(self.k)
+        if weight is None:
+            return False
+        self.k.lstm_sequence_forward(gx, Hs, C, Gs, *weight, self.coupled, self.peep)
         return True
 
     def backward(self, gt, cp, cn, dh, carry, dy_t, dc, da, carry_out, t):

@@ -49,10 +49,10 @@ def step_weights(kern, prods):
     one, else ``W^T`` for ``torch.mm``) and whether it is the packed one; ``None`` where the per-step
     kernel does not run (off, or a packed weight and no oneDNN call from C++ here). Without rounds
     (``rounds=0``, the LSTM, which this loop runs only when asked to directly) it does not either."""
-    packed = [p.packed is not None for p in prods]
-    if not STEP or (any(packed) and not kern.mogrify_onednn()):
+    weights = [p.kernel_weight(kern) for p in prods]
+    if not STEP or None in weights:
         return None
-    return [p.packed if p.packed is not None else p.wt for p in prods], packed
+    return [w for w, _ in weights], [packed for _, packed in weights]
 
 
 def mogrifier_matrices(cell, p, name, n):
